@@ -1,0 +1,55 @@
+"""Writing an explanation to disk: the raw map (.npy), a picture (.png) and its record (.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .data import InputItem
+from .errors import UserError
+from .explanation import Explanation
+from .models import LoadedModel
+from .render import save_overlay
+from .versions import versions
+
+
+def write_result(
+    result: Explanation,
+    display: np.ndarray,
+    out_dir: str | Path,
+    item: InputItem,
+    loaded: Optional[LoadedModel] = None,
+    context: Optional[dict] = None,
+) -> dict:
+    """Write DIR/<stem>.<method>.{npy,png,json}, mirroring sub-folders of a folder input; return the record."""
+    out_dir = Path(out_dir)
+    stem = item.relative.with_suffix("")
+    base = out_dir / stem.parent / f"{stem.name}.{result.method}"
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        files = {suffix: str(base) + "." + suffix for suffix in ("npy", "png", "json")}
+        np.save(files["npy"], result.map.astype(np.float32))
+        save_overlay(files["png"], display, result.map)
+        record = result.summary()
+        label = loaded.label if loaded else (lambda i: f"class {i}")
+        record.update(
+            {
+                "target_label": label(result.target),
+                "predicted_label": label(result.predicted),
+                "label": item.label,
+                "mask": str(item.mask) if item.mask else None,
+                "files": files,
+                "versions": versions(),
+            }
+        )
+        if loaded is not None:
+            record["model_source"] = loaded.source
+            record["preprocess"] = loaded.preprocess.to_dict()
+        record.update(context or {})
+        Path(files["json"]).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write results to {out_dir}: {exc}") from None
+    return record

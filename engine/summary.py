@@ -1,0 +1,69 @@
+"""A model summary: each module's name, type, output shape and parameter count, from one dry forward."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str  # dotted module path, '' for the model itself
+    type: str
+    output_shape: Optional[tuple[int, ...]]
+    parameters: int  # own parameters, not counting children
+    depth: int
+    is_leaf: bool
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["output_shape"] = list(self.output_shape) if self.output_shape else None
+        return data
+
+
+def _shape_of(output) -> Optional[tuple[int, ...]]:
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape)
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return tuple(output[0].shape)
+    return None
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu") -> list[LayerInfo]:
+    """Run one forward on zeros of ``input_shape`` (C x H x W) with hooks and describe every module.
+
+    TorchScript modules do not accept Python hooks; for them only the model's own output is known.
+    """
+    device = torch.device(device)
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    scripted = isinstance(model, torch.jit.ScriptModule)
+    if not scripted:
+        for name, module in model.named_modules():
+            def hook(_module, _inputs, output, name=name):
+                shape = _shape_of(output)
+                if shape is not None:
+                    shapes[name] = shape
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            output = model(torch.zeros((1, *input_shape), device=device))
+        shapes.setdefault("", _shape_of(output) or ())
+    finally:
+        for handle in handles:
+            handle.remove()
+    layers = []
+    for name, module in model.named_modules():
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        is_leaf = next(iter(module.children()), None) is None
+        layers.append(LayerInfo(name, type(module).__name__ if not scripted else module.original_name, shapes.get(name), own, name.count(".") + (1 if name else 0), is_leaf))
+    return layers
+
+
+def conv_layers(layers: list[LayerInfo]) -> list[str]:
+    """Names of modules whose output is a feature map (N x C x H x W): candidates for Grad-CAM."""
+    return [layer.name for layer in layers if layer.name and layer.output_shape and len(layer.output_shape) == 4]

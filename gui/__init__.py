@@ -1,0 +1,1 @@
+"""Sensiscope's desktop application (PySide6 + pyqtgraph). Talks to the engine, never the reverse."""

@@ -1,0 +1,21 @@
+"""Sensiscope entry point: the GUI by default, headless commands otherwise (see `main.py --help`)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] == "gui":
+        from gui.app import run_gui
+
+        return run_gui(argv[1:])
+    from engine.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
