@@ -106,15 +106,23 @@ def read_tensor(path: str | Path) -> torch.Tensor:
         raise UserError(f"{path}: no such file") from None
     except (ValueError, OSError, EOFError) as exc:
         raise UserError(f"{path}: not a readable .npy array ({exc})") from None
+    if not isinstance(array, np.ndarray):  # np.load opens .npz archives whatever the suffix
+        array.close()
+        raise UserError(f"{path}: holds an .npz archive, not a single .npy array")
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 3:
         raise UserError(f"{path}: a preprocessed input must be C x H x W, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise UserError(f"{path}: holds {array.dtype} values; expected real numbers")
+    if array.size == 0:
+        raise UserError(f"{path}: holds an empty array of shape {array.shape}")
+    with np.errstate(over="ignore"):
+        array = np.ascontiguousarray(array, dtype=np.float32)
+    # Checked after the cast: float64 values beyond float32's range become infinite in it.
     if not np.isfinite(array).all():
-        raise UserError(f"{path}: holds NaN or infinite values")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        raise UserError(f"{path}: holds NaN or infinite values (or values too large for float32)")
+    return torch.from_numpy(array)
 
 
 @dataclass(frozen=True)

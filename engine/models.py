@@ -7,6 +7,7 @@ import difflib
 import json
 import os
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -88,7 +89,7 @@ def _torch_load_safely(path: Path):
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, zip errors ...
         text = str(exc)
         if "Weights only load failed" in text or "weights_only" in text:
-            if "Unsupported global" in text or "GLOBAL" in text or "Unsupported operand" in text:
+            if "Unsupported global" in text or "GLOBAL" in text:
                 raise UserError(_unsafe_pickle_message(path, exc)) from None
         first = text.splitlines()[0] if text else type(exc).__name__
         raise UserError(f"{path}: not a readable PyTorch file, it may be truncated or corrupt ({first})") from None
@@ -355,7 +356,9 @@ def _sidecar(path: Path) -> dict:
 def _load_file_model(path: Path, trust: bool) -> tuple[nn.Module, str]:
     if _is_torchscript_archive(path):
         try:
-            return torch.jit.load(str(path), map_location="cpu").eval(), f"TorchScript {path.name}"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream but still what users have
+                return torch.jit.load(str(path), map_location="cpu").eval(), f"TorchScript {path.name}"
         except Exception as exc:  # torch.jit raises plain RuntimeError for most problems
             raise UserError(f"{path}: not a loadable TorchScript model ({str(exc).splitlines()[0]})") from None
     if path.suffix.lower() == ".safetensors":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -42,8 +43,10 @@ class Preprocess:
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
                 raise UserError(f"{name} has {len(values)} values but the model takes {self.channels} channel(s)")
-        if any(s <= 0 for s in self.std):
-            raise UserError("every std value must be positive")
+        if not all(math.isfinite(m) for m in self.mean):
+            raise UserError("every mean value must be a finite number")
+        if not all(math.isfinite(s) and s > 0 for s in self.std):
+            raise UserError("every std value must be a positive finite number")
         for name in ("resize", "crop"):
             value = getattr(self, name)
             if value is not None and value < 1:

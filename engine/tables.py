@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -12,6 +16,9 @@ import pandas as pd
 from .errors import UserError
 
 MISSING_MARKERS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?", "-"]
+DELIMITERS = ",;\t"
+# utf-8-sig: spreadsheet programs often start a UTF-8 CSV with a byte-order mark.
+ENCODING = "utf-8-sig"
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,18 @@ def _describe(name: str, series: pd.Series) -> ColumnInfo:
     return ColumnInfo(name, "numeric", missing, (), float(values.min()), float(values.max()), float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0)
 
 
+def _sniff(path: Path) -> tuple[str, list[str]]:
+    """The delimiter (comma, semicolon or tab; comma if none fits) and the stripped header names."""
+    with path.open(encoding=ENCODING, newline="") as handle:
+        sample = "".join(itertools.islice(handle, 50))
+    try:
+        sep = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        sep = ","
+    header = next(csv.reader(io.StringIO(sample), delimiter=sep, skipinitialspace=True), [])
+    return sep, [name.strip() for name in header]
+
+
 def load_table(path: str | Path, target: Optional[str] = None) -> Table:
     """Read a CSV (comma, semicolon or tab separated) and describe its columns.
 
@@ -74,7 +93,14 @@ def load_table(path: str | Path, target: Optional[str] = None) -> Table:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        frame = pd.read_csv(path, sep=None, engine="python", na_values=MISSING_MARKERS, keep_default_na=True, skipinitialspace=True)
+        sep, header = _sniff(path)
+        # index_col=False: otherwise pandas silently makes the first column the index when the rows have
+        # more fields than the header (a trailing delimiter); extra non-empty fields warn, made an error here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, sep=sep, encoding=ENCODING, na_values=MISSING_MARKERS, keep_default_na=True, skipinitialspace=True, index_col=False)
+    except pd.errors.ParserWarning:
+        raise UserError(f"{path}: some rows have more fields than the header") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text CSV file (cannot decode it as UTF-8)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as exc:
@@ -82,7 +108,8 @@ def load_table(path: str | Path, target: Optional[str] = None) -> Table:
     if frame.shape[1] < 2 or frame.empty:
         raise UserError(f"{path}: a table needs a header, at least two columns and one row (found {frame.shape[1]} column(s), {len(frame)} row(s))")
     frame.columns = [str(c).strip() for c in frame.columns]
-    duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    # pandas renames a repeated header name 'a' to 'a.1', so duplicates are looked for in the raw header.
+    duplicated = sorted({c for c in header if c and header.count(c) > 1})
     if duplicated or any(c.startswith("Unnamed:") for c in frame.columns):
         raise UserError(f"{path}: every column needs a unique name in the header ({', '.join(duplicated) or 'an empty header cell'})")
     columns = [_describe(name, frame[name]) for name in frame.columns]
