@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,13 +29,13 @@ def explain(
     model: nn.Module | LoadedModel,
     inputs: torch.Tensor,
     method: str = "saliency",
-    target: Optional[int] = None,
+    target: int | None = None,
     params: Any = None,
     *,
     device: str | torch.device | None = None,
-    seed: Optional[int] = 0,
-    progress: Optional[ProgressFn] = None,
-    cancel: Optional[CancelToken] = None,
+    seed: int | None = 0,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
 ) -> Explanation:
     """Explain one input with a registered method.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .errors import Cancelled
 
@@ -44,6 +44,6 @@ def no_progress(fraction: float, message: str = "") -> None:
     """The default progress callback: ignores every report."""
 
 
-def resolve(progress: Optional[ProgressFn], cancel: Optional[CancelToken]) -> tuple[ProgressFn, CancelToken]:
+def resolve(progress: ProgressFn | None, cancel: CancelToken | None) -> tuple[ProgressFn, CancelToken]:
     """Substitute no-op defaults for missing progress and cancel arguments."""
     return (progress or no_progress, cancel or NEVER_CANCELLED)

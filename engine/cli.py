@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .errors import Cancelled, UserError
 
@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see --help)")
 
 
-def _size(text: str) -> Optional[int]:
+def _size(text: str) -> int | None:
     if text.strip().lower() in ("none", "0", ""):
         return None
     try:
@@ -40,7 +40,7 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
 
 
-def _target(text: str) -> Optional[int]:
+def _target(text: str) -> int | None:
     if text.strip().lower() in ("pred", "predicted"):
         return None
     try:
@@ -204,7 +204,7 @@ def cmd_explain(args) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run a headless command; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)

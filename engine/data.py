@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -131,8 +130,8 @@ class InputItem:
 
     path: Path
     relative: Path
-    label: Optional[str] = None
-    mask: Optional[Path] = None
+    label: str | None = None
+    mask: Path | None = None
 
     @property
     def is_tensor(self) -> bool:
@@ -156,7 +155,7 @@ def _is_mask(path: Path) -> bool:
     return path.stem.endswith(MASK_SUFFIX)
 
 
-def _mask_for(path: Path) -> Optional[Path]:
+def _mask_for(path: Path) -> Path | None:
     candidate = path.with_name(f"{path.stem}{MASK_SUFFIX}.png")
     return candidate if candidate.is_file() else None
 

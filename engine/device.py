@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 import torch
 
@@ -20,8 +19,8 @@ class DeviceInfo:
     spec: str  # what to pass to select_device, e.g. "cuda:0"
     kind: str  # cpu, cuda or mps
     name: str
-    total_memory_bytes: Optional[int] = None
-    free_memory_bytes: Optional[int] = None
+    total_memory_bytes: int | None = None
+    free_memory_bytes: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,7 +83,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "CPU"
 
 
-def _cpu_memory() -> tuple[Optional[int], Optional[int]]:
+def _cpu_memory() -> tuple[int | None, int | None]:
     try:
         values = {}
         with open("/proc/meminfo", encoding="utf-8") as handle:

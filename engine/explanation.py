@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +25,8 @@ class Explanation:
     probability: float
     device: str
     elapsed_s: float
-    target_probability: Optional[float] = None
-    seed: Optional[int] = None
+    target_probability: float | None = None
+    seed: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

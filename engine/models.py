@@ -12,7 +12,6 @@ import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torchvision
@@ -36,7 +35,7 @@ def _suggest(name: str, options) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
-def build_architecture(name: str, num_classes: Optional[int] = None, seed: int = 0) -> nn.Module:
+def build_architecture(name: str, num_classes: int | None = None, seed: int = 0) -> nn.Module:
     """A randomly initialised torchvision classifier; the seed makes the initialisation repeatable."""
     if name not in classification_models():
         raise UserError(f"unknown architecture '{name}'{_suggest(name, classification_models())}; `main.py info` lists them")
@@ -175,7 +174,7 @@ def compare_state(model: nn.Module, state: dict[str, torch.Tensor]) -> StateMism
     return StateMismatch(missing, unexpected, shapes)
 
 
-def _head_classes(mismatch: StateMismatch) -> Optional[int]:
+def _head_classes(mismatch: StateMismatch) -> int | None:
     """If the only conflicts are in the output layer's class count, that count; else None."""
     if mismatch.missing or mismatch.unexpected or not mismatch.shapes:
         return None
@@ -302,8 +301,8 @@ class LoadedModel:
     spec: str
     source: str
     preprocess: Preprocess
-    labels: Optional[list[str]] = None
-    num_classes: Optional[int] = None
+    labels: list[str] | None = None
+    num_classes: int | None = None
     notes: list[str] = field(default_factory=list)
 
     def label(self, index: int) -> str:
@@ -322,7 +321,7 @@ class LoadedModel:
         }
 
 
-def _first_conv_channels(module: nn.Module) -> Optional[int]:
+def _first_conv_channels(module: nn.Module) -> int | None:
     for sub in module.modules():
         if isinstance(sub, nn.Conv2d):
             return sub.in_channels
@@ -331,7 +330,7 @@ def _first_conv_channels(module: nn.Module) -> Optional[int]:
     return None
 
 
-def _output_classes(module: nn.Module) -> Optional[int]:
+def _output_classes(module: nn.Module) -> int | None:
     last = None
     for sub in module.modules():
         if isinstance(sub, nn.Linear):
@@ -381,13 +380,13 @@ def _load_file_model(path: Path, trust: bool) -> tuple[nn.Module, str]:
 
 def load_model(
     spec: str,
-    weights: Optional[str] = None,
-    labels: Optional[str] = None,
+    weights: str | None = None,
+    labels: str | None = None,
     *,
     trust: bool = False,
     seed: int = 0,
-    num_classes: Optional[int] = None,
-    preprocess: Optional[Preprocess] = None,
+    num_classes: int | None = None,
+    preprocess: Preprocess | None = None,
     allow_download: bool = False,
 ) -> LoadedModel:
     """Load a model from a spec: an architecture name (``resnet18``), ``arch:WEIGHTS`` for torchvision
@@ -398,8 +397,8 @@ def load_model(
     """
     spec = spec.strip()
     notes: list[str] = []
-    label_names: Optional[list[str]] = None
-    chosen_preprocess: Optional[Preprocess] = None
+    label_names: list[str] | None = None
+    chosen_preprocess: Preprocess | None = None
     architecture, _, weights_name = spec.partition(":")
     if spec.startswith("demo:"):
         raise UserError(f"unknown demo model '{spec}'; no demo models are installed yet")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -21,8 +20,8 @@ def write_result(
     display: np.ndarray,
     out_dir: str | Path,
     item: InputItem,
-    loaded: Optional[LoadedModel] = None,
-    context: Optional[dict] = None,
+    loaded: LoadedModel | None = None,
+    context: dict | None = None,
 ) -> dict:
     """Write DIR/<stem>.<method>.{npy,png,json}, mirroring sub-folders of a folder input; return the record."""
     out_dir = Path(out_dir)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from .errors import UserError
 
@@ -18,9 +19,9 @@ def param(
     default: Any,
     help: str,
     *,
-    low: Optional[float] = None,
-    high: Optional[float] = None,
-    choices: Optional[Sequence[Any]] = None,
+    low: float | None = None,
+    high: float | None = None,
+    choices: Sequence[Any] | None = None,
 ) -> Any:
     """Declare one method parameter with its default, a one-line help and optional limits."""
     meta = {"help": help, "low": low, "high": high, "choices": tuple(choices) if choices else None}
@@ -35,9 +36,9 @@ class ParamSpec:
     type: type
     default: Any
     help: str
-    low: Optional[float]
-    high: Optional[float]
-    choices: Optional[tuple]
+    low: float | None
+    high: float | None
+    choices: tuple | None
 
     def to_dict(self) -> dict:
         return {
@@ -118,7 +119,7 @@ def validate(spec: ParamSpec, value: Any) -> Any:
     return value
 
 
-def build_params(params_cls: type, values: Optional[dict[str, Any]] = None) -> Any:
+def build_params(params_cls: type, values: dict[str, Any] | None = None) -> Any:
     """Make a parameter object from a mapping of names to values (strings are converted)."""
     values = dict(values or {})
     specs = {spec.name: spec for spec in param_specs(params_cls)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Optional
 
 import numpy as np
 import torch
@@ -28,8 +27,8 @@ class Preprocess:
     RGB model, and RGB images are converted to luma for a one-channel model.
     """
 
-    resize: Optional[int] = 256
-    crop: Optional[int] = 224
+    resize: int | None = 256
+    crop: int | None = 224
     mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
     std: tuple[float, ...] = field(default=IMAGENET_STD)
     channels: int = 3
@@ -58,12 +57,12 @@ class Preprocess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocess":
+    def from_dict(cls, data: dict) -> Preprocess:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
     @classmethod
-    def from_torchvision(cls, transforms, channels: int = 3) -> "Preprocess":
+    def from_torchvision(cls, transforms, channels: int = 3) -> Preprocess:
         """Read the settings of torchvision's ImageClassification preset for some weights."""
         resize = transforms.resize_size[0] if transforms.resize_size else None
         crop = transforms.crop_size[0] if transforms.crop_size else None

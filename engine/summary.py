@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -13,7 +12,7 @@ from torch import nn
 class LayerInfo:
     name: str  # dotted module path, '' for the model itself
     type: str
-    output_shape: Optional[tuple[int, ...]]
+    output_shape: tuple[int, ...] | None
     parameters: int  # own parameters, not counting children
     depth: int
     is_leaf: bool
@@ -24,7 +23,7 @@ class LayerInfo:
         return data
 
 
-def _shape_of(output) -> Optional[tuple[int, ...]]:
+def _shape_of(output) -> tuple[int, ...] | None:
     if isinstance(output, torch.Tensor):
         return tuple(output.shape)
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):

@@ -8,7 +8,6 @@ import itertools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -27,10 +26,10 @@ class ColumnInfo:
     kind: str  # "numeric" or "categorical"
     missing: int
     categories: tuple[str, ...] = ()
-    minimum: Optional[float] = None
-    maximum: Optional[float] = None
-    mean: Optional[float] = None
-    std: Optional[float] = None
+    minimum: float | None = None
+    maximum: float | None = None
+    mean: float | None = None
+    std: float | None = None
 
 
 @dataclass
@@ -38,7 +37,7 @@ class Table:
     path: Path
     frame: pd.DataFrame
     columns: list[ColumnInfo]
-    target: Optional[str] = None
+    target: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -83,7 +82,7 @@ def _sniff(path: Path) -> tuple[str, list[str]]:
     return sep, [name.strip() for name in header]
 
 
-def load_table(path: str | Path, target: Optional[str] = None) -> Table:
+def load_table(path: str | Path, target: str | None = None) -> Table:
     """Read a CSV (comma, semicolon or tab separated) and describe its columns.
 
     Numeric columns are those whose every present value parses as a number; the rest are

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from .errors import UserError
@@ -43,7 +41,7 @@ def logits_of(output) -> torch.Tensor:
     return logits
 
 
-def check_target(target: Optional[int], n_classes: int) -> Optional[int]:
+def check_target(target: int | None, n_classes: int) -> int | None:
     if target is None:
         return None
     target = int(target)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 APP_NAME = "Sensiscope"
 
@@ -15,7 +15,7 @@ def configure_pyqtgraph() -> None:
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
 
-def create_app(argv: Optional[Sequence[str]] = None):
+def create_app(argv: Sequence[str] | None = None):
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([sys.argv[0], *(argv or [])])
@@ -25,7 +25,7 @@ def create_app(argv: Optional[Sequence[str]] = None):
     return app
 
 
-def run_gui(argv: Optional[Sequence[str]] = None) -> int:
+def run_gui(argv: Sequence[str] | None = None) -> int:
     """Open the main window and run the event loop until it closes."""
     app = create_app(argv)
     from .main_window import MainWindow
