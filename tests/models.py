@@ -41,3 +41,34 @@ class TinyCNN(nn.Module):
 def tiny_cnn(seed: int = 0, channels: int = 3, classes: int = 3) -> TinyCNN:
     torch.manual_seed(seed)
     return TinyCNN(channels, classes).eval()
+
+
+class RegionModel(nn.Module):
+    """A CNN that only sees the rows r0:r1 and columns c0:c1 of its input.
+
+    The input is multiplied by a fixed 0/1 mask; the convolutions have no bias, so every feature
+    map is exactly zero outside the region (up to the receptive field at its border). Any honest
+    attribution method must put (almost) all of its mass inside the region.
+    """
+
+    def __init__(self, size: int = 16, region: tuple[int, int, int, int] = (4, 10, 6, 12), channels: int = 3, classes: int = 3, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.region = region
+        mask = torch.zeros(1, 1, size, size)
+        r0, r1, c0, c1 = region
+        mask[..., r0:r1, c0:c1] = 1.0
+        self.register_buffer("mask", mask)
+        self.features = nn.Sequential(nn.Conv2d(channels, 6, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1, bias=False), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x * self.mask)).flatten(1))
+
+    def region_mask(self) -> torch.Tensor:
+        return self.mask[0, 0].bool()
+
+
+def region_model(seed: int = 0, **kwargs) -> RegionModel:
+    return RegionModel(seed=seed, **kwargs).eval()
