@@ -74,10 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--allow-download", action="store_true", help="allow torchvision to download named weights that are not cached")
     ex.add_argument("--num-classes", type=int, help="output classes of a randomly initialised architecture")
     ex.add_argument("--input", required=True, help="an image, a folder or ImageFolder of images, or a preprocessed C x H x W .npy")
-    ex.add_argument("--method", default="saliency", help="explanation method (see info)")
+    ex.add_argument("--method", nargs="+", action="extend", default=None, metavar="NAME", help="explanation method(s), several allowed (see info); default saliency")
+    ex.add_argument("--compare", action="store_true", help="with several methods, write DIR/<stem>.compare.json with their pairwise agreement")
+    ex.add_argument("--compare-top", type=float, default=10.0, metavar="PERCENT", help="top-percent of pixels whose overlap (IoU) --compare reports (default 10)")
     ex.add_argument("--target", type=_target, default=None, help="'pred' (default) or a class index")
     ex.add_argument("--layer", help="layer name for methods that take one")
-    ex.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a method parameter; repeatable")
+    ex.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a method parameter, repeatable; METHOD.KEY=VALUE sets it for one method only")
     ex.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     ex.add_argument("--seed", type=int, default=0, help="seed for random initialisation and random methods")
     ex.add_argument("--out", default="sensiscope-out", help="folder for the .npy, .png and .json results")
@@ -149,22 +151,51 @@ def _preprocess_overrides(args) -> dict:
     return {name: getattr(args, name) for name in ("resize", "crop", "mean", "std", "channels") if hasattr(args, name)}
 
 
+def _method_params(method_names: list[str], assignments: dict[str, str], layer: str | None) -> dict:
+    """Parameter objects per method. KEY=VALUE goes to every method that has KEY (and must fit at
+    least one); METHOD.KEY=VALUE to that method only; --layer to every method with a layer."""
+    from .methods import get_method
+    from .params import build_params
+
+    specs = {name: get_method(name) for name in method_names}
+    fields = {name: {f.name for f in dataclasses.fields(spec.params_cls)} for name, spec in specs.items()}
+    values: dict[str, dict] = {name: {} for name in specs}
+    for key, value in assignments.items():
+        scope, dot, field = key.rpartition(".")
+        if dot and scope in specs:
+            values[scope][field] = value
+        elif dot:
+            raise UserError(f"parameter '{key}' is scoped to method '{scope}', which is not among --method {' '.join(specs)}")
+        else:
+            takers = [name for name in specs if key in fields[name]]
+            if not takers:
+                raise UserError(f"unknown parameter '{key}' for {', '.join(specs)}; `main.py info` lists each method's parameters")
+            for name in takers:
+                values[name][key] = value
+    if layer is not None:
+        takers = [name for name in specs if "layer" in fields[name]]
+        if not takers:
+            raise UserError(f"method {', '.join(specs)} takes no layer")
+        for name in takers:
+            values[name].setdefault("layer", layer)
+    return {name: build_params(spec.params_cls, values[name]) for name, spec in specs.items()}
+
+
 def cmd_explain(args) -> int:
     from .api import explain
+    from .compare import pairwise_agreement
     from .data import load_input, scan_inputs
     from .device import select_device
-    from .methods import get_method
     from .models import load_model
-    from .output import write_result
-    from .params import build_params, parse_assignments
+    from .output import write_comparison, write_result
+    from .params import parse_assignments
 
-    spec = get_method(args.method)
-    values = parse_assignments(args.param)
-    if args.layer is not None:
-        if "layer" not in {f.name for f in dataclasses.fields(spec.params_cls)}:
-            raise UserError(f"method '{spec.name}' takes no layer")
-        values["layer"] = args.layer
-    params = build_params(spec.params_cls, values)
+    method_names = list(dict.fromkeys(args.method or ["saliency"]))
+    params = _method_params(method_names, parse_assignments(args.param), args.layer)
+    if args.compare and len(method_names) < 2:
+        raise UserError("--compare needs at least two methods, e.g. --method gradcam local")
+    if not 0 < args.compare_top <= 100:
+        raise UserError(f"--compare-top must be a percentage in (0, 100], not {args.compare_top}")
     device = select_device(args.device)
     scan = scan_inputs(args.input)
     loaded = load_model(args.model, args.weights, args.labels, trust=args.trust, seed=args.seed, num_classes=args.num_classes, allow_download=args.allow_download)
@@ -181,26 +212,34 @@ def cmd_explain(args) -> int:
     for path, reason in scan.skipped:
         _log(args, f"skipped {path}: {reason}")
     total = len(scan.items)
+    context = {"model": args.model, "weights": args.weights}
     for index, item in enumerate(scan.items, start=1):
         try:
             tensor, display = load_input(item, loaded.preprocess)
-            result = explain(loaded, tensor, spec.name, args.target, params, seed=args.seed)
+            results = [explain(loaded, tensor, name, args.target, params[name], seed=args.seed) for name in method_names]
         except UserError as exc:
             if scan.layout == "file":
                 raise
             failures.append((item.path, str(exc)))
             _log(args, f"skipped {item.path}: {exc}")
             continue
-        record = write_result(result, display, out, item, loaded, context={"model": args.model, "weights": args.weights, "input": str(item.path)})
-        records.append(record)
-        _log(args, f"[{index}/{total}] {item.path}: predicted {record['predicted_label']} ({result.probability:.3f}), {spec.name} map in {result.elapsed_s:.3f} s -> {record['files']['npy']}")
+        item_records = [write_result(result, display, out, item, loaded, context=context | {"input": str(item.path)}) for result in results]
+        if args.compare:
+            comparisons = pairwise_agreement({r.method: r.map for r in results}, args.compare_top)
+            compare_file = write_comparison(comparisons, out, item, context | {"input": str(item.path), "top_percent": args.compare_top})
+            for record in item_records:
+                record["compare_file"] = compare_file
+        records += item_records
+        first = results[0]
+        timings = ", ".join(f"{r.method} {r.elapsed_s:.3f} s" for r in results)
+        _log(args, f"[{index}/{total}] {item.path}: predicted {loaded.label(first.predicted)} ({first.probability:.3f}); {timings}")
     if not records:
         raise UserError(f"no input could be explained ({len(failures)} skipped)")
     if args.json:
         json.dump(records, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     elif failures:
-        _log(args, f"{len(records)} explained, {len(failures)} skipped")
+        _log(args, f"{total - len(failures) + len(scan.skipped)} explained, {len(failures)} skipped")
     return 0
 
 

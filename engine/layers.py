@@ -4,7 +4,6 @@ layer's activations and gradients during one forward and backward."""
 from __future__ import annotations
 
 import difflib
-from typing import Optional
 
 import torch
 from torch import nn
@@ -80,7 +79,7 @@ class LayerRecorder:
 
     def __init__(self, layer: nn.Module) -> None:
         self.layer = layer
-        self.activation: Optional[torch.Tensor] = None
+        self.activation: torch.Tensor | None = None
         self._handle = None
 
     def _hook(self, _module, _inputs, output):
@@ -90,7 +89,7 @@ class LayerRecorder:
             raise UserError(f"layer {type(self.layer).__name__} does not output a tensor")
         self.activation = output
 
-    def __enter__(self) -> "LayerRecorder":
+    def __enter__(self) -> LayerRecorder:
         self._handle = self.layer.register_forward_hook(self._hook)
         return self
 

@@ -15,6 +15,22 @@ from .render import save_overlay
 from .versions import versions
 
 
+def _base(out_dir: Path, item: InputItem, name: str) -> Path:
+    stem = item.relative.with_suffix("")
+    return out_dir / stem.parent / f"{stem.name}.{name}"
+
+
+def write_comparison(comparisons: list[dict], out_dir: str | Path, item: InputItem, context: dict | None = None) -> str:
+    """Write DIR/<stem>.compare.json with the pairwise agreement of an input's maps; return its path."""
+    path = Path(str(_base(Path(out_dir), item, "compare")) + ".json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pairs": comparisons, **(context or {})}, indent=2, default=str), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write results to {out_dir}: {exc}") from None
+    return str(path)
+
+
 def write_result(
     result: Explanation,
     display: np.ndarray,
@@ -24,9 +40,7 @@ def write_result(
     context: dict | None = None,
 ) -> dict:
     """Write DIR/<stem>.<method>.{npy,png,json}, mirroring sub-folders of a folder input; return the record."""
-    out_dir = Path(out_dir)
-    stem = item.relative.with_suffix("")
-    base = out_dir / stem.parent / f"{stem.name}.{result.method}"
+    base = _base(Path(out_dir), item, result.method)
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
         files = {suffix: str(base) + "." + suffix for suffix in ("npy", "png", "json")}

@@ -168,3 +168,20 @@ def test_self_check_passes():
     run = _python("--self-check")
     assert run.returncode == 0, run.stderr
     assert "self-check passed" in run.stdout
+
+
+def test_parameters_scoped_to_a_method_and_unknown_keys(capsys, tmp_path, rgb_png, scripted_tiny):
+    model_path, _ = scripted_tiny
+    base = ["explain", "--model", model_path, "--input", rgb_png, "--out", tmp_path, "--json", *SMALL]
+    code, out, err = run_cli(capsys, *base, "--param", "saliency.reduce=sum")
+    assert code == 0, err
+    assert json.loads(out)[0]["params"]["reduce"] == "sum"
+    code, _, err = run_cli(capsys, *base, "--param", "gradient.reduce=sum")
+    assert code == 2 and "scoped to method 'gradient'" in err
+    code, _, err = run_cli(capsys, *base, "--param", "window=3")
+    assert code == 2 and "unknown parameter 'window'" in err
+
+
+def test_compare_needs_two_methods(capsys, tmp_path, rgb_png):
+    code, _, err = run_cli(capsys, "explain", "--model", "resnet18", "--input", rgb_png, "--compare", *SMALL)
+    assert code == 2 and "at least two methods" in err

@@ -84,3 +84,12 @@ def test_unknown_method_lists_the_known_ones():
 def test_wrong_input_shape_is_a_user_error():
     with pytest.raises(UserError, match="expected one image"):
         engine.explain(METHOD_CASES["saliency"][0][0](), torch.rand(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("method,index,factory,shape,params", CASES, ids=IDS)
+def test_same_seed_gives_the_same_map(method, index, factory, shape, params):
+    model, x = factory(), torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    first = engine.explain(model, x, method, params=params, seed=5)
+    second = engine.explain(model, x, method, params=params, seed=5)
+    np.testing.assert_array_equal(first.map, second.map)
+    assert first.seed == 5

@@ -1,0 +1,221 @@
+"""Local sensitivity to input pixel perturbations (Miao and Matveev, 2025, arXiv:2504.15100).
+
+Every square window of the input (all channels together) is perturbed in turn and the change of
+the target output is measured:
+
+* ``occlusion``: the window is replaced by a baseline (zero, the image's channel means, or a
+  Gaussian-blurred copy of the image); a window's value is f(x) - f(x with the window replaced),
+  the definition of occlusion by Zeiler and Fergus (2014) and of Captum's ``Occlusion``.
+* ``additive``: delta is added to the window; a window's value is the finite difference
+  (f(x + delta 1_W) - f(x)) / (delta |W|) (or the central difference), an estimate of the
+  derivative per pixel, summed over channels and averaged over the window.
+
+Windows start at 0, s, 2s, ... and, like Captum's, the last one in each direction is cut off at the
+image border so that the whole image is covered. A pixel's map value is the mean of the values of
+all the windows that cover it (0 where none does, possible only when the stride exceeds the window).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..batching import run_in_batches
+from ..cancel import resolve
+from ..errors import UserError
+from ..explanation import Explanation
+from ..params import param
+from ..targets import OUTPUT_CHOICES, as_batch, check_target, logits_of, prediction, select_output
+from . import MethodSpec, register
+
+
+@dataclass(frozen=True)
+class LocalParams:
+    mode: str = param(
+        "occlusion",
+        "occlusion: replace each window by a baseline and record the drop of the output; additive: add delta and record the finite-difference slope",
+        choices=("occlusion", "additive"),
+    )
+    window: int = param(8, "side of the square window in pixels (1 = single pixels)", low=1)
+    stride: int = param(0, "step between windows in pixels; 0 means equal to the window (no overlap)", low=0)
+    baseline: str = param(
+        "zero",
+        "occlusion: what replaces a window: zeros, the image's per-channel mean, or a Gaussian-blurred copy of the image",
+        choices=("zero", "mean", "blur"),
+    )
+    blur_sigma: float = param(5.0, "occlusion with the blur baseline: Gaussian standard deviation in pixels", low=0.1)
+    delta: float = param(0.1, "additive: the step added to every channel of a window, in normalised input units", low=1e-6)
+    central: bool = param(False, "additive: central differences (f(x+delta) - f(x-delta)) / 2 delta, twice the forward passes")
+    output: str = param("logit", "what is measured: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
+    batch_size: int = param(64, "perturbed images evaluated at once (halved automatically on out-of-memory)", low=1)
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Window origins along one axis, as Captum's Occlusion places them.
+
+    Captum takes ceil((size - window) / stride) + 1 windows at 0, s, 2s, ...; the last one may run
+    past the border and is then cut off there. Origins at or past the border (possible only when
+    the stride exceeds the window) are dropped.
+    """
+    count = math.ceil((size - window) / stride) + 1
+    return [i * stride for i in range(count) if i * stride < size]
+
+
+def _membership(starts: list[int], window: int, size: int, device: torch.device) -> torch.Tensor:
+    """n_windows x size boolean matrix: row i marks the pixels of window i along this axis."""
+    begin = torch.tensor(starts, device=device)[:, None]
+    pixels = torch.arange(size, device=device)[None, :]
+    return (pixels >= begin) & (pixels < begin + window)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a N x C x H x W batch, edges replicated, truncated at 3 sigma."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    channels = x.shape[1]
+    # Replicate padding accepts any pad width, unlike reflect, so a large sigma on a small image works.
+    out = F.pad(x, (radius, radius, 0, 0), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def _baseline(x: torch.Tensor, params: LocalParams) -> torch.Tensor:
+    if params.baseline == "zero":
+        return torch.zeros_like(x)
+    if params.baseline == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    if params.baseline == "blur":
+        return gaussian_blur(x, params.blur_sigma)
+    raise UserError(f"unknown baseline '{params.baseline}'; choose zero, mean or blur")
+
+
+def _scores(output) -> torch.Tensor:
+    """Class scores in at least single precision (half-precision softmax loses the differences)."""
+    logits = logits_of(output)
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def _check(params: LocalParams, height: int, width: int) -> int:
+    """Validate what the parameter parser cannot (the image size) and return the stride."""
+    if params.window < 1:
+        raise UserError(f"window must be at least 1, not {params.window}")
+    if params.window > min(height, width):
+        raise UserError(f"window {params.window} is larger than the image ({height} x {width}); choose at most {min(height, width)}")
+    if params.stride < 0:
+        raise UserError(f"stride must be at least 0, not {params.stride}")
+    if params.mode == "additive" and not params.delta > 0:
+        raise UserError(f"delta must be positive, not {params.delta}")
+    if params.mode not in ("occlusion", "additive"):
+        raise UserError(f"unknown mode '{params.mode}'; choose occlusion or additive")
+    return params.stride or params.window
+
+
+def explain(model, inputs, target, params: LocalParams, *, progress=None, cancel=None) -> Explanation:
+    """Map of the change of the target output when each window of the input is perturbed."""
+    progress, cancel = resolve(progress, cancel)
+    start_time = time.perf_counter()
+    x = as_batch(inputs).detach()
+    _, channels, height, width = x.shape
+    stride = _check(params, height, width)
+    device = x.device
+    progress(0.0, "forward")
+    cancel.check()
+    with torch.inference_mode():
+        logits = logits_of(model(x))
+        predicted, probability = prediction(logits)
+        target = check_target(target, logits.shape[1])
+        target = predicted if target is None else target
+        f_x = select_output(_scores(logits), target, params.output)[0]
+        target_probability = float(torch.softmax(logits[0].float(), 0)[target])
+
+        row_starts, col_starts = window_starts(height, params.window, stride), window_starts(width, params.window, stride)
+        rows = _membership(row_starts, params.window, height, device)  # n_rows x H
+        cols = _membership(col_starts, params.window, width, device)  # n_cols x W
+        n_rows, n_cols = len(row_starts), len(col_starts)
+        n_windows = n_rows * n_cols
+        occlusion = params.mode == "occlusion"
+        baseline = _baseline(x, params) if occlusion else None
+        # Additive central differences need x + delta and x - delta per window, stored next to
+        # each other (perturbation 2w is +delta, 2w + 1 is -delta); otherwise one per window.
+        per_window = 2 if (not occlusion and params.central) else 1
+        total = n_windows * per_window
+        outputs = torch.empty(total, dtype=torch.float64, device=device)
+
+        def evaluate(begin: int, end: int) -> None:
+            index = torch.arange(begin, end, device=device)
+            window_index = index // per_window
+            # B x 1 x H x W mask of each perturbation's window, built by broadcasting, no loop.
+            mask = (rows[window_index // n_cols][:, :, None] & cols[window_index % n_cols][:, None, :]).unsqueeze(1)
+            if occlusion:
+                batch = torch.where(mask, baseline, x)
+            else:
+                sign = 1.0 - 2.0 * (index % per_window).to(x.dtype)  # +1, or -1 for the second of a central pair
+                batch = x + (params.delta * sign).view(-1, 1, 1, 1) * mask.to(x.dtype)
+            outputs[begin:end] = select_output(_scores(model(batch)), target, params.output)
+
+        used = run_in_batches(
+            total,
+            params.batch_size,
+            evaluate,
+            cancel=cancel,
+            progress=progress,
+            message="perturbed images",
+            device=device,
+            progress_span=(0.01, 0.99),
+        )
+    cancel.check()
+
+    # Per-window values, in float64 so that small finite differences keep their digits.
+    out = outputs.double()
+    area = (rows.sum(1).double()[:, None] * cols.sum(1).double()[None, :]).reshape(-1)  # pixels per (cut-off) window
+    if occlusion:
+        values = float(f_x) - out
+    elif params.central:
+        values = (out[0::2] - out[1::2]) / (2.0 * params.delta * area)
+    else:
+        values = (out - float(f_x)) / (params.delta * area)
+    grid = values.view(n_rows, n_cols)
+    # Accumulate every window's value onto its pixels: sum = R^T V C and coverage = R^T 1 C, where
+    # R and C are the row and column membership matrices (windows are products of the two).
+    rows64, cols64 = rows.double(), cols.double()
+    summed = rows64.T @ grid @ cols64
+    coverage = rows64.sum(0)[:, None] * cols64.sum(0)[None, :]
+    local_map = torch.where(coverage > 0, summed / coverage.clamp(min=1.0), torch.zeros_like(summed))
+    progress(1.0, "done")
+    return Explanation(
+        map=local_map.float().cpu().numpy(),
+        method=SPEC.name,
+        params=params,
+        target=target,
+        predicted=predicted,
+        probability=probability,
+        target_probability=target_probability,
+        device=str(device),
+        elapsed_s=time.perf_counter() - start_time,
+        extras={
+            "forward_passes": total + 1,
+            "windows": n_windows,
+            "batch_size_used": used,
+            "window_values": grid.float().cpu().numpy(),
+            "f_x": float(f_x),
+            "stride": stride,
+        },
+    )
+
+
+SPEC = register(
+    MethodSpec(
+        name="local",
+        summary="Change of the target output when each window of pixels is occluded or nudged (local sensitivity)",
+        params_cls=LocalParams,
+        explain=explain,
+        kind="perturbation",
+    )
+)
