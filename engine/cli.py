@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0, help="seed for random initialisation and random methods")
     ex.add_argument("--out", default="sensiscope-out", help="folder for the .npy, .png and .json results")
     ex.add_argument("--json", action="store_true", help="print the JSON records to stdout and nothing else")
+    from .cli_tabular import add_parsers
+
+    add_parsers(commands)
     pre = ex.add_argument_group("preprocessing (defaults come from the weights or ImageNet)")
     pre.add_argument("--resize", type=_size, default=argparse.SUPPRESS, help="shorter side in pixels, or none")
     pre.add_argument("--crop", type=_size, default=argparse.SUPPRESS, help="centre crop size, or none")
@@ -260,7 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_info(args)
         if args.command == "explain":
             return cmd_explain(args)
-        raise UserError("no command given; use info or explain (or no arguments for the GUI)")
+        from .cli_tabular import COMMANDS
+
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args)
+        raise UserError("no command given; use info, explain, train, sobol or reduce (or no arguments for the GUI)")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

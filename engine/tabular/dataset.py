@@ -1,0 +1,165 @@
+"""Turning a loaded CSV table into arrays for training: features, target, split, encodings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UserError
+from ..tables import Table
+
+SPLIT_COLUMN = "split"
+MISSING_POLICIES = ("error", "drop", "impute")
+
+
+@dataclass
+class FeatureSpec:
+    """How one input enters the network."""
+
+    name: str
+    kind: str  # numeric or categorical
+    categories: list[str] = field(default_factory=list)
+    integer: bool = False
+    mean: float = 0.0
+    std: float = 1.0
+    minimum: float = 0.0
+    maximum: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TabularData:
+    """Encoded features (categorical columns as category codes), target and the train/test split."""
+
+    features: list[FeatureSpec]
+    target: str
+    task: str  # classification or regression
+    classes: list[str]
+    x: np.ndarray  # (rows, features) float32, raw numeric values and category codes
+    y: np.ndarray  # class index (int64) or value (float32)
+    train: np.ndarray  # boolean row masks
+    test: np.ndarray
+    split_source: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def select(self, names: list[str]) -> TabularData:
+        """The same rows and split with only some features, in the order given."""
+        index = [self.names.index(n) for n in names]
+        return TabularData([self.features[i] for i in index], self.target, self.task, self.classes, self.x[:, index], self.y, self.train, self.test, self.split_source, list(self.notes))
+
+
+def _stratified_split(y: np.ndarray, task: str, test_fraction: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(y), dtype=bool)
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if task == "classification" else [np.arange(len(y))]
+    for rows in groups:
+        count = int(round(len(rows) * test_fraction))
+        test[rng.permutation(rows)[:count]] = True
+    return test
+
+
+def prepare(
+    table: Table,
+    target: str,
+    features: list[str] | None = None,
+    *,
+    task: str = "auto",
+    missing: str = "error",
+    test_fraction: float = 0.3,
+    seed: int = 0,
+) -> TabularData:
+    """Check and encode a table. Problems (no usable feature, one class, non-numeric values in a
+    numeric column, missing values without an explicit policy) raise UserError naming the column."""
+    frame = table.frame
+    if target not in frame.columns:
+        raise UserError(f"no target column '{target}'; the columns are: {', '.join(frame.columns)}")
+    use_split = SPLIT_COLUMN in frame.columns and target != SPLIT_COLUMN
+    if features is None:
+        features = [c for c in frame.columns if c != target and not (use_split and c == SPLIT_COLUMN)]
+    else:
+        unknown = [f for f in features if f not in frame.columns]
+        if unknown:
+            raise UserError(f"unknown feature column(s) {', '.join(unknown)}; the columns are: {', '.join(frame.columns)}")
+        if target in features:
+            raise UserError(f"the target '{target}' cannot also be a feature")
+    if not features:
+        raise UserError("no feature columns are left besides the target")
+    if missing not in MISSING_POLICIES:
+        raise UserError(f"missing-value policy must be one of {', '.join(MISSING_POLICIES)}")
+    notes: list[str] = []
+    frame = frame[[*features, target] + ([SPLIT_COLUMN] if use_split else [])].copy()
+    missing_counts = {c: int(frame[c].isna().sum()) for c in [*features, target] if frame[c].isna().any()}
+    if missing_counts:
+        listing = ", ".join(f"'{c}' ({n})" for c, n in missing_counts.items())
+        if missing == "error":
+            raise UserError(f"missing values in column {listing}; choose --missing drop or --missing impute")
+        if target in missing_counts or missing == "drop":
+            before = len(frame)
+            frame = frame.dropna(subset=[*features, target] if missing == "drop" else [target])
+            notes.append(f"dropped {before - len(frame)} row(s) with missing values in {listing}")
+    declared = {c.name: c for c in table.columns}
+    specs, columns = [], []
+    for name in features:
+        series = frame[name]
+        if declared[name].kind == "numeric":
+            values = series.astype(np.float64)
+            if values.isna().any():  # impute policy: the median of the column
+                values = values.fillna(values.median())
+                notes.append(f"imputed {missing_counts[name]} missing value(s) of '{name}' with its median")
+            array = values.to_numpy()
+            integer = bool(np.all(np.mod(array, 1) == 0))
+            spec = FeatureSpec(name, "numeric", integer=integer, mean=float(array.mean()), std=float(array.std()) or 1.0, minimum=float(array.min()), maximum=float(array.max()))
+        else:
+            numeric_share = pd.to_numeric(series.dropna(), errors="coerce").notna().mean() if series.notna().any() else 0
+            if 0.5 <= numeric_share < 1:
+                bad = series[pd.to_numeric(series, errors="coerce").isna() & series.notna()].iloc[0]
+                raise UserError(f"column '{name}' is mostly numeric but holds non-numeric value(s) such as '{bad}'")
+            if series.isna().any():
+                series = series.fillna(series.mode().iloc[0])
+                notes.append(f"imputed {missing_counts[name]} missing value(s) of '{name}' with its most frequent category")
+            categories = sorted(str(v) for v in series.unique())
+            if len(categories) < 2:
+                raise UserError(f"column '{name}' has a single category ('{categories[0]}'); it carries no information")
+            array = series.astype(str).map({c: i for i, c in enumerate(categories)}).to_numpy(dtype=np.float64)
+            spec = FeatureSpec(name, "categorical", categories=categories, integer=True, minimum=0.0, maximum=float(len(categories) - 1))
+        specs.append(spec)
+        columns.append(array)
+    if not any(spec.kind == "numeric" for spec in specs) and not any(c.kind == "numeric" for c in table.columns):
+        raise UserError("the table has no numeric column at all; check its delimiter and decimal separator")
+    target_series = frame[target]
+    numeric_target = declared[target].kind == "numeric"
+    if task == "auto":
+        task = "regression" if numeric_target and target_series.nunique() > 10 else "classification"
+    if task == "classification":
+        classes = sorted(str(v) for v in target_series.unique()) if not numeric_target else [str(v) for v in sorted(target_series.unique())]
+        if len(classes) < 2:
+            raise UserError(f"the target '{target}' has a single class ('{classes[0]}'); a classifier needs at least two")
+        lookup = {c: i for i, c in enumerate(classes)}
+        y = target_series.map(lambda v: lookup[str(v)]).to_numpy(dtype=np.int64)
+    elif task == "regression":
+        if not numeric_target:
+            raise UserError(f"the target '{target}' is not numeric, so it cannot be regressed; use a classification target")
+        classes, y = [], target_series.to_numpy(dtype=np.float32)
+    else:
+        raise UserError(f"task must be auto, classification or regression, not '{task}'")
+    if use_split:
+        split = frame[SPLIT_COLUMN].astype(str).str.strip().str.lower()
+        unknown = sorted(set(split) - {"train", "test"})
+        if unknown:
+            raise UserError(f"column '{SPLIT_COLUMN}' must hold train or test, not {', '.join(unknown)}")
+        test = (split == "test").to_numpy()
+        source = f"the '{SPLIT_COLUMN}' column"
+    else:
+        test = _stratified_split(y, task, test_fraction, seed)
+        source = f"a stratified random split ({test_fraction:.0%} test, seed {seed})"
+    if test.all() or not test.any():
+        raise UserError("the split leaves no training or no test rows")
+    return TabularData(specs, target, task, classes, np.stack(columns, axis=1).astype(np.float32), y, ~test, test, source, notes)

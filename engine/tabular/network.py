@@ -1,0 +1,91 @@
+"""A feedforward network for tables that takes raw feature values: standardisation and one-hot
+encoding live inside the model, so the saved model needs no separate preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .dataset import FeatureSpec
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "elu": nn.ELU}
+FORMAT_VERSION = 1
+
+
+class TabularNet(nn.Module):
+    def __init__(self, features: list[FeatureSpec], hidden: tuple[int, ...], outputs: int, activation: str = "relu", dropout: float = 0.0) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise UserError(f"activation must be one of {', '.join(ACTIVATIONS)}, not '{activation}'")
+        self.features = features
+        numeric = [i for i, f in enumerate(features) if f.kind == "numeric"]
+        categorical = [i for i, f in enumerate(features) if f.kind == "categorical"]
+        self.register_buffer("numeric_index", torch.tensor(numeric, dtype=torch.long))
+        self.register_buffer("mean", torch.tensor([features[i].mean for i in numeric], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor([features[i].std for i in numeric], dtype=torch.float32))
+        self.categorical = [(i, len(features[i].categories)) for i in categorical]
+        width = len(numeric) + sum(n for _, n in self.categorical)
+        layers: list[nn.Module] = []
+        for size in hidden:
+            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, outputs))
+        self.body = nn.Sequential(*layers)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw values (N x D) to the network's standardised, one-hot input."""
+        parts = [(x[:, self.numeric_index] - self.mean) / self.std]
+        for index, count in self.categorical:
+            codes = x[:, index].round().clamp(0, count - 1).long()
+            parts.append(nn.functional.one_hot(codes, count).to(x.dtype))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.encode(x))
+
+
+def save_tabular_model(model: TabularNet, meta: dict, path: str | Path) -> tuple[Path, Path]:
+    """Write MODEL.safetensors and MODEL.json (features, encodings, scaling, classes, settings)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    weights = path.with_suffix(".safetensors")
+    sidecar = path.with_suffix(".json")
+    try:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        sidecar.write_text(json.dumps({"format": "sensiscope-tabular", "version": FORMAT_VERSION, **meta}, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot save the model to {path}: {exc}") from None
+    return weights, sidecar
+
+
+def load_tabular_model(path: str | Path) -> tuple[TabularNet, dict]:
+    """Load a model saved by :func:`save_tabular_model` (give either file or the common stem)."""
+    from .. import models
+
+    path = Path(path)
+    weights, sidecar = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    if not sidecar.is_file() or not weights.is_file():
+        raise UserError(f"{path}: a tabular model is a pair of files, {weights.name} and {sidecar.name}; one is missing")
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{sidecar}: not valid JSON ({exc})") from None
+    if meta.get("format") != "sensiscope-tabular":
+        raise UserError(f"{sidecar}: not a Sensiscope tabular model description")
+    try:
+        features = [FeatureSpec(**f) for f in meta["features"]]
+        config = meta["config"]
+        outputs = len(meta["classes"]) if meta["task"] == "classification" else 1
+        model = TabularNet(features, tuple(config["hidden"]), outputs, config["activation"], config["dropout"])
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{sidecar}: incomplete model description ({exc})") from None
+    models.load_weights_into(model, models.read_state_dict(weights), weights.name, "the tabular network")
+    return model.eval(), meta

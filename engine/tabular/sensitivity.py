@@ -1,0 +1,224 @@
+"""Sobol analysis of a tabular network with input distributions built from the data, and the input
+reduction study (retrain on the top-k inputs, against random choices of k)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..cancel import CancelToken, ProgressFn, resolve
+from ..errors import UserError
+from ..sobol import SobolResult, sobol_indices
+from .dataset import TabularData
+from .train import TrainConfig, train_tabular
+
+DISTRIBUTIONS = ("uniform", "normal", "truncnorm", "empirical")
+
+
+def _category(values: np.ndarray, count: int) -> np.ndarray:
+    return np.clip(np.floor(values), 0, count - 1)
+
+
+def _numeric(values: np.ndarray, quantiles: np.ndarray | None, integer: bool) -> np.ndarray:
+    if quantiles is not None:
+        # The empirical distribution: a uniform sample through the empirical quantile function.
+        values = np.quantile(quantiles, np.clip(values, 0.0, 1.0), method="inverted_cdf")
+    return np.round(values) if integer else values
+
+
+def build_problem(data: TabularData, dist: str = "uniform") -> tuple[dict, callable]:
+    """A SALib problem over the data's features and the map from SALib samples to feature values.
+
+    uniform: on the observed range; normal / truncnorm: from the training rows' mean and standard
+    deviation (truncated to the observed range); empirical: a uniform sample mapped through the
+    empirical quantile function. Categorical inputs are sampled uniformly over their categories and
+    integer inputs are rounded, whatever the distribution.
+    """
+    if dist not in DISTRIBUTIONS:
+        raise UserError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, not '{dist}'")
+    train_x = data.x[data.train]
+    bounds, dists, transforms = [], [], []
+    for index, feature in enumerate(data.features):
+        column = train_x[:, index].astype(np.float64)
+        if feature.kind == "categorical":
+            count = len(feature.categories)
+            bounds.append([0.0, float(count)])
+            dists.append("unif")
+            transforms.append(partial(_category, count=count))
+            continue
+        low, high = float(column.min()), float(column.max())
+        if high <= low:
+            raise UserError(f"feature '{feature.name}' is constant in the training rows, so its sensitivity is undefined; drop it")
+        mean, std = float(column.mean()), float(column.std(ddof=1))
+        quantiles = None
+        if dist == "uniform":
+            bounds.append([low, high])
+            dists.append("unif")
+        elif dist == "normal":
+            bounds.append([mean, std])
+            dists.append("norm")
+        elif dist == "truncnorm":
+            bounds.append([low, high, mean, std])
+            dists.append("truncnorm")
+        else:
+            bounds.append([0.0, 1.0])
+            dists.append("unif")
+            quantiles = np.sort(column)
+        transforms.append(partial(_numeric, quantiles=quantiles, integer=feature.integer) if quantiles is not None or feature.integer else None)
+    problem = {"names": data.names, "bounds": bounds, "dists": dists}
+
+    def to_features(samples: np.ndarray) -> np.ndarray:
+        out = np.array(samples, dtype=np.float64, copy=True)
+        for index, transform in enumerate(transforms):
+            if transform is not None:
+                out[:, index] = transform(out[:, index])
+        return out
+
+    return problem, to_features
+
+
+def model_output(model: nn.Module, task: str, class_index: int | None) -> callable:
+    """An (M, D) -> (M,) function: the probability of one class, or the regression output."""
+    device = next(model.parameters()).device
+
+    def evaluate(rows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = model(torch.as_tensor(rows, dtype=torch.float32, device=device))
+            values = torch.softmax(out, 1)[:, class_index] if task == "classification" else out[:, 0]
+        return values.double().cpu().numpy()
+
+    return evaluate
+
+
+def positive_class(data: TabularData, name: str | None) -> int:
+    """The class whose probability is analysed: the one named, else the positive one ('Yes', '1',
+    'True', 'positive' ...), else the last in sorted order."""
+    if data.task != "classification":
+        return 0
+    if name is not None:
+        if name not in data.classes:
+            raise UserError(f"no class '{name}' in '{data.target}'; its classes are: {', '.join(data.classes)}")
+        return data.classes.index(name)
+    for candidate in ("yes", "1", "true", "positive", "pos", "malignant", "disease"):
+        for index, label in enumerate(data.classes):
+            if label.strip().lower() == candidate:
+                return index
+    return len(data.classes) - 1
+
+
+def tabular_sobol(
+    model: nn.Module,
+    data: TabularData,
+    *,
+    n: int = 1024,
+    second_order: bool = False,
+    dist: str = "uniform",
+    class_name: str | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> SobolResult:
+    problem, to_features = build_problem(data, dist)
+    class_index = positive_class(data, class_name)
+    evaluate = model_output(model, data.task, class_index)
+    result = sobol_indices(lambda rows: evaluate(to_features(rows)), problem, n=n, second_order=second_order, seed=seed, progress=progress, cancel=cancel)
+    result.notes.append(f"inputs drawn from the {dist} distribution built from the training rows")
+    result.output_name = f"P({data.target} = {data.classes[class_index]})" if data.task == "classification" else data.target
+    result.distribution = dist
+    return result
+
+
+@dataclass
+class ReductionRow:
+    k: int
+    selection: str  # ranked or random
+    features: list[list[str]]  # per seed
+    metrics: dict[str, tuple[float, float]]  # name -> (mean, std over seeds)
+
+    def to_dict(self) -> dict:
+        flat = {"k": self.k, "selection": self.selection, "features": self.features}
+        for name, (mean, std) in self.metrics.items():
+            flat[f"{name}_mean"], flat[f"{name}_std"] = mean, std
+        return flat
+
+
+@dataclass
+class ReductionResult:
+    ranking: list[str]
+    rank_by: str
+    metric: str
+    full_score: float
+    tolerance: float
+    recommended_k: int
+    rows: list[ReductionRow] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "ranking": self.ranking,
+            "rank_by": self.rank_by,
+            "metric": self.metric,
+            "full_score": self.full_score,
+            "tolerance": self.tolerance,
+            "recommended_k": self.recommended_k,
+            "recommended_features": self.ranking[: self.recommended_k],
+            "rows": [r.to_dict() for r in self.rows],
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+def _score_names(task: str) -> list[str]:
+    return ["accuracy", "balanced_accuracy", "roc_auc"] if task == "classification" else ["r2", "rmse"]
+
+
+def input_reduction(
+    data: TabularData,
+    ranking: list[str],
+    *,
+    rank_by: str = "ST",
+    config: TrainConfig = TrainConfig(),
+    seeds: int = 3,
+    tolerance: float = 0.01,
+    random_baseline: bool = True,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> ReductionResult:
+    """Retrain on the top-k inputs for k = D .. 1 (several seeds each) and, as a baseline, on random
+    choices of k inputs; recommend the smallest k whose mean score is within ``tolerance`` of the
+    full model's (accuracy for classifiers, R^2 for regressors)."""
+    progress, cancel = resolve(progress, cancel)
+    if seeds < 1:
+        raise UserError("at least one seed is needed")
+    if sorted(ranking) != sorted(data.names):
+        raise UserError("the ranking must list every feature exactly once")
+    start = time.perf_counter()
+    metric = "accuracy" if data.task == "classification" else "r2"
+    names = _score_names(data.task)
+    d = len(ranking)
+    plans = [(k, "ranked") for k in range(d, 0, -1)] + ([(k, "random") for k in range(d - 1, 0, -1)] if random_baseline else [])
+    rng = np.random.default_rng(config.seed)
+    rows, done, total = [], 0, len(plans) * seeds
+    for k, selection in plans:
+        scores = {name: [] for name in names}
+        chosen = []
+        for seed in range(seeds):
+            cancel.check()
+            features = ranking[:k] if selection == "ranked" else [ranking[i] for i in sorted(rng.choice(d, size=k, replace=False))]
+            trained = train_tabular(data.select(features), TrainConfig(**{**config.__dict__, "seed": config.seed + seed}), cancel=cancel)
+            chosen.append(features)
+            for name in names:
+                scores[name].append(trained.metrics.get(name, float("nan")))
+            done += 1
+            progress(done / total, f"k = {k} ({selection}), seed {seed + 1}/{seeds}")
+        rows.append(ReductionRow(k, selection, chosen, {n: (float(np.mean(v)), float(np.std(v))) for n, v in scores.items()}))
+    full = next(r for r in rows if r.k == d).metrics[metric][0]
+    ranked = [r for r in rows if r.selection == "ranked"]
+    good = [r.k for r in ranked if r.metrics[metric][0] >= full - tolerance]
+    result = ReductionResult(ranking, rank_by, metric, full, tolerance, min(good), rows, time.perf_counter() - start)
+    progress(1.0, "done")
+    return result
