@@ -1,0 +1,195 @@
+"""Maximally invariant data perturbation (Ikeno and Hara, 2018, "Maximizing Invariant Data
+Perturbation with Stochastic Optimization").
+
+Every input feature i gets a half-width w_i in [0, w_max]. The method looks for the largest
+uniform noise x + w * xi, xi ~ U[-1, 1], that leaves the decision for class c unchanged, by
+projected stochastic gradient ascent on
+
+    J(w) = mean(w) - lam * E_xi[ (1/C) sum_{j != c} max(0, s_j(x + w * xi) - s_c(x + w * xi)) ]
+
+where s is the softmax (``margin=probability``) or the logits (``margin=logit``) and C the
+number of classes. Features that tolerate little noise are the ones the decision relies on, so
+the map is ``w_max - w`` averaged over channels.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..batching import is_out_of_memory
+from ..cancel import resolve
+from ..errors import UserError
+from ..explanation import Explanation
+from ..params import param
+from ..targets import as_batch, check_target, logits_of, prediction
+from . import MethodSpec, register
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
+
+
+@dataclass(frozen=True)
+class PertmapParams:
+    steps: int = param(300, "number of projected stochastic gradient steps", low=1, high=100000)
+    batch_size: int = param(16, "noise samples drawn per step (one forward and one backward of this batch)", low=1, high=4096)
+    optimizer: str = param("adam", "optimizer of the half-widths", choices=tuple(OPTIMIZERS))
+    lr: float = param(0.02, "learning rate; an unopposed half-width grows by about lr per step (rmsprop: faster in its first steps)", low=1e-9, high=1e6)
+    lam: float = param(100.0, "weight of the decision-change penalty against the mean half-width (larger: fewer decision changes)", low=0.0, high=1e12)
+    w_max: float = param(1.0, "largest noise half-width, in normalised input units", low=1e-9, high=1e6)
+    w_init: float = param(0.0, "initial half-width of every feature (at most w_max)", low=0.0, high=1e6)
+    patch: int = param(1, "side of the square patches that share one half-width per channel (1: one per pixel)", low=1, high=4096)
+    margin: str = param("probability", "what the penalty compares: softmax probabilities or logits", choices=("probability", "logit"))
+    clip: bool = param(False, "clip the perturbed input to a valid range (see clip_range)")
+    clip_range: str = param("input", "range used by clip: each channel's min/max of this input (input) or low/high (fixed)", choices=("input", "fixed"))
+    low: float = param(-2.2, "lower bound of the input when clip_range=fixed (normalised units; -2.2 covers ImageNet)")
+    high: float = param(2.7, "upper bound of the input when clip_range=fixed (normalised units; 2.7 covers ImageNet)")
+    record_every: int = param(10, "record the objective, its terms and the changed-decision fraction every this many steps", low=1, high=100000)
+
+
+def _upsample(w: torch.Tensor, patch: int, height: int, width: int) -> torch.Tensor:
+    """Repeat each patch cell over patch x patch pixels and crop to the input size."""
+    if patch == 1:
+        return w
+    channels, rows, cols = w.shape
+    full = w[:, :, None, :, None].expand(channels, rows, patch, cols, patch).reshape(channels, rows * patch, cols * patch)
+    return full[:, :height, :width]
+
+
+def _clip_bounds(x: torch.Tensor, params: PertmapParams) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if not params.clip:
+        return None
+    if params.clip_range == "input":
+        # Per channel, since normalisation gives each channel its own valid range.
+        return x.amin(dim=(0, 2, 3), keepdim=True), x.amax(dim=(0, 2, 3), keepdim=True)
+    if not params.low < params.high:
+        raise UserError(f"clip needs low < high, got low={params.low} and high={params.high}")
+    return torch.full_like(x[:, :1, :1, :1], params.low), torch.full_like(x[:, :1, :1, :1], params.high)
+
+
+def _penalty(logits: torch.Tensor, target: int, margin: str) -> torch.Tensor:
+    """Batch mean of (1/C) sum_j max(0, s_j - s_c); the j = c term is max(0, 0) = 0."""
+    scores = torch.softmax(logits, dim=1) if margin == "probability" else logits
+    hinge = torch.relu(scores - scores[:, target : target + 1])
+    return hinge.sum(dim=1).mean() / logits.shape[1]
+
+
+def explain(model, inputs, target, params: PertmapParams, *, progress=None, cancel=None) -> Explanation:
+    """Invariant-perturbation map of one input: w_max minus the channel mean of the optimised half-widths.
+
+    Each step draws ``batch_size`` noise images with one in-place uniform draw on the device, runs
+    one forward and one backward pass, takes an optimizer step on w and clips w to [0, w_max].
+    ``extras``: ``steps`` (the recorded step numbers), ``objective``, ``mean_w`` and ``penalty``
+    (J and its two terms, J = mean_w - lam * penalty, estimated on that step's batch with w as it
+    was before that step's update), ``changed_fraction`` (share of that batch whose top class is
+    not the target), ``w`` (final half-widths, C x H x W) and ``batch_size`` (after any halving
+    for lack of memory).
+    """
+    progress, cancel = resolve(progress, cancel)
+    start = time.perf_counter()
+    x = as_batch(inputs).detach()
+    device = x.device
+    _, channels, height, width = x.shape
+    progress(0.0, "predicting")
+    cancel.check()
+    if params.w_init > params.w_max:
+        raise UserError(f"w_init ({params.w_init}) must not exceed w_max ({params.w_max})")
+    with torch.inference_mode():
+        logits0 = logits_of(model(x)).detach().float()
+    predicted, probability = prediction(logits0)
+    target = check_target(target, logits0.shape[1])
+    target = predicted if target is None else target
+    target_probability = float(torch.softmax(logits0[0].detach(), 0)[target])
+    bounds = _clip_bounds(x, params)
+
+    grid = (channels, math.ceil(height / params.patch), math.ceil(width / params.patch))
+    w = torch.full(grid, params.w_init, dtype=x.dtype, device=device, requires_grad=True)
+    optimizer = OPTIMIZERS[params.optimizer]([w], lr=params.lr)
+    # The gradient is taken on J times the number of variables: the same optimum, but the
+    # mean(w) term then pushes each variable with a gradient of about 1, so that lr means
+    # "half-width gained per step" for sgd as it does for adam (rmsprop and adam are scale-free).
+    scale = float(w.numel())
+    batch_size = params.batch_size
+    noise = torch.empty((batch_size, channels, height, width), dtype=x.dtype, device=device)
+    records: list[torch.Tensor] = []
+    recorded_steps: list[int] = []
+
+    step = 0
+    with torch.enable_grad():
+        while step < params.steps:
+            cancel.check()
+            record = step % params.record_every == 0 or step == params.steps - 1
+            try:
+                # One random draw per step, in place on the device (global RNG, seeded by the caller).
+                noise.uniform_(-1.0, 1.0)
+                w_full = _upsample(w, params.patch, height, width)
+                perturbed = torch.addcmul(x, noise, w_full)
+                if bounds is not None:
+                    perturbed = torch.clamp(perturbed, bounds[0], bounds[1])
+                logits = logits_of(model(perturbed)).float()
+                penalty = _penalty(logits, target, params.margin)
+                mean_w = w_full.mean()
+                objective = mean_w - params.lam * penalty
+                (grad,) = torch.autograd.grad(-objective * scale, w)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if batch_size == 1:
+                    raise UserError(f"out of memory on {device} even with a batch of one; try the CPU or a smaller input") from None
+                batch_size = max(1, batch_size // 2)
+                noise = noise[:batch_size]
+                continue
+            w.grad = grad
+            optimizer.step()
+            with torch.no_grad():
+                w.clamp_(0.0, params.w_max)  # the projection of the projected gradient method
+            if record:
+                # Kept on the device: no synchronisation inside the loop.
+                changed = (logits.detach().argmax(dim=1) != target).float().mean()
+                records.append(torch.stack([objective.detach().float(), mean_w.detach().float(), penalty.detach().float(), changed]))
+                recorded_steps.append(step)
+            step += 1
+            progress(step / (params.steps + 1), f"step {step}/{params.steps}")
+
+    w.grad = None
+    with torch.no_grad():
+        w_full = _upsample(w.detach(), params.patch, height, width)
+        # Mean of (w_max - w) rather than w_max - mean(w): exactly 0 where every channel is saturated.
+        relevance = (params.w_max - w_full).mean(dim=0)
+    table = torch.stack(records).cpu().tolist() if records else []
+    progress(1.0, "done")
+    return Explanation(
+        map=relevance.float().cpu().numpy(),
+        method=SPEC.name,
+        params=params,
+        target=target,
+        predicted=predicted,
+        probability=probability,
+        target_probability=target_probability,
+        device=str(device),
+        elapsed_s=time.perf_counter() - start,
+        extras={
+            "steps": recorded_steps,
+            "objective": [row[0] for row in table],
+            "mean_w": [row[1] for row in table],
+            "penalty": [row[2] for row in table],
+            "changed_fraction": [row[3] for row in table],
+            "w": w_full.float().cpu().numpy(),
+            "batch_size": batch_size,
+        },
+    )
+
+
+SPEC = register(
+    MethodSpec(
+        name="pertmap",
+        summary="Largest input noise that keeps the decision (Ikeno and Hara 2018); low tolerated noise = relevant",
+        params_cls=PertmapParams,
+        explain=explain,
+        kind="optimisation",
+    )
+)
