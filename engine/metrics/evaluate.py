@@ -1,0 +1,89 @@
+"""One call that scores a map: localisation against a mask and/or deletion and insertion curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..cancel import CancelToken, ProgressFn, resolve
+from ..errors import UserError
+from ..models import LoadedModel
+from .faithfulness import CURVES, FaithfulnessResult, deletion_insertion
+from .localisation import LocalisationScores, localisation_scores
+
+
+@dataclass
+class MapEvaluation:
+    """The scores of one map; a part is None when its inputs (mask, or model and image) were not given."""
+
+    localisation: LocalisationScores | None
+    faithfulness: FaithfulnessResult | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "localisation": None if self.localisation is None else self.localisation.to_dict(),
+            "faithfulness": None if self.faithfulness is None else self.faithfulness.to_dict(),
+        }
+
+
+def evaluate_map(
+    saliency_map: Any,
+    *,
+    mask: Any = None,
+    model: nn.Module | LoadedModel | None = None,
+    inputs: torch.Tensor | None = None,
+    target: int | None = None,
+    absolute: bool = False,
+    tolerance: float = 0.0,
+    ties: str = "all",
+    top_percent: float | None = None,
+    curves: tuple[str, ...] = CURVES,
+    steps: int = 100,
+    baseline: str = "blur",
+    blur_sigma: float = 5.0,
+    output: str = "probability",
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> MapEvaluation:
+    """Score a map (numpy H x W or an Explanation): localisation when ``mask`` is given, deletion
+    and insertion when ``model`` and ``inputs`` are. An Explanation's target is used when
+    ``target`` is None. ``absolute`` scores |map| in both."""
+    progress, cancel = resolve(progress, cancel)
+    has_model = model is not None and inputs is not None
+    if mask is None and not has_model:
+        raise UserError("nothing to evaluate: give a mask (localisation) or a model and its input (deletion and insertion)")
+    if (model is None) != (inputs is None):
+        raise UserError("deletion and insertion need both the model and the input image")
+    if target is None:
+        target = getattr(saliency_map, "target", None)
+    localisation = None
+    if mask is not None:
+        cancel.check()
+        localisation = localisation_scores(saliency_map, mask, tolerance=tolerance, ties=ties, top_percent=top_percent, absolute=absolute)
+    faithfulness = None
+    if has_model:
+
+        def forward(fraction: float, message: str) -> None:
+            progress(0.01 + 0.98 * fraction, message)
+
+        faithfulness = deletion_insertion(
+            model,
+            inputs,
+            saliency_map,
+            target,
+            curves=curves,
+            steps=steps,
+            baseline=baseline,
+            blur_sigma=blur_sigma,
+            output=output,
+            absolute=absolute,
+            batch_size=batch_size,
+            progress=forward,
+            cancel=cancel,
+        )
+    progress(1.0, "done")
+    return MapEvaluation(localisation, faithfulness)
