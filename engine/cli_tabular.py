@@ -112,8 +112,19 @@ def _load_data(args):
     return data
 
 
+def _finite(value):
+    """JSON has no NaN: undefined numbers (an AUC on one class, say) become null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _print_json(data) -> None:
-    json.dump(data, sys.stdout, indent=2, default=lambda v: None if v != v else str(v))
+    json.dump(_finite(data), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")
 
 
@@ -156,6 +167,12 @@ def _model_for(args, data):
         model, meta = load_tabular_model(args.model)
         if meta["features"] and [f["name"] for f in meta["features"]] != data.names:
             raise UserError(f"the model was trained on {', '.join(f['name'] for f in meta['features'])}; pass the same columns with --features")
+        if meta.get("target") != data.target or meta.get("task") != data.task or list(meta.get("classes", [])) != data.classes:
+            raise UserError(f"the model predicts '{meta.get('target')}' ({meta.get('task')}, classes {meta.get('classes')}), not '{data.target}' ({data.task}, classes {data.classes})")
+        for spec in data.features:
+            trained_on = next((f for f in meta["features"] if f["name"] == spec.name), {})
+            if spec.kind == "categorical" and list(trained_on.get("categories", [])) != spec.categories:
+                raise UserError(f"column '{spec.name}' has the categories {', '.join(spec.categories)} here but the model was trained on {', '.join(trained_on.get('categories', []))}")
         from .tabular.metrics import classification_metrics, regression_metrics
         from .tabular.train import predict
 

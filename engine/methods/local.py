@@ -75,9 +75,10 @@ def _membership(starts: list[int], window: int, size: int, device: torch.device)
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of a N x C x H x W batch, edges replicated, truncated at 3 sigma."""
     radius = max(1, math.ceil(3.0 * sigma))
-    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
+    # The kernel is built in float64 on the CPU (Apple's MPS has no float64), then moved.
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(x.dtype)
+    kernel = (kernel / kernel.sum()).to(device=x.device, dtype=x.dtype)
     channels = x.shape[1]
     # Replicate padding accepts any pad width, unlike reflect, so a large sigma on a small image works.
     out = F.pad(x, (radius, radius, 0, 0), mode="replicate")
@@ -146,7 +147,8 @@ def explain(model, inputs, target, params: LocalParams, *, progress=None, cancel
         # each other (perturbation 2w is +delta, 2w + 1 is -delta); otherwise one per window.
         per_window = 2 if (not occlusion and params.central) else 1
         total = n_windows * per_window
-        outputs = torch.empty(total, dtype=torch.float64, device=device)
+        # Outputs are kept in float64; MPS has no float64, so there they are gathered on the CPU.
+        outputs = torch.empty(total, dtype=torch.float64, device=device if device.type != "mps" else "cpu")
 
         def evaluate(begin: int, end: int) -> None:
             index = torch.arange(begin, end, device=device)
@@ -158,7 +160,7 @@ def explain(model, inputs, target, params: LocalParams, *, progress=None, cancel
             else:
                 sign = 1.0 - 2.0 * (index % per_window).to(x.dtype)  # +1, or -1 for the second of a central pair
                 batch = x + (params.delta * sign).view(-1, 1, 1, 1) * mask.to(x.dtype)
-            outputs[begin:end] = select_output(_scores(model(batch)), target, params.output)
+            outputs[begin:end] = select_output(_scores(model(batch)), target, params.output).to(outputs.device, outputs.dtype)
 
         used = run_in_batches(
             total,
@@ -184,7 +186,7 @@ def explain(model, inputs, target, params: LocalParams, *, progress=None, cancel
     grid = values.view(n_rows, n_cols)
     # Accumulate every window's value onto its pixels: sum = R^T V C and coverage = R^T 1 C, where
     # R and C are the row and column membership matrices (windows are products of the two).
-    rows64, cols64 = rows.double(), cols.double()
+    rows64, cols64 = rows.to(out.device).double(), cols.to(out.device).double()
     summed = rows64.T @ grid @ cols64
     coverage = rows64.sum(0)[:, None] * cols64.sum(0)[None, :]
     local_map = torch.where(coverage > 0, summed / coverage.clamp(min=1.0), torch.zeros_like(summed))

@@ -90,6 +90,11 @@ def prepare(
             raise UserError(f"unknown feature column(s) {', '.join(unknown)}; the columns are: {', '.join(frame.columns)}")
         if target in features:
             raise UserError(f"the target '{target}' cannot also be a feature")
+        if use_split and SPLIT_COLUMN in features:
+            raise UserError(f"column '{SPLIT_COLUMN}' holds the train/test split, so it cannot be a feature")
+        repeated = sorted({f for f in features if features.count(f) > 1})
+        if repeated:
+            raise UserError(f"feature column(s) {', '.join(repeated)} listed more than once")
     if not features:
         raise UserError("no feature columns are left besides the target")
     if missing not in MISSING_POLICIES:
@@ -162,4 +167,11 @@ def prepare(
         source = f"a stratified random split ({test_fraction:.0%} test, seed {seed})"
     if test.all() or not test.any():
         raise UserError("the split leaves no training or no test rows")
-    return TabularData(specs, target, task, classes, np.stack(columns, axis=1).astype(np.float32), y, ~test, test, source, notes)
+    x = np.stack(columns, axis=1).astype(np.float32)
+    # The scaling stored in the model is learnt from the training rows only, never the test rows.
+    for index, spec in enumerate(specs):
+        if spec.kind == "numeric":
+            train_values = x[~test, index].astype(np.float64)
+            spec.mean, spec.std = float(train_values.mean()), float(train_values.std()) or 1.0
+            spec.minimum, spec.maximum = float(train_values.min()), float(train_values.max())
+    return TabularData(specs, target, task, classes, x, y, ~test, test, source, notes)

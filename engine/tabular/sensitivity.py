@@ -24,11 +24,12 @@ def _category(values: np.ndarray, count: int) -> np.ndarray:
     return np.clip(np.floor(values), 0, count - 1)
 
 
-def _numeric(values: np.ndarray, quantiles: np.ndarray | None, integer: bool) -> np.ndarray:
+def _numeric(values: np.ndarray, quantiles: np.ndarray | None, integer: bool, low: float, high: float) -> np.ndarray:
     if quantiles is not None:
         # The empirical distribution: a uniform sample through the empirical quantile function.
         values = np.quantile(quantiles, np.clip(values, 0.0, 1.0), method="inverted_cdf")
-    return np.round(values) if integer else values
+    # Rounding half a unit beyond the range (see build_problem) must not leave it.
+    return np.clip(np.floor(values + 0.5), low, high) if integer else values
 
 
 def build_problem(data: TabularData, dist: str = "uniform") -> tuple[dict, callable]:
@@ -57,7 +58,8 @@ def build_problem(data: TabularData, dist: str = "uniform") -> tuple[dict, calla
         mean, std = float(column.mean()), float(column.std(ddof=1))
         quantiles = None
         if dist == "uniform":
-            bounds.append([low, high])
+            # Integers get half a unit either side, so the end values are as likely as the others.
+            bounds.append([low - 0.5, high + 0.5] if feature.integer else [low, high])
             dists.append("unif")
         elif dist == "normal":
             bounds.append([mean, std])
@@ -69,8 +71,8 @@ def build_problem(data: TabularData, dist: str = "uniform") -> tuple[dict, calla
             bounds.append([0.0, 1.0])
             dists.append("unif")
             quantiles = np.sort(column)
-        transforms.append(partial(_numeric, quantiles=quantiles, integer=feature.integer) if quantiles is not None or feature.integer else None)
-    problem = {"names": data.names, "bounds": bounds, "dists": dists}
+        transforms.append(partial(_numeric, quantiles=quantiles, integer=feature.integer, low=low, high=high) if quantiles is not None or feature.integer else None)
+    problem = {"num_vars": len(data.names), "names": data.names, "bounds": bounds, "dists": dists}
 
     def to_features(samples: np.ndarray) -> np.ndarray:
         out = np.array(samples, dtype=np.float64, copy=True)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from engine import CancelToken, Cancelled, UserError
+from engine import Cancelled, CancelToken, UserError
 from engine.sobol import power_of_two, sobol_indices
 
 ISHIGAMI = {"names": ["x1", "x2", "x3"], "bounds": [[-math.pi, math.pi]] * 3}
