@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -23,6 +24,17 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def _fill_normalisation(params: Any, loaded: LoadedModel) -> Any:
+    """Methods that work in display space take the mean and std of the input normalisation as
+    text parameters; left empty, they come from the loaded model's preprocessing."""
+    names = {f.name for f in dataclasses.fields(params)}
+    updates = {}
+    for name, values in (("mean", loaded.preprocess.mean), ("std", loaded.preprocess.std)):
+        if name in names and getattr(params, name) == "":
+            updates[name] = ",".join(f"{v:g}" for v in values)
+    return dataclasses.replace(params, **updates) if updates else params
 
 
 def explain(
@@ -49,6 +61,8 @@ def explain(
         params = build_params(spec.params_cls, params)
     elif not isinstance(params, spec.params_cls):
         raise UserError(f"method '{method}' takes {spec.params_cls.__name__}, not {type(params).__name__}")
+    if isinstance(model, LoadedModel):
+        params = _fill_normalisation(params, model)
     module = model.module if isinstance(model, LoadedModel) else model
     if device is not None:
         module.to(select_device(device))
