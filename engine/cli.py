@@ -84,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0, help="seed for random initialisation and random methods")
     ex.add_argument("--out", default="sensiscope-out", help="folder for the .npy, .png and .json results")
     ex.add_argument("--json", action="store_true", help="print the JSON records to stdout and nothing else")
+    from .cli_images import add_parsers as add_image_parsers
     from .cli_tabular import add_parsers
 
     add_parsers(commands)
+    add_image_parsers(commands)
     pre = ex.add_argument_group("preprocessing (defaults come from the weights or ImageNet)")
     pre.add_argument("--resize", type=_size, default=argparse.SUPPRESS, help="shorter side in pixels, or none")
     pre.add_argument("--crop", type=_size, default=argparse.SUPPRESS, help="centre crop size, or none")
@@ -200,7 +202,9 @@ def cmd_explain(args) -> int:
     if not 0 < args.compare_top <= 100:
         raise UserError(f"--compare-top must be a percentage in (0, 100], not {args.compare_top}")
     device = select_device(args.device)
-    scan = scan_inputs(args.input)
+    from .demos import resolve_image_data
+
+    scan = scan_inputs(resolve_image_data(args.input))
     loaded = load_model(args.model, args.weights, args.labels, trust=args.trust, seed=args.seed, num_classes=args.num_classes, allow_download=args.allow_download)
     overrides = _preprocess_overrides(args)
     if overrides:
@@ -263,11 +267,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_info(args)
         if args.command == "explain":
             return cmd_explain(args)
+        from .cli_images import COMMANDS as IMAGE_COMMANDS
         from .cli_tabular import COMMANDS
 
         if args.command in COMMANDS:
             return COMMANDS[args.command](args)
-        raise UserError("no command given; use info, explain, train, sobol or reduce (or no arguments for the GUI)")
+        if args.command in IMAGE_COMMANDS:
+            return IMAGE_COMMANDS[args.command](args)
+        raise UserError("no command given; use info, explain, train, sobol, reduce, phantom, train-images or evaluate (or no arguments for the GUI)")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -26,8 +26,30 @@ _MAX_LISTED = 8
 
 @lru_cache(maxsize=1)
 def classification_models() -> tuple[str, ...]:
-    """Every classification architecture torchvision provides, by name."""
-    return tuple(torchvision.models.list_models(module=torchvision.models))
+    """Every classification architecture torchvision provides, and Sensiscope's own, by name."""
+    from .demo_models import OWN_ARCHITECTURES
+
+    return tuple(torchvision.models.list_models(module=torchvision.models)) + tuple(OWN_ARCHITECTURES)
+
+
+def adapt_input_channels(model: nn.Module, channels: int) -> nn.Module:
+    """Replace the first convolution so the model takes ``channels`` input channels (e.g. 1 for
+    grayscale ultrasound). Pretrained RGB filters, when present, are summed over their channels."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            if module.in_channels == channels:
+                return model
+            replacement = nn.Conv2d(channels, module.out_channels, module.kernel_size, module.stride, module.padding, module.dilation, module.groups, module.bias is not None, module.padding_mode)
+            with torch.no_grad():
+                summed = module.weight.sum(dim=1, keepdim=True)
+                replacement.weight.copy_(summed.repeat(1, channels, 1, 1) / channels)
+                if module.bias is not None:
+                    replacement.bias.copy_(module.bias)
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, replacement)
+            return model
+    raise UserError("the model has no convolution whose input channels could be changed")
 
 
 def _suggest(name: str, options) -> str:
@@ -35,8 +57,15 @@ def _suggest(name: str, options) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
-def build_architecture(name: str, num_classes: int | None = None, seed: int = 0) -> nn.Module:
-    """A randomly initialised torchvision classifier; the seed makes the initialisation repeatable."""
+def build_architecture(name: str, num_classes: int | None = None, seed: int = 0, in_channels: int = 3) -> nn.Module:
+    """A randomly initialised classifier (torchvision's or Sensiscope's own); the seed makes the
+    initialisation repeatable; ``in_channels`` other than 3 replaces the first convolution."""
+    from .demo_models import OWN_ARCHITECTURES
+
+    if name in OWN_ARCHITECTURES:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return OWN_ARCHITECTURES[name](num_classes=num_classes or 3, in_channels=in_channels).eval()
     if name not in classification_models():
         raise UserError(f"unknown architecture '{name}'{_suggest(name, classification_models())}; `main.py info` lists them")
     kwargs = {"weights": None}
@@ -50,6 +79,8 @@ def build_architecture(name: str, num_classes: int | None = None, seed: int = 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = torchvision.models.get_model(name, **kwargs)
+        if in_channels != 3:
+            adapt_input_channels(model, in_channels)
     return model.eval()
 
 
@@ -399,11 +430,28 @@ def load_model(
     notes: list[str] = []
     label_names: list[str] | None = None
     chosen_preprocess: Preprocess | None = None
-    architecture, _, weights_name = spec.partition(":")
     if spec.startswith("demo:"):
-        raise UserError(f"unknown demo model '{spec}'; no demo models are installed yet")
+        from .demos import demo_model_file
+
+        if weights:
+            raise UserError(f"{spec} brings its own weights; --weights cannot be combined with it")
+        spec_path = demo_model_file(spec)
+        loaded = load_model(str(spec_path), None, labels, trust=False, seed=seed, preprocess=preprocess)
+        loaded.spec = spec
+        loaded.source = f"demo model {spec} ({loaded.source})"
+        return loaded
+    architecture, _, weights_name = spec.partition(":")
     path = Path(spec).expanduser()
-    if path.exists() and architecture not in classification_models():
+    meta = _sidecar(path) if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES else {}
+    if meta.get("arch"):
+        # A weights file whose metadata names its architecture (what `train-images` writes).
+        if weights:
+            raise UserError(f"{path} already holds weights for {meta['arch']}; --weights cannot be combined with it")
+        architecture, weights, weights_name = str(meta["arch"]), str(path), ""
+        if architecture not in classification_models():
+            raise UserError(f"{path.with_suffix('.json')}: unknown architecture '{architecture}'")
+        module, source, label_names, chosen_preprocess = _load_architecture(architecture, weights, seed, num_classes, allow_download, notes)
+    elif path.exists() and architecture not in classification_models():
         if path.is_dir():
             raise UserError(f"{path}: is a folder; give a model file or an architecture name")
         if weights:
@@ -450,11 +498,12 @@ def _load_architecture(architecture, weights, seed, num_classes, allow_download,
         state = read_state_dict(weights_path)
         meta = _sidecar(weights_path)
         classes = num_classes or meta.get("num_classes")
-        module = build_architecture(architecture, classes, seed)
+        channels = int(meta.get("in_channels", 3))
+        module = build_architecture(architecture, classes, seed, in_channels=channels)
         mismatch = compare_state(module, state)
         inferred = None if classes else _head_classes(mismatch)
         if inferred is not None:
-            module = build_architecture(architecture, inferred, seed)
+            module = build_architecture(architecture, inferred, seed, in_channels=channels)
             notes.append(f"the weights have {inferred} output classes; the model was built to match")
         load_weights_into(module, state, weights_path.name, architecture)
         label_names = meta.get("labels") or meta.get("classes")
