@@ -176,12 +176,12 @@ def _cell(stat: dict, digits: int = 2) -> str:
 def format_table(report) -> str:
     accuracy = "n/a" if report.accuracy is None else f"{report.accuracy:.3f}"
     lines = [f"model {report.model}: accuracy {accuracy} on {report.n_images} images ({report.elapsed_s:.0f} s in all)", ""]
-    header = f"{'method':<10}{'pointing':>14}{'energy in mask':>18}{'IoU top-q':>16}{'deletion AUC':>16}{'insertion AUC':>16}{'s / image':>12}  sanity check"
+    header = f"{'method':<10}{'pointing':>14}{'energy in mask':>16}{'IoU top-q':>16}{'deletion AUC':>16}{'insertion AUC':>16}{'s / image':>16}  sanity check"
     lines += [header, "-" * len(header)]
     for summary in report.methods:
         stats = summary.stats()
-        cells = [f"{_cell(stats['pointing']):>14}", f"{_cell(stats['energy']):>18}", f"{_cell(stats['iou']):>16}", f"{_cell(stats['deletion_auc']):>16}", f"{_cell(stats['insertion_auc']):>16}"]
-        lines.append(f"{summary.method:<10}{''.join(cells)}{_cell(stats['time_s']):>12}  {summary.sanity_verdict()}")
+        cells = [f"{_cell(stats[name]):>{width}}" for name, width in (("pointing", 14), ("energy", 16), ("iou", 16), ("deletion_auc", 16), ("insertion_auc", 16), ("time_s", 16))]
+        lines.append(f"{summary.method:<10}{''.join(cells)}  {summary.sanity_verdict()}")
     lines += ["", "pointing, energy and IoU on images with a lesion (higher is better); deletion AUC lower is better, insertion AUC higher is better."]
     return "\n".join(lines)
 

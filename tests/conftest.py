@@ -14,8 +14,9 @@ from tests.models import tiny_cnn  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _isolated_torch_home(tmp_path_factory, monkeypatch):
-    """No test may see the user's real hub cache, or write to it."""
+    """No test may see the user's real hub cache or data folder, or write to them."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.setenv("SENSISCOPE_DATA", str(tmp_path_factory.mktemp("sensiscope_data")))
 
 
 @pytest.fixture
