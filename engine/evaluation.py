@@ -20,8 +20,8 @@ from .preprocess import Preprocess
 # --param values override them.
 EVALUATE_DEFAULTS = {
     "local": {"window": 16, "stride": 8},
-    "actmax": {"init": "input", "steps": 64, "lr": 0.02, "l2": 0.01},
-    "pertmap": {"steps": 150, "batch_size": 8},
+    "actmax": {"init": "input", "steps": 32, "lr": 0.02, "l2": 0.01},
+    "pertmap": {"steps": 100, "batch_size": 8, "patch": 4},
 }
 METRIC_NAMES = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "time_s")
 
