@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .output import json_ready
 
 
 def add_parsers(commands) -> None:
@@ -150,21 +151,11 @@ def cmd_evaluate(args) -> int:
     if args.out:
         data["files"] = write_evaluation_files(report, args.out)
     if args.json:
-        json.dump(_finite(data), sys.stdout, indent=2, allow_nan=False, default=str)
+        json.dump(json_ready(data), sys.stdout, indent=2, allow_nan=False, default=str)
         sys.stdout.write("\n")
         return 0
     print(format_table(report))
     return 0
-
-
-def _finite(value):
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _cell(stat: dict, digits: int = 2) -> str:
@@ -202,7 +193,7 @@ def write_evaluation_files(report, out_dir) -> dict[str, str]:
             for summary in report.methods:
                 stats = summary.stats()
                 writer.writerow([summary.method, *["" if stats[n][s] is None else f"{stats[n][s]:.6f}" for n in names for s in ("mean", "std")], summary.sanity_verdict()])
-        Path(files["report_json"]).write_text(json.dumps(_finite(report.to_dict()), indent=2, allow_nan=False, default=str), encoding="utf-8")
+        Path(files["report_json"]).write_text(json.dumps(json_ready(report.to_dict()), indent=2, allow_nan=False, default=str), encoding="utf-8")
         plt = _pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
         for summary in report.methods:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .output import json_ready
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -112,19 +113,8 @@ def _load_data(args):
     return data
 
 
-def _finite(value):
-    """JSON has no NaN: undefined numbers (an AUC on one class, say) become null."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _print_json(data) -> None:
-    json.dump(_finite(data), sys.stdout, indent=2, default=str, allow_nan=False)
+    json.dump(json_ready(data), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")
 
 

@@ -15,6 +15,17 @@ from .render import save_overlay
 from .versions import versions
 
 
+def json_ready(value):
+    """A copy of nested lists and dicts with NaN replaced by None: JSON has no NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
 def _base(out_dir: Path, item: InputItem, name: str) -> Path:
     stem = item.relative.with_suffix("")
     return out_dir / stem.parent / f"{stem.name}.{name}"
