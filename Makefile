@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint dist clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The wheel and sdist under dist/; the wheel is built from the sdist, so both must carry every file
+# the app needs (engine, gui, main and the resources/ files). installer/install.sh --wheel takes it.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	@$(PY) -m zipfile -l dist/*.whl | grep -q 'resources/data/pima.csv' || { echo 'dist: the wheel lacks resources/data/pima.csv' >&2; exit 1; }
+	@$(PY) -m zipfile -l dist/*.whl | grep -q 'resources/icons/sensiscope.svg' || { echo 'dist: the wheel lacks the icon' >&2; exit 1; }
+	@ls -l dist
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -44,8 +44,12 @@ def test_classification_names_include_the_papers_models_and_exclude_other_tasks(
 def test_every_listed_architecture_has_a_builder():
     import torchvision
 
+    from engine.demo_models import OWN_ARCHITECTURES
+
     for name in classification_models():
-        assert callable(torchvision.models.get_model_builder(name))
+        builder = OWN_ARCHITECTURES.get(name) or torchvision.models.get_model_builder(name)
+        assert callable(builder)
+    assert build_architecture("sonocnn", num_classes=3, in_channels=1)(torch.rand(2, 1, 32, 32)).shape == (2, 3)
 
 
 def test_seeded_initialisation_is_repeatable_and_seed_dependent():
