@@ -21,7 +21,7 @@ from .preprocess import Preprocess
 EVALUATE_DEFAULTS = {
     "local": {"window": 16, "stride": 8},
     "actmax": {"init": "input", "steps": 32, "lr": 0.02, "l2": 0.01},
-    "pertmap": {"steps": 100, "batch_size": 8, "patch": 4},
+    "pertmap": {"steps": 100, "batch_size": 8, "patch": 4, "lr": 0.1},
 }
 METRIC_NAMES = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "time_s")
 
