@@ -16,7 +16,7 @@ from engine.errors import UserError
 from engine.tables import load_table
 
 REPO = Path(__file__).resolve().parents[2]
-PIMA_CANDIDATES = [REPO / "shared" / "data" / "pima.csv", REPO.parent / "shared" / "data" / "pima.csv"]
+PIMA = REPO / "resources" / "data" / "pima.csv"  # the embedded demo table, shipped with the app
 
 
 def write(tmp_path: Path, text: str, name: str = "table.csv") -> Path:
@@ -250,10 +250,7 @@ def test_random_numeric_tables_round_trip(tmp_path, columns, marker):
 
 
 def test_pima_demo_file():
-    path = next((p for p in PIMA_CANDIDATES if p.is_file()), None)
-    if path is None:
-        pytest.skip(f"demo data not found at {', '.join(map(str, PIMA_CANDIDATES))}")
-    table = load_table(path, target="type")
+    table = load_table(PIMA, target="type")
     assert table.n_rows == 532
     numeric = ["npreg", "glu", "bp", "skin", "bmi", "ped", "age"]
     assert kinds(table) == {**{name: "numeric" for name in numeric}, "type": "categorical", "split": "categorical"}
