@@ -1,18 +1,26 @@
-"""Creating the QApplication and the main window."""
+"""Creating the QApplication and the main window; the demo and screenshot modes."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 APP_NAME = "Sensiscope"
+SCREENSHOT_TIMEOUT_S = 120
 
 
 def configure_pyqtgraph() -> None:
     import pyqtgraph as pg
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication
 
     # Images are stored row-major (H x W) everywhere in Sensiscope.
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+    app = QApplication.instance()
+    if app is not None:  # plots blend with the window instead of pyqtgraph's black
+        palette = app.palette()
+        pg.setConfigOptions(background=palette.color(QPalette.ColorRole.Base), foreground=palette.color(QPalette.ColorRole.Text))
 
 
 def create_app(argv: Sequence[str] | None = None):
@@ -25,11 +33,67 @@ def create_app(argv: Sequence[str] | None = None):
     return app
 
 
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="main.py gui", description="Open the Sensiscope window.")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--demo", action="store_true", help="open the ultrasound demo and explain one image (the default)")
+    group.add_argument("--empty", action="store_true", help="open an empty workspace instead of the demo")
+    parser.add_argument("--screenshot", metavar="PATH", help="with the demo: save the window as PNG once its maps are drawn, then exit")
+    parser.add_argument("--timeout", type=float, default=SCREENSHOT_TIMEOUT_S, help="screenshot mode: give up after this many seconds (default %(default)s)")
+    return parser.parse_known_args(list(argv))
+
+
+def _screenshot_mode(app, window, path: str, timeout_s: float) -> int:
+    """Run until the demo's maps are drawn, save the window and return 0; non-zero on failure."""
+    from PySide6.QtCore import QTimer
+
+    outcome = {"code": None}
+
+    def finish(code: int, message: str = "") -> None:
+        if outcome["code"] is not None:
+            return
+        outcome["code"] = code
+        if message:
+            print(f"sensiscope: {message}", file=sys.stderr)
+        app.exit(code)
+
+    def save() -> None:
+        app.processEvents()
+        if window.grab().save(path, "PNG"):
+            print(f"saved {path}")
+            finish(0)
+        else:
+            finish(1, f"cannot write the screenshot to {path}")
+
+    window.demo_ready.connect(lambda: QTimer.singleShot(400, save))  # let the last repaint settle
+    window.demo_failed.connect(lambda message: finish(1, f"the demo failed: {message}"))
+    QTimer.singleShot(int(timeout_s * 1000), lambda: finish(2, f"the demo maps were not drawn within {timeout_s:g} s"))
+    code = app.exec()
+    return outcome["code"] if outcome["code"] is not None else code
+
+
 def run_gui(argv: Sequence[str] | None = None) -> int:
-    """Open the main window and run the event loop until it closes."""
-    app = create_app(argv)
+    """Open the main window (the demo unless --empty) and run the event loop until it closes."""
+    args, rest = parse_args(argv or [])
+    if args.screenshot and args.empty:
+        print("sensiscope: --screenshot shows the demo; it cannot be combined with --empty", file=sys.stderr)
+        return 2
+    app = create_app(rest)
     from .main_window import MainWindow
 
-    window = MainWindow()
+    settings = None
+    if args.screenshot:  # a reproducible picture: default layout, and the user's saved layout left alone
+        import tempfile
+
+        from PySide6.QtCore import QSettings
+
+        scratch = tempfile.TemporaryDirectory()
+        settings = QSettings(f"{scratch.name}/settings.ini", QSettings.Format.IniFormat)
+    window = MainWindow(demo=not args.empty, settings=settings)
     window.show()
-    return app.exec()
+    try:
+        if args.screenshot:
+            return _screenshot_mode(app, window, args.screenshot, args.timeout)
+        return app.exec()
+    finally:
+        window.close()

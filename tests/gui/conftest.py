@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import pytest
 
+ENGINE_TIMEOUT_MS = 60000
+
 
 @pytest.fixture
-def make_window(qtbot, monkeypatch):
-    """Create the main window (modal message boxes recorded, not shown) and close it at teardown."""
+def make_window(qtbot, monkeypatch, tmp_path):
+    """Create main windows (QMessageBox.about recorded, settings in a temporary file); at teardown
+    close them, which shuts their job managers down."""
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QMessageBox
 
     from gui.app import configure_pyqtgraph
@@ -13,15 +17,25 @@ def make_window(qtbot, monkeypatch):
 
     configure_pyqtgraph()
     messages = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text, *a: messages.append((title, text)))
     monkeypatch.setattr(QMessageBox, "about", lambda parent, title, text: messages.append((title, text)))
+    windows = []
 
-    def factory():
-        window = MainWindow()
+    def factory(demo: bool = False, demo_analyses: bool = True) -> MainWindow:
+        settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(demo=demo, demo_analyses=demo_analyses, settings=settings)
         window.messages = messages
+        windows.append(window)
         qtbot.addWidget(window)
         window.show()
         qtbot.waitExposed(window)
         return window
 
-    return factory
+    yield factory
+    for window in windows:
+        window.close()
+        assert window.jobs.shutdown(wait=True)
+
+
+def wait_for_input(qtbot, window, timeout: int = ENGINE_TIMEOUT_MS) -> None:
+    """Wait until the demo model is loaded and an input is prepared."""
+    qtbot.waitUntil(lambda: window.workspace.model is not None and window.workspace.current is not None, timeout=timeout)

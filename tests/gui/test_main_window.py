@@ -1,45 +1,164 @@
-"""The main window opens with its menus, shows images and survives bad files."""
+"""The main window: the demo, running and cancelling analyses, and bad files that must not crash it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import torch
 from PIL import Image
+from PySide6.QtCore import Qt
 
 import engine
+from gui.panels.model_panel import ModelPanel
+from tests.gui.conftest import ENGINE_TIMEOUT_MS, wait_for_input
+from tests.models import tiny_cnn
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_window_has_menus_and_shows_the_device(make_window):
-    window = make_window()
-    titles = [action.text() for action in window.menuBar().actions()]
-    assert titles == ["&File", "&View", "&Help"]
+def run_from_panel(qtbot, window, method: str, **params):
+    """Choose a method and parameters in the analysis panel and press Run; returns the new cell."""
+    panel = window.analysis_panel
+    panel.select_method(method)
+    for name, value in params.items():
+        assert panel.form.set_value(name, value)
+    before = list(window.grid.cells)
+    qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    new = [cell for cell in window.grid.cells if cell not in before]
+    assert len(new) == 1
+    return new[0]
+
+
+def test_the_demo_opens_with_two_maps_side_by_side(make_window, qtbot):
+    window = make_window(demo=True)
+    with qtbot.waitSignal(window.demo_ready, timeout=90000):
+        pass
+    cells = window.grid.cells
+    assert [cell.request.method for cell in cells] == ["gradcam", "local"]
+    for cell in cells:
+        assert cell.explanation.map.shape == (128, 128)
+        assert cell.map_item.image.shape == (128, 128)
+        assert cell.base_item.image.shape == (128, 128)
+        assert cell.mask_item.image is not None  # the demo images have lesion masks
+    assert cells[1].request.params["window"] == 16 and cells[1].request.params["stride"] == 8
+    assert window.workspace.current.item.label in ("benign", "malignant")
+    assert window.model_panel.prediction.topLevelItemCount() == 3
+    assert window.dataset_panel.model.rowCount() == 60
     assert window.windowTitle() == f"Sensiscope {engine.app_version()}"
-    assert "cpu" in window.device_label.text() or "cuda" in window.device_label.text()
+    assert not window.errors
+    # Display settings: a shared, symmetric scale and another colour map apply to every map.
+    window.grid.scale_box.setCurrentIndex(1)
+    window.grid.colormap_box.setCurrentText("viridis")
+    window.grid.opacity_slider.setValue(30)
+    levels = [tuple(cell.colorbar.levels()) for cell in cells]
+    assert levels[0] == levels[1] and levels[0][0] == -levels[0][1]
+    assert cells[0].map_item.opacity() == 0.3
 
 
-def test_about_names_the_version(make_window):
-    window = make_window()
-    window.about_action.trigger()
-    assert window.messages and engine.app_version() in window.messages[-1][1]
+def test_run_grad_cam_on_a_selected_image_with_a_chosen_layer(make_window, qtbot):
+    window = make_window(demo=True, demo_analyses=False)
+    wait_for_input(qtbot, window)
+    scan = window.workspace.scan
+    malignant = next(item for item in scan.items if item.label == "malignant")
+    window.dataset_panel.select(malignant)
+    qtbot.waitUntil(lambda: window.workspace.current.item == malignant, timeout=10000)
+    window.model_panel.layer_chosen.emit("features.8")
+    cell = run_from_panel(qtbot, window, "gradcam")
+    qtbot.waitUntil(lambda: cell.explanation is not None, timeout=30000)
+    assert cell.explanation.params.layer == "features.8"
+    assert cell.explanation.map.shape == (128, 128)
+    assert "Grad-CAM" in cell.title.text() and malignant.path.name in cell.title.text()
+    assert not window.errors
+    first = cell.explanation
+    qtbot.mouseClick(cell.rerun_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: cell.explanation is not first and cell.state == "done", timeout=30000)
+    qtbot.mouseClick(cell.remove_button, Qt.MouseButton.LeftButton)
+    assert cell not in window.grid.cells and window.grid.placeholder.isVisibleTo(window.grid)
 
 
-def test_opening_an_image_shows_it(make_window, tmp_path):
-    window = make_window()
-    pixels = np.zeros((20, 30, 3), np.uint8)
-    pixels[5, 7] = (255, 0, 0)
-    Image.fromarray(pixels).save(tmp_path / "red.png")
-    assert window.open_image(tmp_path / "red.png")
-    shown = window.image_view.getImageItem().image
-    assert shown.shape == (20, 30, 3)
-    assert shown[5, 7].tolist() == [1.0, 0.0, 0.0]
-    assert "30 x 20" in window.statusBar().currentMessage()
+def test_a_long_pertmap_run_is_cancelled_quickly(make_window, qtbot):
+    window = make_window(demo=True, demo_analyses=False)
+    wait_for_input(qtbot, window)
+    cell = run_from_panel(qtbot, window, "pertmap", steps=100000)
+    job = window.cell_jobs[cell.cell_id]
+    qtbot.waitUntil(lambda: job.state == "running" and job.fraction > 0, timeout=30000)
+    assert window.analysis_panel.cancel_button.isEnabled()
+    with qtbot.waitSignal(job.signals.cancelled, timeout=2000):
+        qtbot.mouseClick(window.analysis_panel.cancel_button, Qt.MouseButton.LeftButton)
+    assert cell.state == "cancelled" and cell.explanation is None
+    assert not window.analysis_panel.cancel_button.isEnabled()
+    # A short run of the same method draws its objective curve under the map, for a chosen class.
+    window.analysis_panel.target_box.setCurrentIndex(3)  # 0 is "predicted class", then classes 0, 1, 2
+    short = run_from_panel(qtbot, window, "pertmap", steps=12, record_every=3, batch_size=4)
+    qtbot.waitUntil(lambda: short.state == "done", timeout=30000)
+    assert short.explanation.target == 2 and "malignant" in short.title.text()
+    assert short.curve_plot is not None and "objective" in short.toolTip()
 
 
-def test_a_corrupt_image_gives_a_message_and_keeps_the_current_one(make_window, tmp_path):
-    window = make_window()
-    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "ok.png")
-    assert window.open_image(tmp_path / "ok.png")
+def test_a_corrupt_weights_file_gives_a_message_and_the_window_stays_usable(make_window, qtbot, tmp_path):
+    window = make_window(demo=True, demo_analyses=False)
+    wait_for_input(qtbot, window)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(os.urandom(256))
+    window.model_panel.open_file(str(bad))
+    qtbot.waitUntil(lambda: bool(window.errors), timeout=20000)
+    title, message = window.errors[-1]
+    assert title == "Cannot load the model" and "bad.pt" in message
+    assert message in window.statusBar().currentMessage()
+    assert window.workspace.model.loaded.spec == "demo:ultrasound"
+    cell = run_from_panel(qtbot, window, "gradcam")
+    qtbot.waitUntil(lambda: cell.explanation is not None, timeout=30000)
+
+
+def test_a_pickled_model_loads_only_after_the_user_trusts_it(make_window, qtbot, tmp_path, monkeypatch):
+    window = make_window(demo=False)
+    qtbot.waitUntil(lambda: window.workspace.info is not None, timeout=ENGINE_TIMEOUT_MS)
+    path = tmp_path / "whole.pt"
+    torch.save(tiny_cnn(seed=0), path)
+    asked = []
+    monkeypatch.setattr(ModelPanel, "confirm_trust", lambda self, name: asked.append(name) or True)
+    window.model_panel.open_file(str(path))
+    qtbot.waitUntil(lambda: window.workspace.model is not None, timeout=20000)
+    assert asked == [str(path)]
+    assert "trusted" in window.workspace.model.loaded.source
+    assert window.model_panel.tree.topLevelItemCount() > 0
+
+
+def test_opening_an_image_makes_it_the_current_input(make_window, qtbot, tmp_path):
+    window = make_window(demo=False)
+    qtbot.waitUntil(lambda: window.workspace.info is not None, timeout=ENGINE_TIMEOUT_MS)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), np.uint8)).save(tmp_path / "photo.png")
+    window.workspace.open_dataset(tmp_path / "photo.png")
+    qtbot.waitUntil(lambda: window.dataset_panel.model.rowCount() == 1, timeout=10000)
+    qtbot.waitUntil(lambda: 0 in window.dataset_panel.model.thumbnails, timeout=10000)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    assert not window.open_image(tmp_path / "broken.png")
-    assert window.messages[-1][0] == "Cannot open image"
-    assert "broken.png" in window.messages[-1][1]
-    assert window.current_image.shape == (8, 8, 1)
+    window.workspace.open_dataset(tmp_path / "broken.png")
+    qtbot.waitUntil(lambda: window.dataset_panel.model.rowCount() == 1 and window.dataset_panel.model.items[0].path.name == "broken.png", timeout=10000)
+    window.model_panel.load_requested.emit("demo:ultrasound", "", "", False)
+    qtbot.waitUntil(lambda: bool(window.errors), timeout=20000)
+    assert "broken.png" in window.errors[-1][1]
+
+
+def test_the_window_module_does_not_import_torch():
+    code = "import sys, gui.app, gui.main_window; assert 'torch' not in sys.modules and 'engine' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_menus_and_about(make_window):
+    window = make_window()
+    assert [action.text() for action in window.menuBar().actions()] == ["&File", "&View", "&Help"]
+    window.about_action.trigger()
+    assert window.messages and window.messages[-1][0] == "About Sensiscope"
+
+
+def test_screenshot_mode_writes_a_png(tmp_path):
+    shot = tmp_path / "shot.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    result = subprocess.run([sys.executable, "main.py", "gui", "--demo", "--screenshot", str(shot)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0, result.stderr
+    with Image.open(shot) as image:
+        assert image.width >= 800 and image.height >= 600

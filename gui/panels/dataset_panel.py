@@ -1,0 +1,185 @@
+"""Dataset panel: open an image or a folder; thumbnails made lazily in file-lane jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QListView, QPushButton, QVBoxLayout, QWidget
+
+from ..jobs import FILE_LANE, JobManager
+
+THUMB = 64
+IMAGE_FILTER = "Images and tensors (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.npy);;All files (*)"
+
+
+def make_thumbnail(item, size: int = THUMB) -> QImage:
+    """A small RGB picture of an input with its mask outlined in green (runs in a worker thread)."""
+    from PIL import Image
+
+    from engine.data import read_image, read_tensor
+    from engine.preprocess import display_from_tensor
+
+    image = display_from_tensor(read_tensor(item.path)) if item.is_tensor else read_image(item.path)
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
+    picture = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    picture.thumbnail((size, size))
+    pixels = np.array(picture)
+    if item.mask is not None:
+        mask = Image.open(item.mask).convert("L").resize(picture.size, Image.NEAREST)
+        inside = np.asarray(mask) > 127
+        inner = inside.copy()
+        inner[1:, :] &= inside[:-1, :]
+        inner[:-1, :] &= inside[1:, :]
+        inner[:, 1:] &= inside[:, :-1]
+        inner[:, :-1] &= inside[:, 1:]
+        pixels[inside & ~inner] = (40, 230, 90)
+    pixels = np.ascontiguousarray(pixels)
+    height, width = pixels.shape[:2]
+    return QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+
+
+class ThumbnailModel(QAbstractListModel):
+    """The inputs of a scan; a thumbnail is requested the first time a view asks for it."""
+
+    def __init__(self, jobs: JobManager, parent=None) -> None:
+        super().__init__(parent)
+        self.jobs = jobs
+        self.items: list = []
+        self.thumbnails: dict[int, QPixmap] = {}
+        self._requested: set[int] = set()
+        self._generation = 0
+        self.placeholder = QPixmap(THUMB, THUMB)
+        self.placeholder.fill(QColor("#d8dce2"))
+
+    def set_items(self, items: list) -> None:
+        self.beginResetModel()
+        self._generation += 1
+        self.items = list(items)
+        self.thumbnails.clear()
+        self._requested.clear()
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008, N802 - Qt's signature
+        return 0 if parent.isValid() else len(self.items)
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        row = index.row()
+        item = self.items[row]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return item.path.stem
+        if role == Qt.ItemDataRole.DecorationRole:
+            if row not in self.thumbnails:
+                self._request(row)
+                return self.placeholder
+            return self.thumbnails[row]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            lines = [str(item.relative), f"class: {item.label or '(none)'}", "mask: yes (outlined in green)" if item.mask else "mask: none"]
+            return "\n".join(lines)
+        if role == Qt.ItemDataRole.UserRole:
+            return item
+        return None
+
+    def _request(self, row: int) -> None:
+        if row in self._requested:
+            return
+        self._requested.add(row)
+        item, generation = self.items[row], self._generation
+        job = self.jobs.submit(lambda progress, cancel: make_thumbnail(item), f"Thumbnail {item.path.name}", lane=FILE_LANE, key=f"thumb:{generation}:{row}", quiet=True)
+        job.signals.finished.connect(lambda image, row=row, generation=generation: self._thumbnail_ready(row, generation, image))
+
+    def _thumbnail_ready(self, row: int, generation: int, image: QImage) -> None:
+        if generation != self._generation:
+            return  # a thumbnail of a dataset that is no longer open
+        self.thumbnails[row] = QPixmap.fromImage(image)
+        index = self.index(row)
+        self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+
+
+class DatasetPanel(QWidget):
+    open_requested = Signal(str)
+    item_selected = Signal(object)  # engine.InputItem
+
+    def __init__(self, jobs: JobManager, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.open_image_button = QPushButton("Open image...")
+        self.open_image_button.clicked.connect(self._choose_image)
+        self.open_folder_button = QPushButton("Open folder...")
+        self.open_folder_button.setToolTip("A folder of images, or an ImageFolder (one sub-folder per class); NAME_mask.png files are masks")
+        self.open_folder_button.clicked.connect(self._choose_folder)
+        self.class_box = QComboBox()
+        self.class_box.setToolTip("Show only one class")
+        self.class_box.currentIndexChanged.connect(self._filter)
+        self.summary = QLabel("No data open")
+        self.summary.setObjectName("hint")
+        self.summary.setWordWrap(True)
+
+        self.model = ThumbnailModel(jobs, self)
+        self.view = QListView()
+        self.view.setViewMode(QListView.ViewMode.IconMode)
+        self.view.setIconSize(QSize(THUMB, THUMB))
+        self.view.setGridSize(QSize(THUMB + 16, THUMB + 22))
+        self.view.setResizeMode(QListView.ResizeMode.Adjust)
+        self.view.setMovement(QListView.Movement.Static)
+        self.view.setUniformItemSizes(True)
+        self.view.setLayoutMode(QListView.LayoutMode.Batched)
+        self.view.setModel(self.model)
+        self.view.selectionModel().currentChanged.connect(self._current_changed)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.open_image_button)
+        buttons.addWidget(self.open_folder_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(buttons)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.class_box)
+        layout.addWidget(self.view, 1)
+        self.class_box.hide()
+
+    def _choose_image(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open an image", "", IMAGE_FILTER)
+        if path:
+            self.open_requested.emit(path)
+
+    def _choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a folder of images")
+        if path:
+            self.open_requested.emit(path)
+
+    def show_scan(self, scan) -> None:
+        self.scan = scan
+        masks = sum(1 for item in scan.items if item.mask is not None)
+        text = f"<b>{Path(scan.root).name}</b>: {len(scan.items)} input(s)"
+        if scan.classes:
+            text += f" in {len(scan.classes)} classes"
+        if masks:
+            text += f", {masks} with masks (green outline)"
+        self.summary.setText(text)
+        self.summary.setToolTip(str(scan.root))
+        self.class_box.blockSignals(True)
+        self.class_box.clear()
+        self.class_box.addItem("all classes")
+        self.class_box.addItems(scan.classes)
+        self.class_box.blockSignals(False)
+        self.class_box.setVisible(bool(scan.classes))
+        self.model.set_items(scan.items)
+
+    def _filter(self) -> None:
+        choice = self.class_box.currentIndex()
+        wanted = self.class_box.currentText() if choice > 0 else None
+        for row, item in enumerate(self.model.items):
+            self.view.setRowHidden(row, wanted is not None and item.label != wanted)
+
+    def select(self, item) -> None:
+        """Select an input in the view (which makes it the current input)."""
+        if item in self.model.items:
+            self.view.setCurrentIndex(self.model.index(self.model.items.index(item)))
+
+    def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if current.isValid():
+            self.item_selected.emit(self.model.items[current.row()])

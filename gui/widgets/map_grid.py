@@ -1,0 +1,139 @@
+"""The comparison grid: one MapCell per analysis, shared display settings, linked zoom and pan."""
+
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSlider, QToolButton, QVBoxLayout, QWidget
+
+from .map_view import AnalysisRequest, MapCell, map_levels
+
+COLORMAPS = ["auto", "inferno", "viridis", "magma", "turbo", "CET-D1", "CET-L1"]
+COLORMAP_TIPS = "auto: a diverging blue-white-red map for signed maps, inferno otherwise"
+
+
+class MapGrid(QWidget):
+    """Cells laid out in a grid with a toolbar for the colour map, opacity and colour scale."""
+
+    rerun_requested = Signal(object)  # MapCell
+    cell_removed = Signal(object)  # MapCell
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.cells: list[MapCell] = []
+        self._next_id = 1
+
+        self.colormap_box = QComboBox()
+        self.colormap_box.addItems(COLORMAPS)
+        self.colormap_box.setToolTip(COLORMAP_TIPS)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(60)
+        self.opacity_slider.setMinimumWidth(90)
+        self.opacity_slider.setMaximumWidth(160)
+        self.opacity_slider.setToolTip("Opacity of the maps over their images")
+        self.scale_box = QComboBox()
+        self.scale_box.addItems(["own scales", "shared scale"])
+        self.scale_box.setToolTip("One colour scale for every map (to compare values) or each map's own range")
+        self.mask_box = QCheckBox("mask outline")
+        self.mask_box.setChecked(True)
+        self.mask_box.setToolTip("Draw the ground-truth mask's outline where the input has one")
+        self.follow_box = QCheckBox("follow input")
+        self.follow_box.setChecked(True)
+        self.follow_box.setToolTip("Run every map again when another input is selected")
+        self.fit_button = QToolButton()
+        self.fit_button.setText("Fit")
+        self.fit_button.setToolTip("Reset zoom and pan of all maps")
+        self.fit_button.clicked.connect(self.fit)
+        self.clear_button = QToolButton()
+        self.clear_button.setText("Clear all")
+        self.clear_button.setToolTip("Remove every map")
+        self.clear_button.clicked.connect(self.clear)
+        for widget in (self.colormap_box, self.scale_box):
+            widget.currentIndexChanged.connect(self.refresh_display)
+        self.opacity_slider.valueChanged.connect(self.refresh_display)
+        self.mask_box.toggled.connect(self.refresh_display)
+
+        toolbar = QHBoxLayout()
+        toolbar.addWidget(QLabel("Colour map"))
+        toolbar.addWidget(self.colormap_box)
+        toolbar.addSpacing(8)
+        toolbar.addWidget(QLabel("Opacity"))
+        toolbar.addWidget(self.opacity_slider)
+        toolbar.addSpacing(8)
+        toolbar.addWidget(self.scale_box)
+        toolbar.addWidget(self.mask_box)
+        toolbar.addWidget(self.follow_box)
+        toolbar.addStretch(1)
+        toolbar.addWidget(self.fit_button)
+        toolbar.addWidget(self.clear_button)
+
+        self.placeholder = QLabel("Maps appear here.\nChoose an input and a method, then press Run.")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setObjectName("placeholder")
+        self.grid_host = QWidget()
+        self.grid = QGridLayout(self.grid_host)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(6)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(self.grid_host)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(toolbar)
+        layout.addWidget(self.placeholder, 1)
+        layout.addWidget(scroll, 1)
+        self.scroll = scroll
+        self._relayout()
+
+    def add_cell(self, request: AnalysisRequest) -> MapCell:
+        cell = MapCell(self._next_id, request)
+        self._next_id += 1
+        cell.remove_requested.connect(self.remove_cell)
+        cell.rerun_requested.connect(self.rerun_requested)
+        self.cells.append(cell)
+        self._relayout()
+        return cell
+
+    def remove_cell(self, cell: MapCell) -> None:
+        if cell not in self.cells:
+            return
+        self.cells.remove(cell)
+        self.grid.removeWidget(cell)
+        cell.hide()
+        cell.deleteLater()
+        self.cell_removed.emit(cell)
+        self._relayout()
+
+    def clear(self) -> None:
+        for cell in list(self.cells):
+            self.remove_cell(cell)
+
+    def finished_cells(self) -> list[MapCell]:
+        return [cell for cell in self.cells if cell.explanation is not None]
+
+    def _relayout(self) -> None:
+        for cell in self.cells:
+            self.grid.removeWidget(cell)
+        count = len(self.cells)
+        columns = max(1, min(3, math.ceil(math.sqrt(count)))) if count != 2 else 2
+        for index, cell in enumerate(self.cells):
+            self.grid.addWidget(cell, index // columns, index % columns)
+            cell.link_to(self.cells[0] if index else None)
+        for column in range(3):
+            self.grid.setColumnStretch(column, 1 if column < columns else 0)
+        self.placeholder.setVisible(not count)
+        self.scroll.setVisible(bool(count))
+
+    def refresh_display(self, *_args) -> None:
+        shared = self.scale_box.currentIndex() == 1
+        done = self.finished_cells()
+        levels = map_levels([cell.explanation.map for cell in done]) if shared and done else None
+        for cell in done:
+            cell.apply_display(self.colormap_box.currentText(), self.opacity_slider.value() / 100, levels, self.mask_box.isChecked())
+
+    def fit(self) -> None:
+        if self.cells:
+            self.cells[0].plot.autoRange(padding=0)

@@ -1,0 +1,143 @@
+"""A form built from a method's parameter specs (engine.params.ParamSpec): one editor per field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QValidator
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget
+
+INT_LIMIT = 2**31 - 1
+FLOAT_LIMIT = 1e12
+
+
+def _decimals(spec) -> int:
+    """Enough decimals to show the default and the lower bound (lr 1e-9, delta 1e-6 ...)."""
+    values = [abs(v) for v in (spec.default, spec.low) if isinstance(v, (int, float)) and v]
+    smallest = min(values) if values else 1.0
+    digits = 3
+    while smallest < 10 ** -digits and digits < 10:
+        digits += 1
+    return digits
+
+
+class NumberBox(QDoubleSpinBox):
+    """A spin box for floats that shows values compactly (0.02, 1e-09, 100), any magnitude."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setDecimals(12)  # precision of the stored value; the text uses %g
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt's name
+        return f"{value:.6g}"
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt's name
+        try:
+            return float(text)
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int):
+        try:
+            value = float(text)
+        except ValueError:
+            return QValidator.State.Intermediate, text, pos
+        if self.minimum() <= value <= self.maximum():
+            return QValidator.State.Acceptable, text, pos
+        return QValidator.State.Intermediate, text, pos
+
+
+class ParamForm(QWidget):
+    """Editors for a list of ParamSpec; :meth:`values` gives a mapping ready for build_params."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.layout_ = QFormLayout(self)
+        self.layout_.setContentsMargins(0, 0, 0, 0)
+        self.layout_.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.specs: list = []
+        self.editors: dict[str, QWidget] = {}
+
+    def set_specs(self, specs: list, values: dict[str, Any] | None = None) -> None:
+        while self.layout_.rowCount():
+            self.layout_.removeRow(0)
+        self.specs = list(specs)
+        self.editors = {}
+        for spec in self.specs:
+            editor = self._editor_for(spec)
+            editor.setToolTip(spec.help)
+            editor.setObjectName(f"param_{spec.name}")
+            label = QLabel(spec.name.replace("_", " "))
+            label.setToolTip(spec.help)
+            self.layout_.addRow(label, editor)
+            self.editors[spec.name] = editor
+        for name, value in (values or {}).items():
+            self.set_value(name, value)
+
+    def _editor_for(self, spec) -> QWidget:
+        if spec.choices:
+            editor = QComboBox()
+            editor.addItems([str(c) for c in spec.choices])
+            editor.setCurrentText(str(spec.default))
+            editor.currentIndexChanged.connect(self.changed)
+            return editor
+        if spec.type is bool:
+            editor = QCheckBox()
+            editor.setChecked(bool(spec.default))
+            editor.toggled.connect(self.changed)
+            return editor
+        if spec.type is int:
+            editor = QSpinBox()
+            editor.setRange(int(spec.low) if spec.low is not None else -INT_LIMIT, int(min(spec.high, INT_LIMIT)) if spec.high is not None else INT_LIMIT)
+            editor.setValue(int(spec.default))
+            editor.valueChanged.connect(self.changed)
+            return editor
+        if spec.type is float:
+            editor = NumberBox()
+            editor.setRange(spec.low if spec.low is not None else -FLOAT_LIMIT, spec.high if spec.high is not None else FLOAT_LIMIT)
+            editor.setValue(float(spec.default))
+            editor.setSingleStep(abs(float(spec.default)) / 10 if spec.default else 10 ** -_decimals(spec))
+            editor.valueChanged.connect(self.changed)
+            return editor
+        editor = QLineEdit(str(spec.default))
+        editor.setPlaceholderText("(automatic)" if spec.default == "" else "")
+        editor.textChanged.connect(self.changed)
+        return editor
+
+    def set_value(self, name: str, value: Any) -> bool:
+        editor = self.editors.get(name)
+        if editor is None:
+            return False
+        if isinstance(editor, QComboBox):
+            index = editor.findText(str(value))
+            if index < 0:
+                return False
+            editor.setCurrentIndex(index)
+        elif isinstance(editor, QCheckBox):
+            editor.setChecked(bool(value))
+        elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+            editor.setValue(value)
+        else:
+            editor.setText(str(value))
+        return True
+
+    def value(self, name: str) -> Any:
+        editor = self.editors[name]
+        if isinstance(editor, QComboBox):
+            spec = next(s for s in self.specs if s.name == name)
+            return spec.choices[editor.currentIndex()]
+        if isinstance(editor, QCheckBox):
+            return editor.isChecked()
+        if isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+            return editor.value()
+        return editor.text().strip()
+
+    def values(self) -> dict[str, Any]:
+        return {spec.name: self.value(spec.name) for spec in self.specs}
+
+    def reset(self) -> None:
+        for spec in self.specs:
+            self.set_value(spec.name, spec.default)

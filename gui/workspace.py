@@ -1,0 +1,232 @@
+"""The workspace: the loaded model, the open dataset and the current input, changed only through jobs.
+
+Every engine call here runs in a job (gui/jobs.py); the main thread only receives results. The
+engine module is imported lazily, inside the first job, so the window appears before torch loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from .jobs import DEVICE_LANE, FILE_LANE, Job, JobManager
+
+DEMO_MODEL = "demo:ultrasound"
+
+
+@dataclass
+class EngineInfo:
+    methods: list  # MethodSpec
+    models: list[str]
+    devices: list  # DeviceInfo
+    default_device: str
+    version: str
+
+
+@dataclass
+class ModelState:
+    loaded: Any  # engine.LoadedModel
+    layers: list  # engine.summary.LayerInfo
+    conv_layers: list[str]
+    input_shape: tuple[int, ...]
+
+
+@dataclass
+class InputState:
+    item: Any  # engine.InputItem
+    tensor: Any  # torch.Tensor, C x H x W, preprocessed for the current model
+    image: np.ndarray  # display image at model resolution, H x W x C in [0, 1]
+    mask: np.ndarray | None  # boolean H x W at model resolution
+    name: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _start_engine(progress, cancel) -> EngineInfo:
+    progress(0.1, "importing torch")
+    import engine
+    from engine.device import describe_device, select_device
+
+    progress(0.6, "listing methods and devices")
+    methods = engine.available_methods()
+    devices = engine.list_devices()
+    return EngineInfo(methods, [DEMO_MODEL, *engine.classification_models()], devices, describe_device(select_device("auto")).spec, engine.app_version())
+
+
+def _input_size(loaded) -> tuple[int, ...]:
+    pre = loaded.preprocess
+    side = pre.crop or pre.resize or 224
+    return (pre.channels, side, side)
+
+
+class Workspace(QObject):
+    engine_ready = Signal(object)  # EngineInfo
+    model_loaded = Signal(object)  # ModelState
+    dataset_opened = Signal(object)  # engine.data.InputScan
+    input_changed = Signal(object)  # InputState
+    prediction_ready = Signal(list)  # [(label, probability)], best first
+    error = Signal(str, str)  # title, message
+    status = Signal(str)
+
+    def __init__(self, jobs: JobManager, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.jobs = jobs
+        self.info: EngineInfo | None = None
+        self.model: ModelState | None = None
+        self.scan = None
+        self.current: InputState | None = None
+        self.device = "cpu"
+        self._pending_item = None
+
+    # ---------------------------------------------------------------- helpers
+    def _submit(self, fn, title: str, *, lane: str, key: str | None = None, on_done=None, error_title: str = "", quiet: bool = False) -> Job:
+        job = self.jobs.submit(fn, title, lane=lane, key=key, quiet=quiet)
+        if on_done is not None:
+            job.signals.finished.connect(on_done)
+        if not quiet:
+            job.signals.failed.connect(lambda message: self.error.emit(error_title or f"{title} failed", message))
+        return job
+
+    def label(self, index: int) -> str:
+        return self.model.loaded.label(index) if self.model else f"class {index}"
+
+    # ---------------------------------------------------------------- engine
+    def start_engine(self) -> Job:
+        return self._submit(_start_engine, "Starting the engine", lane=FILE_LANE, key="engine", on_done=self._engine_started, error_title="The engine cannot start")
+
+    def _engine_started(self, info: EngineInfo) -> None:
+        self.info = info
+        self.device = info.default_device
+        self.engine_ready.emit(info)
+
+    def set_device(self, spec: str) -> None:
+        self.device = spec
+        if self.model is not None:
+            module = self.model.loaded.module
+
+            def move(progress, cancel):
+                from engine.device import select_device
+
+                module.to(select_device(spec))
+                return spec
+
+            self._submit(move, f"Moving the model to {spec}", lane=DEVICE_LANE, key="device", on_done=lambda _s: self.predict(), error_title="Cannot use that device")
+
+    # ---------------------------------------------------------------- model
+    def load_model(self, spec: str, weights: str | None = None, labels: str | None = None, trust: bool = False) -> Job:
+        device = self.device
+
+        def load(progress, cancel):
+            import engine
+            from engine.device import select_device
+            from engine.summary import conv_layers
+
+            progress(0.1, f"loading {spec}")
+            loaded = engine.load_model(spec, weights or None, labels or None, trust=trust)
+            cancel.check()
+            loaded.module.to(select_device(device))
+            shape = _input_size(loaded)
+            progress(0.7, "summarising layers")
+            try:
+                layers = engine.summarize(loaded.module, shape, device=select_device(device))
+            except Exception as exc:  # a model that rejects a zeros input still loads; the summary says why
+                loaded.notes.append(f"no layer summary: {exc}")
+                layers = []
+            return ModelState(loaded, layers, conv_layers(layers), shape)
+
+        name = Path(spec).name if "/" in spec or "\\" in spec else spec
+        return self._submit(load, f"Loading model {name}", lane=DEVICE_LANE, key="model", on_done=self._model_loaded, error_title="Cannot load the model")
+
+    def _model_loaded(self, state: ModelState) -> None:
+        self.model = state
+        self.status.emit(f"Model {state.loaded.spec}: {state.loaded.source}")
+        self.model_loaded.emit(state)
+        item = self.current.item if self.current is not None else self._pending_item
+        if item is not None:
+            self.select_item(item)
+
+    # ---------------------------------------------------------------- data
+    def open_dataset(self, path: str | Path | None = None, demo: bool = False) -> Job:
+        def scan(progress, cancel):
+            import engine
+
+            if demo:
+                from engine.demos import demo_data_dir
+
+                progress(0.1, "writing the demo images (first use only)")
+                root = demo_data_dir()
+            else:
+                root = Path(path)
+            return engine.scan_inputs(root)
+
+        title = "Opening the demo images" if demo else f"Opening {Path(path).name}"
+        return self._submit(scan, title, lane=FILE_LANE, key="dataset", on_done=self._dataset_opened, error_title="Cannot open the data")
+
+    def _dataset_opened(self, scan) -> None:
+        self.scan = scan
+        self.status.emit(f"{scan.root}: {len(scan.items)} input(s)" + (f", classes {', '.join(scan.classes)}" if scan.classes else ""))
+        self.dataset_opened.emit(scan)
+
+    def select_item(self, item) -> Job | None:
+        """Make an input current: preprocess it for the model (when one is loaded) in a job."""
+        self._pending_item = item
+        if self.model is None:
+            self.status.emit(f"{item.path.name} selected; load a model to explain it")
+            return None
+        loaded = self.model.loaded
+
+        def prepare(progress, cancel):
+            import engine
+            from engine.evaluation import mask_for
+
+            tensor, image = engine.load_input(item, loaded.preprocess)
+            mask = None
+            if item.mask is not None and not item.is_tensor:
+                mask = mask_for(item, loaded.preprocess)
+                if mask is not None and mask.shape != tuple(tensor.shape[-2:]):
+                    mask = None
+            return InputState(item, tensor, image, mask, item.path.name)
+
+        return self._submit(prepare, f"Preparing {item.path.name}", lane=FILE_LANE, key="input", on_done=self._input_ready, error_title="Cannot open the input")
+
+    def _input_ready(self, state: InputState) -> None:
+        self.current = state
+        self.predict()  # queued before any analysis the new input triggers, so it shows first
+        self.input_changed.emit(state)
+
+    def predict(self) -> Job | None:
+        if self.model is None or self.current is None:
+            return None
+        loaded, tensor = self.model.loaded, self.current.tensor
+
+        def run(progress, cancel):
+            import torch
+
+            from engine.api import model_device
+
+            with torch.inference_mode():
+                logits = loaded.module(tensor.unsqueeze(0).to(model_device(loaded.module)))
+            probabilities = torch.softmax(logits.float().flatten(), 0)
+            top = torch.topk(probabilities, min(5, probabilities.numel()))
+            return [(loaded.label(int(i)), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+
+        return self._submit(run, f"Predicting {self.current.name}", lane=DEVICE_LANE, key="predict", on_done=self.prediction_ready.emit, error_title="Prediction failed")
+
+    # ---------------------------------------------------------------- analyses
+    def analysis_job(self, method: str, params: dict, target: int | None, key: str, state: InputState | None = None) -> Job | None:
+        """A device-lane job running one method on the current (or given) input; None without model or input."""
+        state = state or self.current
+        if self.model is None or state is None:
+            self.error.emit("Nothing to explain", "Load a model and choose an input first.")
+            return None
+        loaded, device = self.model.loaded, self.device
+
+        def run(progress, cancel):
+            import engine
+
+            return engine.explain(loaded, state.tensor, method, target, params, device=device, progress=progress, cancel=cancel)
+
+        return self.jobs.submit(run, f"{method} on {state.name}", lane=DEVICE_LANE, key=key)
