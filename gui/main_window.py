@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtGui import QAction, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QWidget
 
 from .jobs import JobManager
@@ -65,7 +65,10 @@ class MainWindow(QMainWindow):
         self.analysis_dock = self._dock("Analysis", self.analysis_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.jobs_dock = self._dock("Jobs", self.jobs_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.splitDockWidget(self.model_dock, self.analysis_dock, Qt.Orientation.Vertical)
-        self.resize(1360, 860)
+        # The preferred size, shrunk to fit smaller screens (laptops, 1280 x 800 displays).
+        screen = QGuiApplication.primaryScreen()
+        available = screen.availableGeometry() if screen is not None else None
+        self.resize(min(1360, available.width()) if available else 1360, min(860, available.height()) if available else 860)
         self.resizeDocks([self.dataset_dock, self.model_dock], [290, 320], Qt.Orientation.Horizontal)
         self.resizeDocks([self.model_dock, self.analysis_dock], [400, 330], Qt.Orientation.Vertical)
         self.resizeDocks([self.jobs_dock], [110], Qt.Orientation.Vertical)
