@@ -6,13 +6,15 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QIcon, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QWidget
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QTabWidget, QWidget
 
 from .jobs import JobManager
 from .panels.analysis_panel import AnalysisPanel
 from .panels.dataset_panel import IMAGE_FILTER, DatasetPanel
 from .panels.jobs_panel import JobsPanel
 from .panels.model_panel import ModelPanel, needs_trust
+from .panels.tabular_panel import PIMA, TabularPanel
+from .session import SessionActions
 from .widgets.map_grid import MapGrid
 from .widgets.map_view import AnalysisRequest, MapCell
 from .workspace import DEMO_MODEL, Workspace
@@ -26,6 +28,9 @@ QLabel#placeholder { color: gray; font-size: 15px; }
 QLabel#cellFooter { color: #555; font-family: monospace; }
 QFrame#mapCell { border: 1px solid palette(mid); border-radius: 4px; }
 QPushButton#runButton { font-weight: bold; min-width: 70px; }
+QGroupBox { font-weight: bold; margin-top: 14px; border: 1px solid palette(mid); border-radius: 4px; }
+QGroupBox::title { subcontrol-origin: margin; subcontrol-position: top left; left: 8px; padding: 0 3px; }
+QGroupBox > QWidget { font-weight: normal; }
 """
 
 
@@ -36,6 +41,7 @@ def icon_path() -> Path:
 class MainWindow(QMainWindow):
     demo_ready = Signal()  # the demo's default maps are drawn
     demo_failed = Signal(str)
+    session_restored = Signal(int)  # number of maps restored
 
     def __init__(self, demo: bool = False, demo_analyses: bool = True, settings: QSettings | None = None) -> None:
         super().__init__()
@@ -55,7 +61,14 @@ class MainWindow(QMainWindow):
         self._message_box: QMessageBox | None = None
 
         self.grid = MapGrid()
-        self.setCentralWidget(self.grid)
+        self.tabular_panel = TabularPanel(self.jobs)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.grid, "Images")
+        self.tabs.addTab(self.tabular_panel, "Table")
+        self.setCentralWidget(self.tabs)
+        self.session = SessionActions(self)
+        self._hidden_docks: list[QDockWidget] = []
         self.model_panel = ModelPanel()
         self.dataset_panel = DatasetPanel(self.jobs)
         self.analysis_panel = AnalysisPanel()
@@ -111,6 +124,29 @@ class MainWindow(QMainWindow):
         for action in (self.open_image_action, self.open_folder_action, self.open_model_action, self.demo_action):
             file_menu.addAction(action)
         file_menu.addSeparator()
+        self.open_table_action = QAction("Open &table...", self)
+        self.open_table_action.triggered.connect(self.tabular_panel.choose_table)
+        self.pima_action = QAction("Open the &Pima demo table", self)
+        self.pima_action.triggered.connect(lambda: self.tabular_panel.open_table(PIMA))
+        file_menu.addAction(self.open_table_action)
+        file_menu.addAction(self.pima_action)
+        file_menu.addSeparator()
+        self.open_session_action = QAction("Open &session...", self)
+        self.open_session_action.triggered.connect(lambda: self.session.open())
+        self.save_session_action = QAction("&Save session...", self, shortcut=QKeySequence.StandardKey.Save)
+        self.save_session_action.triggered.connect(lambda: self.session.save())
+        file_menu.addAction(self.open_session_action)
+        file_menu.addAction(self.save_session_action)
+        export_menu = file_menu.addMenu("&Export")
+        self.export_comparison_action = QAction("The &comparison as PNG...", self)
+        self.export_comparison_action.triggered.connect(lambda: self.session.export_comparison())
+        self.export_maps_action = QAction("Each &map as .npy and PNG...", self)
+        self.export_maps_action.triggered.connect(lambda: self.session.export_maps())
+        self.export_tables_action = QAction("&Tabular results (CSV, PNG, model)...", self)
+        self.export_tables_action.triggered.connect(lambda: self.session.export_tables())
+        for action in (self.export_comparison_action, self.export_maps_action, self.export_tables_action):
+            export_menu.addAction(action)
+        file_menu.addSeparator()
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
@@ -148,6 +184,21 @@ class MainWindow(QMainWindow):
         self.analysis_panel.cancel_requested.connect(self.cancel_analyses)
         self.grid.rerun_requested.connect(self.rerun_cell)
         self.grid.cell_removed.connect(self._cell_removed)
+        self.tabular_panel.error.connect(self.show_error)
+        self.tabular_panel.status.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.tabular_panel.table_opened.connect(lambda _table: self.tabs.setCurrentWidget(self.tabular_panel))
+        self.tabs.currentChanged.connect(self._tab_changed)
+
+    def _tab_changed(self, index: int) -> None:
+        """The Table tab needs the room: the docks step aside while it shows (View brings them back) and return after."""
+        if self.tabs.widget(index) is self.tabular_panel:
+            self._hidden_docks = [dock for dock in (self.dataset_dock, self.model_dock, self.analysis_dock, self.jobs_dock) if dock.isVisible() and not dock.isFloating()]
+            for dock in self._hidden_docks:
+                dock.hide()
+        else:
+            for dock in self._hidden_docks:
+                dock.show()
+            self._hidden_docks = []
 
     # ---------------------------------------------------------------- workspace events
     def _engine_ready(self, info) -> None:
@@ -188,13 +239,15 @@ class MainWindow(QMainWindow):
 
     def _dataset_opened(self, scan) -> None:
         self.dataset_panel.show_scan(scan)
-        choice = scan.items[0]
-        if self._demo:
+        choice = self.session.choose_item(scan) or scan.items[0]
+        if self._demo and self.session.pending is None:
             choice = next((item for item in scan.items if item.label in DEMO_CLASSES), choice)
         self.dataset_panel.select(choice)
 
     def _input_changed(self, state) -> None:
         self.statusBar().showMessage(f"Input {state.item.relative}" + (f" (class {state.item.label})" if state.item.label else ""), 6000)
+        if self.session.skip_rerun(state):  # a restored session's maps are shown as saved
+            return
         if self._demo and self._demo_analyses and not self._demo_cells:
             self._demo_analyses = False
             for method, params in DEMO_ANALYSES:
@@ -230,6 +283,7 @@ class MainWindow(QMainWindow):
         else:
             cell.request = request
             cell._update_title()
+        cell.input_path = str(state.item.path)
         job = ws.analysis_job(method, params, target, key=f"cell:{cell.cell_id}", state=state)
         if job is None:
             return cell
@@ -333,6 +387,7 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.tabs.setCurrentIndex(0)  # the docks the Table tab hid are saved as shown
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.jobs.shutdown(wait=True)

@@ -33,6 +33,7 @@ class ModelState:
     layers: list  # engine.summary.LayerInfo
     conv_layers: list[str]
     input_shape: tuple[int, ...]
+    ref: dict = field(default_factory=dict)  # how it was loaded: spec, weights, labels, trust (for sessions)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Workspace(QObject):
         self.scan = None
         self.current: InputState | None = None
         self.device = "cpu"
+        self.data_ref: dict | None = None  # how the open dataset was opened: path, demo (for sessions)
         self._pending_item = None
 
     # ---------------------------------------------------------------- helpers
@@ -135,7 +137,7 @@ class Workspace(QObject):
             except Exception as exc:  # a model that rejects a zeros input still loads; the summary says why
                 loaded.notes.append(f"no layer summary: {exc}")
                 layers = []
-            return ModelState(loaded, layers, conv_layers(layers), shape)
+            return ModelState(loaded, layers, conv_layers(layers), shape, {"spec": spec, "weights": weights or "", "labels": labels or "", "trust": bool(trust)})
 
         name = Path(spec).name if "/" in spec or "\\" in spec else spec
         return self._submit(load, f"Loading model {name}", lane=DEVICE_LANE, key="model", on_done=self._model_loaded, error_title="Cannot load the model")
@@ -163,10 +165,12 @@ class Workspace(QObject):
             return engine.scan_inputs(root)
 
         title = "Opening the demo images" if demo else f"Opening {Path(path).name}"
-        return self._submit(scan, title, lane=FILE_LANE, key="dataset", on_done=self._dataset_opened, error_title="Cannot open the data")
+        ref = {"path": "" if demo else str(Path(path).resolve()), "demo": demo}
+        return self._submit(scan, title, lane=FILE_LANE, key="dataset", on_done=lambda result: self._dataset_opened(result, ref), error_title="Cannot open the data")
 
-    def _dataset_opened(self, scan) -> None:
+    def _dataset_opened(self, scan, ref: dict | None = None) -> None:
         self.scan = scan
+        self.data_ref = ref
         self.status.emit(f"{scan.root}: {len(scan.items)} input(s)" + (f", classes {', '.join(scan.classes)}" if scan.classes else ""))
         self.dataset_opened.emit(scan)
 

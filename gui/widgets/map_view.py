@@ -78,6 +78,9 @@ class MapCell(QFrame):
         self.cell_id = cell_id
         self.request = request
         self.explanation = None
+        self.image: np.ndarray | None = None  # the display image under the map (H x W x C in [0, 1])
+        self.mask: np.ndarray | None = None
+        self.input_path = ""  # the file the map explains
         self.state = "queued"
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setObjectName("mapCell")
@@ -174,6 +177,7 @@ class MapCell(QFrame):
         """Show a finished explanation over its (display) image, with the mask outline if any."""
         self.state = "done"
         self.explanation = explanation
+        self.image, self.mask = image, mask
         self.progress.hide()
         if image is not None:
             gray = image.mean(axis=2) if image.ndim == 3 else image

@@ -1,0 +1,435 @@
+"""The tabular workspace: a CSV table with column statistics, training a network, its Sobol indices and input reduction.
+
+Every engine call runs in a job (gui/jobs.py): loading on the file lane, training, Sobol and reduction on the
+device lane. One tabular job runs at a time; Cancel stops it through the job's CancelToken.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..jobs import DEVICE_LANE, FILE_LANE, Job, JobManager
+from ..widgets.table_model import FrameModel, StatsModel, compact, double_box, spin_box, table_view
+from ..widgets.tabular_plots import LossPlot, ReductionView, SobolView, metrics_html
+
+PIMA = "demo:pima"
+TABLE_FILTER = "CSV tables (*.csv *.tsv *.txt);;All files (*)"
+DISTRIBUTIONS = ("uniform", "normal", "truncnorm", "empirical")  # engine.tabular.sensitivity.DISTRIBUTIONS, without importing torch here
+SOBOL_SIZES = [2**k for k in range(6, 17)]
+TARGET_NAMES = ("type", "target", "class", "label", "outcome", "y")
+EPOCH_RE = re.compile(r"epoch (\d+): loss ([-+0-9.eE]+|nan|inf), validation ([-+0-9.eE]+|nan|inf)")
+
+
+def default_target(columns: list[str]) -> str:
+    lower = {c.lower(): c for c in columns}
+    for name in TARGET_NAMES:
+        if name in lower:
+            return lower[name]
+    rest = [c for c in columns if c.lower() != "split"]
+    return rest[-1] if rest else columns[-1]
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"hidden layer widths are positive integers separated by commas, not '{text}'")
+    return tuple(int(p) for p in parts)
+
+
+class TabularPanel(QWidget):
+    error = Signal(str, str)  # title, message
+    status = Signal(str)
+    table_opened = Signal(object)  # engine.tables.Table
+    trained = Signal(object)  # TrainedModel
+    sobol_done = Signal(object)  # SobolResult
+    reduction_done = Signal(object)  # ReductionResult
+
+    def __init__(self, jobs: JobManager, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.jobs = jobs
+        self.table = None
+        self.model_result = None  # TrainedModel
+        self.sobol = None
+        self.reduction = None
+        self.job: Job | None = None
+        self.pending_target: str | None = None  # a restored session's target, chosen when its table opens
+        self.losses: list[tuple[int, float, float]] = []
+
+        # ---- data
+        self.path_label = QLabel("No table open")
+        self.path_label.setObjectName("hint")
+        self.path_label.setWordWrap(True)
+        self.open_button = QPushButton("Open table...")
+        self.open_button.clicked.connect(self.choose_table)
+        self.demo_button = QPushButton("Pima demo")
+        self.demo_button.setToolTip("The Pima Indians diabetes table shipped with Sensiscope (532 rows, 7 features, target 'type')")
+        self.demo_button.clicked.connect(lambda: self.open_table(PIMA))
+        self.target_box = QComboBox()
+        self.target_box.setToolTip("The column the network predicts")
+        self.target_box.currentTextChanged.connect(self._target_changed)
+        self.missing_box = QComboBox()
+        self.missing_box.addItems(["error", "drop", "impute"])
+        self.missing_box.setToolTip("Missing values: refuse (error), drop the rows, or impute (median / most frequent category)")
+        data_box = QGroupBox("Data")
+        data_form = QFormLayout(data_box)
+        compact(data_form)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.open_button)
+        buttons.addWidget(self.demo_button)
+        data_form.addRow(buttons)
+        data_form.addRow(self.path_label)
+        data_form.addRow("Target", self.target_box)
+        data_form.addRow("Missing", self.missing_box)
+
+        # ---- training
+        self.hidden_edit = QLineEdit("32, 16")
+        self.hidden_edit.setToolTip("Widths of the hidden layers, comma separated")
+        self.epochs_spin = spin_box(1, 5000, 300, "Maximum epochs (training stops early when the validation loss stalls)")
+        self.lr_spin = double_box(1e-5, 1.0, 3e-3, 5, 1e-3, "Learning rate (AdamW)")
+        self.dropout_spin = double_box(0.0, 0.9, 0.1, 2, 0.05, "Dropout after each hidden layer")
+        self.patience_spin = spin_box(1, 5000, 30, "Early stopping: epochs without a better validation loss before training stops")
+        self.seed_spin = spin_box(0, 2**31 - 1, 0, "Seed of the initialisation, the batches and the validation split")
+        self.train_button = QPushButton("Train")
+        self.train_button.setObjectName("runButton")
+        self.train_button.clicked.connect(self.train)
+        train_box = QGroupBox("Network")
+        train_form = QFormLayout(train_box)
+        compact(train_form)
+        train_form.addRow("Hidden", self.hidden_edit)
+        train_form.addRow("Epochs", self.epochs_spin)
+        train_form.addRow("Learning rate", self.lr_spin)
+        train_form.addRow("Dropout", self.dropout_spin)
+        train_form.addRow("Patience", self.patience_spin)
+        train_form.addRow("Seed", self.seed_spin)
+        train_form.addRow(self.train_button)
+
+        # ---- Sobol
+        self.n_box = QComboBox()
+        for n in SOBOL_SIZES:
+            self.n_box.addItem(str(n), n)
+        self.n_box.setCurrentText("1024")
+        self.n_box.setToolTip("Base sample size N (a power of two); the model is evaluated N (D + 2) times, N (2D + 2) with S2")
+        self.dist_box = QComboBox()
+        self.dist_box.addItems(DISTRIBUTIONS)
+        self.dist_box.setToolTip("How inputs are drawn: uniform on the observed range, normal / truncated normal from mean and std, or the data's own (empirical)")
+        self.s2_box = QCheckBox("second order (S2)")
+        self.sobol_button = QPushButton("Run Sobol")
+        self.sobol_button.setObjectName("runButton")
+        self.sobol_button.clicked.connect(self.run_sobol)
+        sobol_box = QGroupBox("Sobol sensitivity")
+        sobol_form = QFormLayout(sobol_box)
+        compact(sobol_form)
+        sobol_form.addRow("N", self.n_box)
+        sobol_form.addRow("Inputs", self.dist_box)
+        sobol_form.addRow(self.s2_box)
+        sobol_form.addRow(self.sobol_button)
+
+        # ---- reduction
+        self.seeds_spin = spin_box(1, 20, 3, "Trainings per k (their mean and spread are plotted)")
+        self.tolerance_spin = double_box(0.0, 0.5, 0.01, 3, 0.005, "Largest accepted loss of accuracy against the full model")
+        self.reduce_epochs_spin = spin_box(1, 5000, 300, "Maximum epochs of each retraining")
+        self.reduce_button = QPushButton("Run reduction")
+        self.reduce_button.setObjectName("runButton")
+        self.reduce_button.clicked.connect(self.run_reduction)
+        reduce_box = QGroupBox("Input reduction")
+        reduce_form = QFormLayout(reduce_box)
+        compact(reduce_form)
+        reduce_form.addRow("Seeds", self.seeds_spin)
+        reduce_form.addRow("Tolerance", self.tolerance_spin)
+        reduce_form.addRow("Epochs", self.reduce_epochs_spin)
+        reduce_form.addRow(self.reduce_button)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setFormat("idle")
+        self.progress.setValue(0)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+
+        controls = QWidget()
+        controls_layout = QVBoxLayout(controls)
+        controls_layout.setContentsMargins(0, 0, 4, 0)
+        controls_layout.setSpacing(4)
+        for box in (data_box, train_box, sobol_box, reduce_box):
+            controls_layout.addWidget(box)
+        controls_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(controls)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(scroll, 1)
+        left_layout.addWidget(self.progress)
+        left_layout.addWidget(self.cancel_button)
+        left.setMinimumWidth(250)
+        left.setMaximumWidth(330)
+
+        # ---- results
+        self.frame_model = FrameModel(self)
+        self.stats_model = StatsModel(self)
+        self.table_view = table_view(self.frame_model)
+        self.stats_view = table_view(self.stats_model)
+        self.stats_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.stats_view.horizontalHeader().setStretchLastSection(True)
+        data_split = QSplitter(Qt.Orientation.Vertical)
+        data_split.addWidget(self.stats_view)
+        data_split.addWidget(self.table_view)
+        data_split.setSizes([260, 400])
+        self.loss_plot = LossPlot()
+        self.metrics_label = QLabel("Train a network to see its test metrics.")
+        self.metrics_label.setTextFormat(Qt.TextFormat.RichText)
+        self.metrics_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.metrics_label.setMinimumWidth(260)
+        self.metrics_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        training = QWidget()
+        training_layout = QHBoxLayout(training)
+        training_layout.addWidget(self.loss_plot, 1)
+        training_layout.addWidget(self.metrics_label)
+        self.sobol_view = SobolView()
+        self.reduction_view = ReductionView()
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(data_split, "Data")
+        self.tabs.addTab(training, "Training")
+        self.tabs.addTab(self.sobol_view, "Sobol")
+        self.tabs.addTab(self.reduction_view, "Reduction")
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(left)
+        layout.addWidget(self.tabs, 1)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        busy = self.job is not None and not self.job.ended
+        self.train_button.setEnabled(not busy and self.table is not None)
+        self.sobol_button.setEnabled(not busy and self.model_result is not None)
+        self.reduce_button.setEnabled(not busy and self.sobol is not None)
+        self.open_button.setEnabled(not busy)
+        self.demo_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    # ---------------------------------------------------------------- jobs
+    def _start(self, fn, title: str, lane: str, on_done) -> Job:
+        job = self.jobs.submit(fn, title, lane=lane, key="tabular")
+        self.job = job
+        self.progress.setValue(0)
+        self.progress.setFormat(f"{title}: queued")
+        job.signals.progress.connect(lambda fraction, message: self._progress(job, fraction, message))
+        job.signals.finished.connect(lambda result: self._ended(job, f"{title}: done", on_done, result))
+        job.signals.failed.connect(lambda message: self._ended(job, f"{title}: failed") or self.error.emit(f"{title} failed", message))
+        job.signals.cancelled.connect(lambda: self._ended(job, f"{title}: cancelled"))
+        self._update_buttons()
+        return job
+
+    def _progress(self, job: Job, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        self.progress.setFormat(f"{message} (%p%)" if message else "%p%")
+
+    def _ended(self, job: Job, text: str, on_done=None, result=None) -> None:
+        if job is self.job:
+            self.job = None
+            self.progress.setValue(1000 if on_done is not None else 0)
+            self.progress.setFormat(text)
+        self.status.emit(text)
+        if on_done is not None:
+            on_done(result)
+        self._update_buttons()
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.jobs.cancel(self.job)
+
+    # ---------------------------------------------------------------- table
+    def choose_table(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open table", "", TABLE_FILTER)
+        if path:
+            self.open_table(path)
+
+    def open_table(self, spec: str) -> Job:
+        def load(progress, cancel):
+            from engine.resources import resolve_table
+            from engine.tables import load_table
+
+            progress(0.2, "reading")
+            return load_table(resolve_table(str(spec)))
+
+        name = "the Pima demo" if spec == PIMA else Path(spec).name
+        return self._start(load, f"Opening {name}", FILE_LANE, self.show_table)
+
+    def show_table(self, table) -> None:
+        self.table = table
+        self.model_result = self.sobol = self.reduction = None
+        names = [c.name for c in table.columns]
+        target = self.pending_target if self.pending_target in names else default_target(names)
+        self.pending_target = None
+        self.path_label.setText(f"{table.path.name}: {table.n_rows} rows, {len(names)} columns" + (f"<br>{'<br>'.join(table.warnings[:3])}" if table.warnings else ""))
+        self.path_label.setToolTip(str(table.path))
+        self.frame_model.set_frame(table.frame, target)
+        self.stats_model.set_columns(table.columns, target)
+        self.target_box.blockSignals(True)
+        self.target_box.clear()
+        self.target_box.addItems(names)
+        self.target_box.setCurrentText(target)
+        self.target_box.blockSignals(False)
+        self.table_view.resizeColumnsToContents()
+        self.loss_plot.reset()
+        self.metrics_label.setText("Train a network to see its test metrics.")
+        self.tabs.setCurrentIndex(0)
+        self._update_buttons()
+        self.table_opened.emit(table)
+
+    def _target_changed(self, target: str) -> None:
+        self.frame_model.set_target(target)
+        self.stats_model.set_target(target)
+
+    def target(self) -> str:
+        return self.target_box.currentText()
+
+    # ---------------------------------------------------------------- training
+    def train_settings(self, epochs: int | None = None) -> dict:
+        """The TrainConfig arguments from the form (read on the main thread; the config is built in the job)."""
+        hidden, epochs = parse_hidden(self.hidden_edit.text()), epochs or self.epochs_spin.value()
+        return {"hidden": hidden, "epochs": epochs, "lr": self.lr_spin.value(), "dropout": self.dropout_spin.value(), "patience": self.patience_spin.value(), "seed": self.seed_spin.value()}
+
+    def train(self) -> Job | None:
+        if self.table is None:
+            return None
+        try:
+            settings = self.train_settings()
+        except ValueError as exc:
+            self.error.emit("Cannot train", str(exc))
+            return None
+        table, target, missing = self.table, self.target(), self.missing_box.currentText()
+        losses: list[tuple[int, float, float]] = []
+        self.losses = losses
+
+        def run(progress, cancel):
+            from engine.tabular import TrainConfig, prepare, train_tabular
+
+            config = TrainConfig(**settings)
+            data = prepare(table, target, missing=missing, seed=config.seed)
+
+            def report(fraction: float, message: str = "") -> None:
+                match = EPOCH_RE.match(message)
+                if match:  # every epoch is kept, even those whose progress signal is throttled away
+                    losses.append((int(match[1]), float(match[2]), float(match[3])))
+                progress(fraction, message)
+
+            return train_tabular(data, config, progress=report, cancel=cancel)
+
+        self.loss_plot.reset()
+        self.metrics_label.setText("Training...")
+        self.tabs.setCurrentIndex(1)
+        self.sobol = self.reduction = None
+        job = self._start(run, f"Training on {table.path.name}", DEVICE_LANE, self._trained)
+        job.signals.progress.connect(lambda *_: self._draw_losses(losses))
+        return job
+
+    def _draw_losses(self, losses: list) -> None:
+        rows = list(losses)
+        self.loss_plot.set_history([r[1] for r in rows], [r[2] for r in rows])
+
+    def _trained(self, trained) -> None:
+        self.model_result = trained
+        history = trained.history
+        self.loss_plot.set_history(history.get("train_loss", []), history.get("val_loss", []), history.get("best_epoch"))
+        self.metrics_label.setText(metrics_html(trained.metrics, trained.elapsed_s, history))
+        self.trained.emit(trained)
+
+    # ---------------------------------------------------------------- Sobol
+    def run_sobol(self) -> Job | None:
+        trained = self.model_result
+        if trained is None:
+            return None
+        n, dist, second, seed = int(self.n_box.currentData()), self.dist_box.currentText(), self.s2_box.isChecked(), self.seed_spin.value()
+
+        def run(progress, cancel):
+            from engine.tabular.sensitivity import tabular_sobol
+
+            return tabular_sobol(trained.model, trained.data, n=n, second_order=second, dist=dist, seed=seed, progress=progress, cancel=cancel)
+
+        self.tabs.setCurrentIndex(2)
+        return self._start(run, f"Sobol N = {n}", DEVICE_LANE, self._sobol_ready)
+
+    def _sobol_ready(self, result) -> None:
+        self.sobol = result
+        self.sobol_view.show_result(result)
+        self.sobol_done.emit(result)
+
+    # ---------------------------------------------------------------- reduction
+    def run_reduction(self) -> Job | None:
+        if self.sobol is None or self.model_result is None:
+            return None
+        data, ranking = self.model_result.data, self.sobol.ranking("ST")
+        try:
+            settings = self.train_settings(self.reduce_epochs_spin.value())
+        except ValueError as exc:
+            self.error.emit("Cannot run the reduction", str(exc))
+            return None
+        seeds, tolerance = self.seeds_spin.value(), self.tolerance_spin.value()
+
+        def run(progress, cancel):
+            from engine.tabular import TrainConfig
+            from engine.tabular.sensitivity import input_reduction
+
+            return input_reduction(data, ranking, rank_by="ST", config=TrainConfig(**settings), seeds=seeds, tolerance=tolerance, progress=progress, cancel=cancel)
+
+        self.tabs.setCurrentIndex(3)
+        return self._start(run, "Input reduction", DEVICE_LANE, self._reduction_ready)
+
+    def _reduction_ready(self, result) -> None:
+        self.reduction = result
+        self.reduction_view.show_result(result)
+        self.reduction_done.emit(result)
+
+    # ---------------------------------------------------------------- export
+    def export_results(self, folder: str | Path) -> Job | None:
+        """Write the Sobol and reduction CSVs and charts (and the trained model) to a folder, in a file-lane job."""
+        sobol, reduction, trained = self.sobol, self.reduction, self.model_result
+        if sobol is None and reduction is None and trained is None:
+            self.error.emit("Nothing to export", "Train a network or run a Sobol analysis first.")
+            return None
+
+        def write(progress, cancel):
+            from engine.tabular.report import write_reduction_files, write_sobol_files
+
+            files = {}
+            if trained is not None:
+                weights, sidecar = trained.save(Path(folder) / "tabular_model")
+                files.update({"model_weights": str(weights), "model_json": str(sidecar)})
+            if sobol is not None:
+                files.update(write_sobol_files(sobol, folder))
+            if reduction is not None:
+                files.update({f"reduction_{k}": v for k, v in write_reduction_files(reduction, folder).items()})
+            return files
+
+        job = self.jobs.submit(write, f"Exporting tabular results to {Path(folder).name}", lane=FILE_LANE)
+        job.signals.finished.connect(lambda files: self.status.emit(f"Wrote {len(files)} file(s) to {folder}"))
+        job.signals.failed.connect(lambda message: self.error.emit("Cannot export the results", message))
+        return job

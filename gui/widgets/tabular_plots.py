@@ -1,0 +1,254 @@
+"""Plots of the tabular workflow: the training loss, Sobol indices (bars, S2 heat map, convergence) and input reduction."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
+
+S1_COLOUR = "#4477aa"
+ST_COLOUR = "#ee6677"
+RANDOM_COLOUR = "#999999"
+FEATURE_COLOURS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb", "#332288", "#117733", "#882255"]
+
+
+def plain_axes(plot) -> None:
+    """Values as they are: no 'x0.001' SI-prefix rescaling of the axes (indices and accuracies are small numbers)."""
+    for name in ("left", "bottom"):
+        plot.getAxis(name).enableAutoSIPrefix(False)
+
+
+def small_ticks(plot) -> None:
+    font = QFont()
+    font.setPointSize(8)
+    for name in ("left", "bottom"):
+        plot.getAxis(name).setStyle(tickFont=font)
+
+
+def legend(plot, offset=(-10, 10)):
+    return plot.addLegend(offset=offset, brush=pg.mkBrush(255, 255, 255, 210), pen=pg.mkPen("#cccccc"), labelTextSize="8pt")
+
+
+def styled_plot(title: str, left: str = "", bottom: str = "") -> pg.PlotWidget:
+    plot = pg.PlotWidget()
+    plain_axes(plot)
+    plot.setTitle(title, size="10pt")
+    plot.showGrid(x=False, y=True, alpha=0.25)
+    plot.setMenuEnabled(False)
+    plot.hideButtons()
+    if left:
+        plot.setLabel("left", left)
+    if bottom:
+        plot.setLabel("bottom", bottom)
+    return plot
+
+
+class LossPlot(pg.PlotWidget):
+    """Training and validation loss by epoch, redrawn as epochs arrive."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setTitle("Loss by epoch", size="10pt")
+        self.setLabel("left", "loss")
+        self.setLabel("bottom", "epoch")
+        self.showGrid(x=True, y=True, alpha=0.25)
+        self.setMenuEnabled(False)
+        self.hideButtons()
+        plain_axes(self)
+        legend(self)
+        self.train_curve = self.plot([], [], pen=pg.mkPen(S1_COLOUR, width=2), name="training")
+        self.val_curve = self.plot([], [], pen=pg.mkPen(ST_COLOUR, width=2), name="validation")
+        self.best_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#228833", style=Qt.PenStyle.DashLine))
+        self.best_line.hide()
+        self.addItem(self.best_line)
+
+    def set_history(self, train: list[float], val: list[float], best_epoch: int | None = None) -> None:
+        epochs = np.arange(1, len(train) + 1, dtype=float)
+        self.train_curve.setData(epochs, np.asarray(train, dtype=float))
+        self.val_curve.setData(epochs[: len(val)], np.asarray(val, dtype=float))
+        self.best_line.setVisible(best_epoch is not None)
+        if best_epoch is not None:
+            self.best_line.setValue(best_epoch)
+
+    def reset(self) -> None:
+        self.set_history([], [])
+
+
+class SobolView(QWidget):
+    """S1 and ST bars with confidence intervals (sorted by ST), the S2 heat map and the convergence of ST with N."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.order: list[int] = []
+        self.names: list[str] = []
+        self.bars = styled_plot("Sobol indices (95% intervals)", "index")
+        legend(self.bars)
+        self.s2_plot = styled_plot("Second-order indices S2")
+        self.s2_plot.showGrid(x=False, y=False)
+        self.s2_plot.setAspectLocked(True)
+        self.s2_plot.invertY(True)
+        small_ticks(self.s2_plot)
+        self.s2_image = pg.ImageItem()
+        self.s2_plot.addItem(self.s2_image)
+        self.s2_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"), interactive=False, width=12)
+        self.s2_bar.setImageItem(self.s2_image, insert_in=self.s2_plot.getPlotItem())
+        self.s2_note = QLabel("Tick 'second order' and run again to see the pairwise interactions.")
+        self.s2_note.setObjectName("hint")
+        self.s2_note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.convergence = styled_plot("Convergence of ST", "ST", "base sample size N")
+        self.convergence.showGrid(x=True, y=True, alpha=0.25)
+        legend(self.convergence)
+        self.summary = QLabel()
+        self.summary.setObjectName("hint")
+        self.summary.setWordWrap(True)
+
+        s2_host = QWidget()
+        s2_layout = QVBoxLayout(s2_host)
+        s2_layout.setContentsMargins(0, 0, 0, 0)
+        s2_layout.addWidget(self.s2_plot, 1)
+        s2_layout.addWidget(self.s2_note, 1)
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(s2_host)
+        lower.addWidget(self.convergence)
+        lower.setSizes([480, 420])
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.bars)
+        split.addWidget(lower)
+        split.setSizes([360, 300])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.summary)
+        layout.addWidget(split, 1)
+        self.show_s2(None)
+
+    def tick_names(self) -> list[str]:
+        """The feature names on the bar chart's x axis, left to right."""
+        ticks = self.bars.getAxis("bottom")._tickLevels
+        return [name for _, name in ticks[0]] if ticks else []
+
+    def show_result(self, result) -> None:
+        self.names = list(result.names)
+        self.order = [int(i) for i in np.argsort(-np.asarray(result.ST), kind="stable")]
+        x = np.arange(len(self.order), dtype=float)
+        s1 = np.asarray(result.S1)[self.order]
+        st = np.asarray(result.ST)[self.order]
+        s1c = np.nan_to_num(np.asarray(result.S1_conf)[self.order])
+        stc = np.nan_to_num(np.asarray(result.ST_conf)[self.order])
+        self.bars.clear()
+        self.bars.addItem(pg.BarGraphItem(x=x - 0.18, height=s1, width=0.34, brush=S1_COLOUR, pen=pg.mkPen(None), name="S1 (first order)"))
+        self.bars.addItem(pg.BarGraphItem(x=x + 0.18, height=st, width=0.34, brush=ST_COLOUR, pen=pg.mkPen(None), name="ST (total)"))
+        for offset, values, conf in ((-0.18, s1, s1c), (0.18, st, stc)):
+            self.bars.addItem(pg.ErrorBarItem(x=x + offset, y=values, top=conf, bottom=conf, beam=0.12, pen=pg.mkPen("#333333", width=1)))
+        self.bars.getAxis("bottom").setTicks([[(float(i), self.names[j]) for i, j in enumerate(self.order)]])
+        self.bars.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("#666666", width=1)))
+        output = getattr(result, "output_name", "the output")
+        self.bars.setTitle(f"Sobol indices of {output}: N = {result.n}, {result.n_evaluations} evaluations, {int(result.conf_level * 100)}% intervals", size="10pt")
+        self.bars.autoRange()
+        self.show_s2(result.S2)
+        self.show_convergence(result.convergence)
+        self.summary.setText(f"Ranking by ST: {', '.join(self.names[j] for j in self.order)}   ·   time {result.total_s:.2f} s" + (f"   ·   {'; '.join(result.notes)}" if result.notes else ""))
+
+    def show_s2(self, s2) -> None:
+        has = s2 is not None
+        self.s2_plot.setVisible(has)
+        self.s2_note.setVisible(not has)
+        if not has:
+            self.s2_image.clear()
+            return
+        matrix = np.asarray(s2, dtype=float)[np.ix_(self.order, self.order)]
+        full = np.where(np.isfinite(matrix), matrix, 0.0)
+        full = np.triu(full, 1) + np.triu(full, 1).T  # SALib fills the upper triangle only
+        self.s2_image.setImage(full.astype(np.float32))
+        n = len(self.order)
+        self.s2_image.setRect(-0.5, -0.5, n, n)
+        high = max(float(np.abs(full).max()), 1e-6)
+        self.s2_bar.setLevels((min(0.0, float(full.min())), high))
+        ticks = [[(float(i), self.names[j]) for i, j in enumerate(self.order)]]
+        self.s2_plot.getAxis("bottom").setTicks(ticks)
+        self.s2_plot.getAxis("left").setTicks(ticks)
+        self.s2_plot.autoRange(padding=0)
+
+    def show_convergence(self, steps: list[dict]) -> None:
+        plot = self.convergence
+        plot.clear()
+        if not steps:
+            return
+        sizes = np.array([math.log2(step["n"]) for step in steps])
+        values = np.array([step["ST"] for step in steps], dtype=float)
+        for rank, index in enumerate(self.order):
+            colour = FEATURE_COLOURS[rank % len(FEATURE_COLOURS)]
+            plot.plot(sizes, values[:, index], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6, symbolBrush=colour, name=self.names[index])
+        plot.getAxis("bottom").setTicks([[(float(s), str(int(2**s))) for s in sizes]])
+        plot.autoRange()
+
+
+class ReductionView(QWidget):
+    """The test metric against the number of inputs k, for top-k by Sobol rank and for random choices."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.plot = styled_plot("Input reduction", "accuracy", "number of inputs k")
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        legend(self.plot, offset=(-10, -10))
+        self.summary = QLabel("Run a Sobol analysis first: its ST ranking decides which inputs are kept.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(self.summary, 1)
+        layout.addLayout(row)
+        layout.addWidget(self.plot, 1)
+
+    def show_result(self, result) -> None:
+        plot = self.plot
+        plot.clear()
+        self.curves = {}
+        plot.setLabel("left", result.metric.replace("_", " "))
+        for selection, colour, name in (("ranked", S1_COLOUR, f"top-k by {result.rank_by}"), ("random", RANDOM_COLOUR, "random k inputs")):
+            rows = sorted((r for r in result.rows if r.selection == selection), key=lambda r: r.k)
+            if not rows:
+                continue
+            ks = np.array([r.k for r in rows], dtype=float)
+            means = np.array([r.metrics[result.metric][0] for r in rows])
+            spreads = np.array([r.metrics[result.metric][1] for r in rows])
+            self.curves[selection] = (ks, means)
+            plot.plot(ks, means, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=7, symbolBrush=colour, name=name)
+            plot.addItem(pg.ErrorBarItem(x=ks, y=means, top=spreads, bottom=spreads, beam=0.15, pen=pg.mkPen(colour)))
+        threshold = pg.InfiniteLine(pos=result.full_score - result.tolerance, angle=0, pen=pg.mkPen(ST_COLOUR, style=Qt.PenStyle.DashLine))
+        threshold.label = pg.InfLineLabel(threshold, text=f"full model - {result.tolerance:g}", position=0.15, color=ST_COLOUR)
+        recommended = pg.InfiniteLine(pos=result.recommended_k, angle=90, pen=pg.mkPen("#228833", width=2, style=Qt.PenStyle.DotLine))
+        recommended.label = pg.InfLineLabel(recommended, text=f"k = {result.recommended_k}", position=0.1, color="#228833")
+        plot.addItem(threshold)
+        plot.addItem(recommended)
+        plot.getAxis("bottom").setTicks([[(float(k), str(k)) for k in range(1, len(result.ranking) + 1)]])
+        plot.autoRange()
+        kept = ", ".join(result.ranking[: result.recommended_k])
+        self.summary.setText(
+            f"<b>Recommended k = {result.recommended_k}</b>: {kept} &nbsp;·&nbsp; full model {result.metric.replace('_', ' ')} {result.full_score:.3f}, "
+            f"tolerance {result.tolerance:g} &nbsp;·&nbsp; ranking by {result.rank_by}: {', '.join(result.ranking)} &nbsp;·&nbsp; {result.elapsed_s:.1f} s"
+        )
+
+
+def metrics_html(metrics: dict, elapsed: float, history: dict) -> str:
+    rows = []
+    for key, title in (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("roc_auc", "ROC AUC"), ("r2", "R²"), ("rmse", "RMSE")):
+        if key in metrics:
+            rows.append(f"<tr><td>{title}</td><td align='right'><b>{metrics[key]:.3f}</b></td></tr>")
+    rows.append(f"<tr><td>Rows</td><td align='right'>{metrics.get('n_train', '?')} train · {metrics.get('n_validation', '?')} validation · {metrics.get('n_test', '?')} test</td></tr>")
+    rows.append(f"<tr><td>Epochs</td><td align='right'>{history.get('epochs_run', '?')} (best {history.get('best_epoch', '?')}), {elapsed:.1f} s</td></tr>")
+    html = "<b>Test metrics</b><table cellspacing='0' cellpadding='3'>" + "".join(rows) + "</table>"
+    confusion, classes = metrics.get("confusion_matrix"), metrics.get("classes")
+    if confusion and classes:
+        head = "".join(f"<th>{c}</th>" for c in classes)
+        body = ""
+        for i, (name, row) in enumerate(zip(classes, confusion, strict=True)):
+            cells = "".join(f"<td align='center' style='background:{'#dfeaf7' if i == j else '#f3f3f3'}'>{v}</td>" for j, v in enumerate(row))
+            body += f"<tr><th align='left'>{name}</th>{cells}</tr>"
+        html += f"<br><b>Confusion matrix</b> (rows: true class, columns: predicted)<table cellspacing='1' cellpadding='5'><tr><th></th>{head}</tr>{body}</table>"
+    return html

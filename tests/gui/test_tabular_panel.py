@@ -1,0 +1,98 @@
+"""The Table tab: the Pima demo from opening to training, Sobol indices, input reduction, export and cancel."""
+
+from __future__ import annotations
+
+import csv
+
+from PySide6.QtCore import Qt
+
+PIMA_FEATURES = {"npreg", "glu", "bp", "skin", "bmi", "ped", "age"}
+JOB_TIMEOUT_MS = 60000
+
+
+def open_pima(qtbot, window):
+    panel = window.tabular_panel
+    with qtbot.waitSignal(panel.table_opened, timeout=JOB_TIMEOUT_MS):
+        window.pima_action.trigger()
+    return panel
+
+
+def train(qtbot, panel, epochs: int):
+    panel.epochs_spin.setValue(epochs)
+    with qtbot.waitSignal(panel.trained, timeout=JOB_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    return blocker.args[0]
+
+
+def test_pima_train_sobol_reduction_and_export(make_window, qtbot, tmp_path):
+    window = make_window()
+    panel = open_pima(qtbot, window)
+    assert window.tabs.currentWidget() is panel and not window.model_dock.isVisible()
+    assert panel.frame_model.rowCount() == 532 and panel.frame_model.columnCount() == 9
+    assert panel.stats_model.rowCount() == 9 and panel.target() == "type"
+    assert panel.stats_model.cell(7, 1) == "categorical" and "No, Yes" in panel.stats_model.cell(7, 7)
+    assert panel.frame_model.headerData(7, Qt.Orientation.Horizontal) == "type (target)"
+
+    trained = train(qtbot, panel, epochs=40)
+    text = panel.metrics_label.text()
+    for name in ("Accuracy", "Balanced accuracy", "ROC AUC", "Confusion matrix"):
+        assert name in text
+    assert trained.metrics["accuracy"] > 0.6
+    assert len(panel.loss_plot.train_curve.getData()[0]) == trained.history["epochs_run"]
+    assert len(panel.losses) == trained.history["epochs_run"]  # every epoch's loss was seen live
+
+    panel.n_box.setCurrentText("256")
+    with qtbot.waitSignal(panel.sobol_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(panel.sobol_button, Qt.MouseButton.LeftButton)
+    result = blocker.args[0]
+    assert result.n == 256 and panel.tabs.currentWidget() is panel.sobol_view
+    names = panel.sobol_view.tick_names()
+    assert set(names) == PIMA_FEATURES and names == result.ranking("ST")
+    assert len([item for item in panel.sobol_view.bars.items() if type(item).__name__ == "BarGraphItem"]) == 2
+    assert not panel.sobol_view.s2_plot.isVisibleTo(panel.sobol_view)
+
+    panel.seeds_spin.setValue(1)
+    panel.reduce_epochs_spin.setValue(15)
+    with qtbot.waitSignal(panel.reduction_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(panel.reduce_button, Qt.MouseButton.LeftButton)
+    reduction = blocker.args[0]
+    view = panel.reduction_view
+    assert list(view.curves["ranked"][0]) == list(range(1, 8)) and list(view.curves["random"][0]) == list(range(1, 7))
+    assert f"Recommended k = {reduction.recommended_k}" in view.summary.text()
+    assert reduction.ranking == result.ranking("ST")
+
+    job = window.session.export_tables(tmp_path / "tables")
+    with qtbot.waitSignal(job.signals.finished, timeout=JOB_TIMEOUT_MS) as blocker:
+        pass
+    files = blocker.args[0]
+    with open(files["indices_csv"], newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert [row[0] for row in rows[1:]] == names
+    assert (tmp_path / "tables" / "reduction.csv").is_file() and (tmp_path / "tables" / "tabular_model.safetensors").is_file()
+    assert not window.errors
+
+
+def test_training_and_sobol_can_be_cancelled(make_window, qtbot):
+    window = make_window()
+    panel = open_pima(qtbot, window)
+    panel.epochs_spin.setValue(5000)
+    panel.patience_spin.setValue(5000)
+    qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    job = panel.job
+    qtbot.waitUntil(lambda: len(panel.losses) >= 3 and job.state == "running", timeout=JOB_TIMEOUT_MS)
+    assert panel.cancel_button.isEnabled() and not panel.sobol_button.isEnabled()
+    with qtbot.waitSignal(job.signals.cancelled, timeout=3000):
+        qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    assert panel.model_result is None and "cancelled" in panel.progress.format()
+    assert not panel.cancel_button.isEnabled() and panel.train_button.isEnabled()
+
+    train(qtbot, panel, epochs=5)
+    panel.n_box.setCurrentText("65536")
+    panel.s2_box.setChecked(True)
+    qtbot.mouseClick(panel.sobol_button, Qt.MouseButton.LeftButton)
+    job = panel.job
+    qtbot.waitUntil(lambda: job.state == "running", timeout=JOB_TIMEOUT_MS)
+    with qtbot.waitSignal(job.signals.cancelled, timeout=20000):
+        qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    assert panel.sobol is None and panel.sobol_view.tick_names() == []
+    assert not window.errors
