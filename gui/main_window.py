@@ -17,6 +17,7 @@ from .panels.tabular_panel import PIMA, TabularPanel
 from .session import SessionActions
 from .widgets.map_grid import MapGrid
 from .widgets.map_view import AnalysisRequest, MapCell
+from .window_actions import WindowActions
 from .workspace import DEMO_MODEL, Workspace
 
 # What the demo shows first: Grad-CAM and local sensitivity, side by side.
@@ -27,6 +28,7 @@ QLabel#hint { color: #555; }
 QLabel#placeholder { color: gray; font-size: 15px; }
 QLabel#cellFooter { color: #555; font-family: monospace; }
 QFrame#mapCell { border: 1px solid palette(mid); border-radius: 4px; }
+QFrame#mapCell[selected="true"] { border: 2px solid palette(highlight); }
 QPushButton#runButton { font-weight: bold; min-width: 70px; }
 QGroupBox { font-weight: bold; margin-top: 14px; border: 1px solid palette(mid); border-radius: 4px; }
 QGroupBox::title { subcontrol-origin: margin; subcontrol-position: top left; left: 8px; padding: 0 3px; }
@@ -96,6 +98,8 @@ class MainWindow(QMainWindow):
         status.addPermanentWidget(self.busy_label)
         status.addPermanentWidget(self.busy)
         status.addPermanentWidget(self.device_label)
+        self.habits = WindowActions(self)
+        self.setAcceptDrops(True)
         self._build_menus()
         self._connect()
         self._restore_settings()
@@ -147,14 +151,14 @@ class MainWindow(QMainWindow):
         for action in (self.export_comparison_action, self.export_maps_action, self.export_tables_action):
             export_menu.addAction(action)
         file_menu.addSeparator()
-        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        file_menu.addAction(quit_action)
+        self.quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        self.quit_action.triggered.connect(self.close)
+        file_menu.addAction(self.quit_action)
 
         view_menu = self.menuBar().addMenu("&View")
-        fit_action = QAction("&Fit maps", self)
-        fit_action.triggered.connect(self.grid.fit)
-        view_menu.addAction(fit_action)
+        self.fit_action = QAction("&Fit maps", self)
+        self.fit_action.triggered.connect(self.grid.fit)
+        view_menu.addAction(self.fit_action)
         view_menu.addSeparator()
         for dock in (self.dataset_dock, self.model_dock, self.analysis_dock, self.jobs_dock):
             view_menu.addAction(dock.toggleViewAction())
@@ -163,11 +167,16 @@ class MainWindow(QMainWindow):
         self.about_action = QAction("&About Sensiscope", self)
         self.about_action.triggered.connect(self.show_about)
         help_menu.addAction(self.about_action)
+        self.habits.build(file_menu, view_menu, help_menu, self.quit_action, self.about_action)
 
     def _connect(self) -> None:
         ws = self.workspace
         ws.engine_ready.connect(self._engine_ready)
         ws.model_loaded.connect(self._model_loaded)
+        ws.model_loaded.connect(self.habits.record_model)
+        ws.dataset_opened.connect(self.habits.record_data)
+        self.tabular_panel.table_opened.connect(self.habits.record_table)
+        self.dataset_panel.predict_requested.connect(self.predict_all)
         ws.dataset_opened.connect(self._dataset_opened)
         ws.input_changed.connect(self._input_changed)
         ws.prediction_ready.connect(self.model_panel.show_prediction)
@@ -231,6 +240,7 @@ class MainWindow(QMainWindow):
             self._load_model(spec, weights, labels, True)
 
     def _model_loaded(self, state) -> None:
+        self.dataset_panel.set_model_ready(True)
         self.model_panel.set_busy(False)
         self.model_panel.show_model(state)
         self.analysis_panel.set_labels(state.loaded.labels, state.loaded.num_classes)
@@ -243,6 +253,13 @@ class MainWindow(QMainWindow):
         if self._demo and self.session.pending is None:
             choice = next((item for item in scan.items if item.label in DEMO_CLASSES), choice)
         self.dataset_panel.select(choice)
+
+    def predict_all(self, items: list) -> None:
+        """Predict every listed input in a batched device-lane job; captions and tooltips show the results."""
+        job = self.workspace.predict_items(items)
+        if job is not None:
+            self.dataset_panel.set_predicting(job)
+            job.signals.finished.connect(self.dataset_panel.set_predictions)
 
     def _input_changed(self, state) -> None:
         self.statusBar().showMessage(f"Input {state.item.relative}" + (f" (class {state.item.label})" if state.item.label else ""), 6000)
@@ -385,6 +402,17 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if isinstance(state, QByteArray):
             self.restoreState(state)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if self.habits.dropped_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        paths = self.habits.dropped_paths(event.mimeData())
+        for path in paths:
+            self.habits.open_path(path)
+        if paths:
+            event.acceptProposedAction()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self.tabs.setCurrentIndex(0)  # the docks the Table tab hid are saved as shown

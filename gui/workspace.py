@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Signal
 from .jobs import DEVICE_LANE, FILE_LANE, Job, JobManager
 
 DEMO_MODEL = "demo:ultrasound"
+PREDICT_BATCH = 16
 
 
 @dataclass
@@ -218,6 +219,34 @@ class Workspace(QObject):
             return [(loaded.label(int(i)), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
 
         return self._submit(run, f"Predicting {self.current.name}", lane=DEVICE_LANE, key="predict", on_done=self.prediction_ready.emit, error_title="Prediction failed")
+
+    def predict_items(self, items: list, batch_size: int = PREDICT_BATCH) -> Job | None:
+        """Predict many inputs in batches (device lane); the result is [(label, probability)], one per item."""
+        if self.model is None or not items:
+            return None
+        loaded, items = self.model.loaded, list(items)
+
+        def run(progress, cancel):
+            import torch
+
+            import engine
+            from engine.api import model_device
+
+            device = model_device(loaded.module)
+            results = []
+            for start in range(0, len(items), batch_size):
+                cancel.check()
+                tensors = [engine.load_input(item, loaded.preprocess)[0] for item in items[start : start + batch_size]]
+                groups = [torch.stack(tensors)] if len({tuple(t.shape) for t in tensors}) == 1 else [t.unsqueeze(0) for t in tensors]
+                with torch.inference_mode():
+                    for batch in groups:
+                        probabilities = torch.softmax(loaded.module(batch.to(device)).float().flatten(1), 1)
+                        best = probabilities.max(1)
+                        results += [(loaded.label(int(i)), float(p)) for p, i in zip(best.values, best.indices, strict=True)]
+                progress(len(results) / len(items), f"{len(results)} of {len(items)}")
+            return results
+
+        return self._submit(run, f"Predicting {len(items)} input(s)", lane=DEVICE_LANE, key="predict-all", error_title="Prediction failed")
 
     # ---------------------------------------------------------------- analyses
     def analysis_job(self, method: str, params: dict, target: int | None, key: str, state: InputState | None = None) -> Job | None:

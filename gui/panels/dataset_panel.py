@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QList
 from ..jobs import FILE_LANE, JobManager
 
 THUMB = 64
+OUTCOMES = ("all predictions", "correct", "incorrect")
 IMAGE_FILTER = "Images and tensors (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.npy);;All files (*)"
 
 
@@ -48,6 +49,7 @@ class ThumbnailModel(QAbstractListModel):
         super().__init__(parent)
         self.jobs = jobs
         self.items: list = []
+        self.predictions: dict[int, tuple[str, float]] = {}  # row: (predicted label, probability)
         self.thumbnails: dict[int, QPixmap] = {}
         self._requested: set[int] = set()
         self._generation = 0
@@ -58,6 +60,7 @@ class ThumbnailModel(QAbstractListModel):
         self.beginResetModel()
         self._generation += 1
         self.items = list(items)
+        self.predictions.clear()
         self.thumbnails.clear()
         self._requested.clear()
         self.endResetModel()
@@ -70,8 +73,9 @@ class ThumbnailModel(QAbstractListModel):
             return None
         row = index.row()
         item = self.items[row]
+        prediction = self.predictions.get(row)
         if role == Qt.ItemDataRole.DisplayRole:
-            return item.path.stem
+            return item.path.stem + (f"\n{prediction[0]} {prediction[1]:.0%}" if prediction else "")
         if role == Qt.ItemDataRole.DecorationRole:
             if row not in self.thumbnails:
                 self._request(row)
@@ -79,10 +83,23 @@ class ThumbnailModel(QAbstractListModel):
             return self.thumbnails[row]
         if role == Qt.ItemDataRole.ToolTipRole:
             lines = [str(item.relative), f"class: {item.label or '(none)'}", "mask: yes (outlined in green)" if item.mask else "mask: none"]
+            if prediction:
+                verdict = "" if not item.label else (" (correct)" if self.correct(row) else " (incorrect)")
+                lines.append(f"prediction: {prediction[0]}, confidence {prediction[1]:.1%}{verdict}")
             return "\n".join(lines)
         if role == Qt.ItemDataRole.UserRole:
             return item
         return None
+
+    def correct(self, row: int) -> bool | None:
+        """Whether the prediction of a row matches its class; None without either."""
+        prediction, label = self.predictions.get(row), self.items[row].label
+        return None if prediction is None or not label else prediction[0] == label
+
+    def set_predictions(self, predictions: list) -> None:
+        self.predictions = dict(enumerate(predictions))
+        if self.items:
+            self.dataChanged.emit(self.index(0), self.index(len(self.items) - 1), [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole])
 
     def _request(self, row: int) -> None:
         if row in self._requested:
@@ -103,6 +120,8 @@ class ThumbnailModel(QAbstractListModel):
 class DatasetPanel(QWidget):
     open_requested = Signal(str)
     item_selected = Signal(object)  # engine.InputItem
+    predict_requested = Signal(list)  # the listed inputs
+    predictions_shown = Signal()
 
     def __init__(self, jobs: JobManager, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -114,6 +133,15 @@ class DatasetPanel(QWidget):
         self.class_box = QComboBox()
         self.class_box.setToolTip("Show only one class")
         self.class_box.currentIndexChanged.connect(self._filter)
+        self.predict_button = QPushButton("Predict all")
+        self.predict_button.setToolTip("Predict every listed input with the loaded model; the results show under the thumbnails")
+        self.predict_button.setEnabled(False)
+        self.predict_button.clicked.connect(lambda: self.predict_requested.emit(list(self.model.items)))
+        self.outcome_box = QComboBox()
+        self.outcome_box.addItems(OUTCOMES)
+        self.outcome_box.setToolTip("After Predict all: show only the inputs whose prediction matches (or misses) their class")
+        self.outcome_box.currentIndexChanged.connect(self._filter)
+        self.outcome_box.setEnabled(False)
         self.summary = QLabel("No data open")
         self.summary.setObjectName("hint")
         self.summary.setWordWrap(True)
@@ -138,6 +166,10 @@ class DatasetPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.summary)
         layout.addWidget(self.class_box)
+        predict = QHBoxLayout()
+        predict.addWidget(self.predict_button)
+        predict.addWidget(self.outcome_box, 1)
+        layout.addLayout(predict)
         layout.addWidget(self.view, 1)
         self.class_box.hide()
 
@@ -168,12 +200,38 @@ class DatasetPanel(QWidget):
         self.class_box.blockSignals(False)
         self.class_box.setVisible(bool(scan.classes))
         self.model.set_items(scan.items)
+        self.outcome_box.setCurrentIndex(0)
+        self.outcome_box.setEnabled(False)
+
+    def set_model_ready(self, ready: bool) -> None:
+        self.predict_button.setEnabled(ready)
+
+    def set_predicting(self, job) -> None:
+        self.predict_button.setEnabled(False)
+        self.predict_button.setText("Predicting...")
+        job.signals.progress.connect(lambda fraction, _message: self.predict_button.setText(f"Predicting {fraction:.0%}"))
+        for signal in (job.signals.finished, job.signals.failed, job.signals.cancelled):
+            signal.connect(self._predicting_ended)
+
+    def _predicting_ended(self, *_args) -> None:
+        self.predict_button.setText("Predict all")
+        self.predict_button.setEnabled(True)
+
+    def set_predictions(self, predictions: list) -> None:
+        self.model.set_predictions(predictions)
+        self.view.setGridSize(QSize(THUMB + 16, THUMB + 36))
+        self.outcome_box.setEnabled(any(item.label for item in self.model.items))
+        self._filter()
+        self.predictions_shown.emit()
 
     def _filter(self) -> None:
         choice = self.class_box.currentIndex()
         wanted = self.class_box.currentText() if choice > 0 else None
+        outcome = self.outcome_box.currentIndex()  # 0 all, 1 correct, 2 incorrect
         for row, item in enumerate(self.model.items):
-            self.view.setRowHidden(row, wanted is not None and item.label != wanted)
+            correct = self.model.correct(row)
+            hidden = (wanted is not None and item.label != wanted) or (outcome and correct is None) or (outcome == 1 and correct is False) or (outcome == 2 and correct is True)
+            self.view.setRowHidden(row, bool(hidden))
 
     def select(self, item) -> None:
         """Select an input in the view (which makes it the current input)."""

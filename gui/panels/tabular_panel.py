@@ -272,6 +272,7 @@ class TabularPanel(QWidget):
             self.open_table(path)
 
     def open_table(self, spec: str) -> Job:
+        self.table_spec = str(spec)  # recorded in File > Recent tables once it opens
         def load(progress, cancel):
             from engine.resources import resolve_table
             from engine.tables import load_table

@@ -18,10 +18,12 @@ class MapGrid(QWidget):
 
     rerun_requested = Signal(object)  # MapCell
     cell_removed = Signal(object)  # MapCell
+    order_changed = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.cells: list[MapCell] = []
+        self.selected: MapCell | None = None  # the cell last clicked (copy, remove)
         self._next_id = 1
 
         self.colormap_box = QComboBox()
@@ -93,6 +95,8 @@ class MapGrid(QWidget):
         self._next_id += 1
         cell.remove_requested.connect(self.remove_cell)
         cell.rerun_requested.connect(self.rerun_requested)
+        cell.move_requested.connect(self.move_cell)
+        cell.clicked.connect(self.select)
         self.cells.append(cell)
         self._relayout()
         return cell
@@ -101,11 +105,31 @@ class MapGrid(QWidget):
         if cell not in self.cells:
             return
         self.cells.remove(cell)
+        if self.selected is cell:
+            self.selected = None
         self.grid.removeWidget(cell)
         cell.hide()
         cell.deleteLater()
         self.cell_removed.emit(cell)
         self._relayout()
+
+    def select(self, cell: MapCell | None) -> None:
+        self.selected = cell
+        for other in self.cells:
+            other.set_selected(other is cell)
+
+    def move_cell(self, cell: MapCell, step: int) -> bool:
+        """Move a cell left (-1) or right (+1) in the grid; False at either end."""
+        if cell not in self.cells:
+            return False
+        index = self.cells.index(cell)
+        target = index + step
+        if not 0 <= target < len(self.cells):
+            return False
+        self.cells.insert(target, self.cells.pop(index))
+        self._relayout()
+        self.order_changed.emit()
+        return True
 
     def clear(self) -> None:
         for cell in list(self.cells):
@@ -122,6 +146,8 @@ class MapGrid(QWidget):
         for index, cell in enumerate(self.cells):
             self.grid.addWidget(cell, index // columns, index % columns)
             cell.link_to(self.cells[0] if index else None)
+            cell.left_button.setEnabled(index > 0)
+            cell.right_button.setEnabled(index < count - 1)
         for column in range(3):
             self.grid.setColumnStretch(column, 1 if column < columns else 0)
         self.placeholder.setVisible(not count)

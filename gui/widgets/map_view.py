@@ -72,6 +72,8 @@ class MapCell(QFrame):
 
     remove_requested = Signal(object)
     rerun_requested = Signal(object)
+    move_requested = Signal(object, int)  # cell, -1 (left) or +1 (right)
+    clicked = Signal(object)
 
     def __init__(self, cell_id: int, request: AnalysisRequest, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -102,6 +104,12 @@ class MapCell(QFrame):
         header = QHBoxLayout()
         header.addWidget(self.title, 1)
         header.addWidget(self.progress)
+        self.left_button = self._tool_button(QStyle.StandardPixmap.SP_ArrowLeft, "Move this map left")
+        self.left_button.clicked.connect(lambda: self.move_requested.emit(self, -1))
+        self.right_button = self._tool_button(QStyle.StandardPixmap.SP_ArrowRight, "Move this map right")
+        self.right_button.clicked.connect(lambda: self.move_requested.emit(self, 1))
+        header.addWidget(self.left_button)
+        header.addWidget(self.right_button)
         header.addWidget(self.rerun_button)
         header.addWidget(self.remove_button)
 
@@ -125,6 +133,7 @@ class MapCell(QFrame):
         self.colorbar.setImageItem(self.map_item, insert_in=self.plot)
         self.curve_plot = None
         self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
+        self.graphics.scene().sigMouseClicked.connect(lambda _event: self.clicked.emit(self))
 
         self.footer = QLabel(" ")
         self.footer.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -136,6 +145,15 @@ class MapCell(QFrame):
         layout.addWidget(self.graphics, 1)
         layout.addWidget(self.footer)
         self._update_title()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.clicked.emit(self)
+        super().mousePressEvent(event)
+
+    def set_selected(self, selected: bool) -> None:
+        self.setProperty("selected", selected)
+        self.style().unpolish(self)
+        self.style().polish(self)
 
     def _tool_button(self, icon: QStyle.StandardPixmap, tip: str) -> QToolButton:
         button = QToolButton()

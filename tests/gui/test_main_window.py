@@ -150,7 +150,7 @@ def test_the_window_module_does_not_import_torch():
 
 def test_menus_and_about(make_window):
     window = make_window()
-    assert [action.text() for action in window.menuBar().actions()] == ["&File", "&View", "&Help"]
+    assert [action.text() for action in window.menuBar().actions()] == ["&File", "&Edit", "&View", "&Help"]
     window.about_action.trigger()
     assert window.messages and window.messages[-1][0] == "About Sensiscope"
 
