@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint dist clean
+.PHONY: run test lint dist bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ dist: $(STAMP)
 	@$(PY) -m zipfile -l dist/*.whl | grep -q 'resources/data/pima.csv' || { echo 'dist: the wheel lacks resources/data/pima.csv' >&2; exit 1; }
 	@$(PY) -m zipfile -l dist/*.whl | grep -q 'resources/icons/sensiscope.svg' || { echo 'dist: the wheel lacks the icon' >&2; exit 1; }
 	@ls -l dist
+
+# Speed and memory figures (never part of `make test`): writes benchmarks/results/<device>.json and .md.
+# BENCH_ARGS=--quick for a 1-3 minute smoke run.
+bench: $(STAMP)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -288,3 +288,12 @@ def test_stride_larger_than_window_leaves_uncovered_pixels_at_zero():
     np.testing.assert_allclose(result.map[covered], contribution[covered], rtol=1e-6)
     assert np.all(result.map[~covered] == 0.0)
     assert result.extras["windows"] == 9
+
+
+def test_automatic_batch_size_is_sized_for_the_device():
+    from engine.methods.local import automatic_batch_size
+
+    model = LinearModel(3, 8, 4)
+    result = engine.explain(model, torch.rand(3, 8, 8), "local", target=0, params={"window": 1})
+    assert result.params.batch_size == 0 and result.extras["batch_size_used"] == automatic_batch_size(torch.device("cpu")) == 16
+    assert automatic_batch_size(torch.device("cuda", 0)) == 64
