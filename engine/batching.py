@@ -62,3 +62,59 @@ def run_in_batches(
         start = stop
         progress(low + (high - low) * start / total, f"{message} {start}/{total}")
     return batch_size
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory a computation may still use: free device memory on CUDA, available RAM on the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_budget_bytes(device: torch.device) -> int | None:
+    """The default memory budget for batched evaluation: 80% of free GPU memory, a quarter of the
+    available RAM on the CPU (the CPU does not raise out-of-memory; it swaps or gets killed)."""
+    available = available_memory_bytes(device)
+    if available is None:
+        return None
+    return int(available * (0.8 if device.type == "cuda" else 0.25))
+
+
+def forward_with_memory_estimate(model, x: torch.Tensor):
+    """Run ``model(x)`` for one image and estimate the memory one more image in a batch costs under
+    inference: 1.5 x the largest input-plus-output of any module (the peak while that module runs),
+    plus the image itself. Returns (output, bytes per image)."""
+    peak = 0
+
+    def hook(_module, inputs, output):
+        nonlocal peak
+        size = sum(t.numel() * t.element_size() for t in inputs if isinstance(t, torch.Tensor))
+        outputs = output if isinstance(output, (tuple, list)) else (output,)
+        size += sum(t.numel() * t.element_size() for t in outputs if isinstance(t, torch.Tensor))
+        peak = max(peak, size)
+
+    handles = []
+    if not isinstance(model, torch.jit.ScriptModule):
+        handles = [module.register_forward_hook(hook) for module in model.modules()]
+    try:
+        output = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    per_image = int(1.5 * peak / max(1, x.shape[0])) + x[0].numel() * x.element_size()
+    return output, per_image
+
+
+def batch_for_budget(requested: int, per_image_bytes: int, budget_bytes: int | None) -> int:
+    """The requested batch, lowered so that batch x per-image memory stays within the budget."""
+    if not budget_bytes or per_image_bytes <= 0:
+        return requested
+    return max(1, min(requested, budget_bytes // per_image_bytes))

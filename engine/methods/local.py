@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..batching import run_in_batches
+from ..batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, run_in_batches
 from ..cancel import resolve
 from ..errors import UserError
 from ..explanation import Explanation
@@ -52,6 +52,7 @@ class LocalParams:
     central: bool = param(False, "additive: central differences (f(x+delta) - f(x-delta)) / 2 delta, twice the forward passes")
     output: str = param("logit", "what is measured: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
     batch_size: int = param(0, "perturbed images evaluated at once; 0 = automatic (16 on a CPU, 64 on a GPU); halved automatically on out-of-memory", low=0)
+    memory_budget_mb: int = param(0, "memory the batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -70,6 +71,13 @@ def _membership(starts: list[int], window: int, size: int, device: torch.device)
     begin = torch.tensor(starts, device=device)[:, None]
     pixels = torch.arange(size, device=device)[None, :]
     return (pixels >= begin) & (pixels < begin + window)
+
+
+def _channels_last(batch: torch.Tensor) -> torch.Tensor:
+    """Channels-last input makes CPU and GPU convolutions faster (resnet18 at 224 on a CPU: about
+    25% per image, outputs equal to 3e-6); the unperturbed image goes the same way, so f(x) and
+    f(x perturbed) come from the same kernels. The model itself is not changed."""
+    return batch.contiguous(memory_format=torch.channels_last)
 
 
 def automatic_batch_size(device: torch.device) -> int:
@@ -135,7 +143,8 @@ def explain(model, inputs, target, params: LocalParams, *, progress=None, cancel
     progress(0.0, "forward")
     cancel.check()
     with torch.inference_mode():
-        logits = logits_of(model(x))
+        raw, per_image = forward_with_memory_estimate(model, _channels_last(x))
+        logits = logits_of(raw)
         predicted, probability = prediction(logits)
         target = check_target(target, logits.shape[1])
         target = predicted if target is None else target
@@ -166,11 +175,13 @@ def explain(model, inputs, target, params: LocalParams, *, progress=None, cancel
             else:
                 sign = 1.0 - 2.0 * (index % per_window).to(x.dtype)  # +1, or -1 for the second of a central pair
                 batch = x + (params.delta * sign).view(-1, 1, 1, 1) * mask.to(x.dtype)
-            outputs[begin:end] = select_output(_scores(model(batch)), target, params.output).to(outputs.device, outputs.dtype)
+            outputs[begin:end] = select_output(_scores(model(_channels_last(batch))), target, params.output).to(outputs.device, outputs.dtype)
 
+        budget = params.memory_budget_mb * 2**20 if params.memory_budget_mb else default_budget_bytes(device)
+        batch = batch_for_budget(params.batch_size or automatic_batch_size(device), per_image, budget)
         used = run_in_batches(
             total,
-            params.batch_size or automatic_batch_size(device),
+            batch,
             evaluate,
             cancel=cancel,
             progress=progress,
@@ -211,6 +222,8 @@ def explain(model, inputs, target, params: LocalParams, *, progress=None, cancel
             "forward_passes": total + 1,
             "windows": n_windows,
             "batch_size_used": used,
+            "memory_per_image_mb": per_image / 2**20,
+            "memory_budget_mb": None if budget is None else budget / 2**20,
             "window_values": grid.float().cpu().numpy(),
             "f_x": float(f_x),
             "stride": stride,

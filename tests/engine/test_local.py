@@ -297,3 +297,22 @@ def test_automatic_batch_size_is_sized_for_the_device():
     result = engine.explain(model, torch.rand(3, 8, 8), "local", target=0, params={"window": 1})
     assert result.params.batch_size == 0 and result.extras["batch_size_used"] == automatic_batch_size(torch.device("cpu")) == 16
     assert automatic_batch_size(torch.device("cuda", 0)) == 64
+
+
+def test_memory_budget_caps_the_batch():
+    from engine.batching import batch_for_budget, forward_with_memory_estimate
+
+    model = tiny_cnn()
+    x = torch.rand(1, 3, 16, 16)
+    _, per_image = forward_with_memory_estimate(model, x)
+    # The largest module input plus output: a 3-channel image into an 8-channel map, or 8 into 8.
+    largest = max(3 + 8, 8 + 8) * 16 * 16 * 4
+    assert per_image == int(1.5 * largest) + 3 * 16 * 16 * 4
+    assert batch_for_budget(64, per_image, 10 * per_image) == 10
+    assert batch_for_budget(64, per_image, None) == 64 and batch_for_budget(4, per_image, 10**12) == 4
+    budget_mb = 1
+    result = engine.explain(model, x[0], "local", target=0, params={"window": 2, "memory_budget_mb": budget_mb, "batch_size": 64})
+    assert result.extras["batch_size_used"] == min(64, budget_mb * 2**20 // per_image)
+    assert result.extras["memory_per_image_mb"] == pytest.approx(per_image / 2**20)
+    unlimited = engine.explain(model, x[0], "local", target=0, params={"window": 2, "batch_size": 64})
+    np.testing.assert_allclose(result.map, unlimited.map, rtol=1e-5, atol=1e-7)
