@@ -46,7 +46,8 @@ def _check_sobol_report(report: dict, n: int) -> None:
         assert all(isinstance(row[k], float) for k in ("S1", "S1_conf", "ST", "ST_conf"))
         assert row["ST_conf"] >= 0 and -0.2 < row["S1"] <= row["ST"] + 0.2
     assert report["n"] == n and report["names"] == FEATURES
-    assert set(report["timings_s"]) == {"sampling", "evaluation", "analysis", "total"}
+    assert set(report["timings_s"]) == {"sampling", "evaluation", "analysis", "total", "convergence"}
+    assert report["timings_s"]["convergence"] >= 0
     assert report["timings_s"]["total"] > 0
     assert report["output"] == "P(type = Yes)" and report["distribution"] == "uniform"
     assert report["metrics"]["n_test"] == 332 and report["metrics"]["accuracy"] >= 0.72
