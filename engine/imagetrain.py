@@ -102,7 +102,6 @@ def folder_dataset(path: str | Path, size: int) -> ImageDataset:
     scan = scan_inputs(path)
     if scan.layout != "imagefolder" or len(scan.classes) < 2:
         raise UserError(f"{path}: training needs an ImageFolder with at least two class sub-folders")
-    geometry = Preprocess(resize=size, crop=size, mean=(0.0,), std=(1.0,), channels=1)
     decoded, labels, skipped = [], [], [(str(p), r) for p, r in scan.skipped]
     for item in scan.items:
         if item.label is None or item.is_tensor:
