@@ -20,6 +20,7 @@ import numpy as np
 from PySide6.QtWidgets import QFileDialog
 
 from .jobs import FILE_LANE, Job
+from .tabular_results import rebuild_results, results_state
 
 FORMAT = "sensiscope-session"
 VERSION = 1
@@ -241,6 +242,7 @@ class SessionActions:
                 "follow": grid.follow_box.isChecked(),
             },
             "table": {"path": str(table.path), "target": window.tabular_panel.target()} if table is not None else None,
+            "tabular_results": results_state(window.tabular_panel),
             "cells": records,
         }
         return state, arrays
@@ -272,16 +274,21 @@ class SessionActions:
 
             try:
                 state, arrays = read_session(path)
-                return state, rebuild_cells(state, arrays)
+                cells = rebuild_cells(state, arrays)
             except SessionError as exc:
                 raise UserError(str(exc)) from None
+            try:
+                results = rebuild_results(state.get("tabular_results"))
+            except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+                raise UserError(f"{Path(path).name}: the session has damaged table results ({type(exc).__name__}: {exc})") from None
+            return state, cells, results
 
         job = window.jobs.submit(load, f"Opening session {Path(path).name}", lane=FILE_LANE, key="session")
         job.signals.finished.connect(lambda result: self._restore(*result))
         job.signals.failed.connect(lambda message: window.show_error("Cannot open the session", message))
         return job
 
-    def _restore(self, state: dict, cells: list[dict]) -> None:
+    def _restore(self, state: dict, cells: list[dict], results: tuple = (None, None)) -> None:
         from .widgets.map_view import AnalysisRequest
 
         window = self.window
@@ -312,10 +319,13 @@ class SessionActions:
             window._load_model(model["spec"], model.get("weights", ""), model.get("labels", ""), bool(model.get("trust", False)))
         if data and (data.get("path") or data.get("demo")):
             window.workspace.open_dataset(data.get("path") or None, demo=bool(data.get("demo")))
-        table = state.get("table")
+        table, panel = state.get("table"), window.tabular_panel
+        if any(r is not None for r in results):
+            panel.restore_results(*results)
         if table and table.get("path"):
-            window.tabular_panel.pending_target = table.get("target")
-            window.tabular_panel.open_table(table["path"])
+            panel.pending_target = table.get("target")
+            panel.pending_results = results if any(r is not None for r in results) else None
+            panel.open_table(table["path"])
         window.statusBar().showMessage(f"Session restored: {len(cells)} map(s)", 8000)
         window.session_restored.emit(len(cells))
 

@@ -74,6 +74,7 @@ class TabularPanel(QWidget):
         self.reduction = None
         self.job: Job | None = None
         self.pending_target: str | None = None  # a restored session's target, chosen when its table opens
+        self.pending_results: tuple | None = None  # a restored session's (Sobol, reduction), kept when its table opens
         self.losses: list[tuple[int, float, float]] = []
 
         # ---- data
@@ -229,7 +230,7 @@ class TabularPanel(QWidget):
         busy = self.job is not None and not self.job.ended
         self.train_button.setEnabled(not busy and self.table is not None)
         self.sobol_button.setEnabled(not busy and self.model_result is not None)
-        self.reduce_button.setEnabled(not busy and self.sobol is not None)
+        self.reduce_button.setEnabled(not busy and self.sobol is not None and self.model_result is not None)
         self.open_button.setEnabled(not busy)
         self.demo_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
@@ -302,8 +303,20 @@ class TabularPanel(QWidget):
         self.loss_plot.reset()
         self.metrics_label.setText("Train a network to see its test metrics.")
         self.tabs.setCurrentIndex(0)
+        if self.pending_results is not None:
+            self.restore_results(*self.pending_results)
         self._update_buttons()
         self.table_opened.emit(table)
+
+    def restore_results(self, sobol, reduction) -> None:
+        """Show a session's saved Sobol and reduction results as they were (nothing is recomputed)."""
+        self.pending_results = None
+        self.sobol, self.reduction = sobol, reduction
+        if sobol is not None:
+            self.sobol_view.show_result(sobol)
+        if reduction is not None:
+            self.reduction_view.show_result(reduction)
+        self._update_buttons()
 
     def _target_changed(self, target: str) -> None:
         self.frame_model.set_target(target)

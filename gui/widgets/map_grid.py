@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSlider, QToolButton, QVBoxLayout, QWidget
 
-from .map_view import AnalysisRequest, MapCell, map_levels
+from .map_view import DIVERGING_MAP, SEQUENTIAL_MAP, AnalysisRequest, MapCell, map_levels
 
 COLORMAPS = ["auto", "inferno", "viridis", "magma", "turbo", "CET-D1", "CET-L1"]
 COLORMAP_TIPS = "auto: a diverging blue-white-red map for signed maps, inferno otherwise"
@@ -82,11 +83,22 @@ class MapGrid(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setWidget(self.grid_host)
+        # In shared-scale mode one colour bar beside the grid replaces the cells' identical ones.
+        self.shared_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get(SEQUENTIAL_MAP), interactive=False, width=14)
+        self.shared_bar_host = pg.GraphicsLayoutWidget()
+        self.shared_bar_host.setFixedWidth(78)
+        self.shared_bar_host.setToolTip("The colour scale shared by every map")
+        self.shared_bar_host.addItem(self.shared_bar)
+        self.shared_bar_host.hide()
+        body = QHBoxLayout()
+        body.setContentsMargins(0, 0, 0, 0)
+        body.addWidget(self.placeholder, 1)
+        body.addWidget(scroll, 1)
+        body.addWidget(self.shared_bar_host)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(toolbar)
-        layout.addWidget(self.placeholder, 1)
-        layout.addWidget(scroll, 1)
+        layout.addLayout(body, 1)
         self.scroll = scroll
         self._relayout()
 
@@ -97,6 +109,7 @@ class MapGrid(QWidget):
         cell.rerun_requested.connect(self.rerun_requested)
         cell.move_requested.connect(self.move_cell)
         cell.clicked.connect(self.select)
+        cell.colorbar.setVisible(self.scale_box.currentIndex() != 1)
         self.cells.append(cell)
         self._relayout()
         return cell
@@ -112,6 +125,7 @@ class MapGrid(QWidget):
         cell.deleteLater()
         self.cell_removed.emit(cell)
         self._relayout()
+        self.refresh_display()
 
     def select(self, cell: MapCell | None) -> None:
         self.selected = cell
@@ -157,8 +171,22 @@ class MapGrid(QWidget):
         shared = self.scale_box.currentIndex() == 1
         done = self.finished_cells()
         levels = map_levels([cell.explanation.map for cell in done]) if shared and done else None
+        name = self.colormap_box.currentText()
         for cell in done:
-            cell.apply_display(self.colormap_box.currentText(), self.opacity_slider.value() / 100, levels, self.mask_box.isChecked())
+            cell.apply_display(name, self.opacity_slider.value() / 100, levels, self.mask_box.isChecked())
+        for cell in self.cells:
+            cell.colorbar.setVisible(not shared)
+        self.shared_bar_host.setVisible(levels is not None)
+        if levels is not None:
+            if name == "auto":
+                name = DIVERGING_MAP if levels[0] < 0 < levels[1] else SEQUENTIAL_MAP
+            self.shared_bar.setColorMap(pg.colormap.get(name))
+            self.shared_bar.setLevels(levels)
+
+    def visible_colour_bars(self) -> list:
+        """The colour bars on screen: the shared one, or each finished cell's own."""
+        bars = [cell.colorbar for cell in self.cells if cell.isVisible() and cell.colorbar.isVisible()]
+        return bars + ([self.shared_bar] if self.shared_bar_host.isVisible() and self.shared_bar.isVisible() else [])
 
     def fit(self) -> None:
         if self.cells:

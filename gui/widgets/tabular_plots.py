@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 S1_COLOUR = "#4477aa"
 ST_COLOUR = "#ee6677"
 RANDOM_COLOUR = "#999999"
+RECOMMENDED_BACKGROUND = "#d9f0d9"
 FEATURE_COLOURS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb", "#332288", "#117733", "#882255"]
 
 
@@ -198,12 +199,17 @@ class ReductionView(QWidget):
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
         self.curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.table = ReductionTable()
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.plot)
+        split.addWidget(self.table)
+        split.setSizes([380, 240])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
         row.addWidget(self.summary, 1)
         layout.addLayout(row)
-        layout.addWidget(self.plot, 1)
+        layout.addWidget(split, 1)
 
     def show_result(self, result) -> None:
         plot = self.plot
@@ -228,11 +234,60 @@ class ReductionView(QWidget):
         plot.addItem(recommended)
         plot.getAxis("bottom").setTicks([[(float(k), str(k)) for k in range(1, len(result.ranking) + 1)]])
         plot.autoRange()
+        self.table.show_result(result)
         kept = ", ".join(result.ranking[: result.recommended_k])
         self.summary.setText(
             f"<b>Recommended k = {result.recommended_k}</b>: {kept} &nbsp;·&nbsp; full model {result.metric.replace('_', ' ')} {result.full_score:.3f}, "
             f"tolerance {result.tolerance:g} &nbsp;·&nbsp; ranking by {result.rank_by}: {', '.join(result.ranking)} &nbsp;·&nbsp; {result.elapsed_s:.1f} s"
         )
+
+
+class ReductionTable(QTableWidget):
+    """One row per (selection, k): the mean and std of each metric and the first seed's features; the recommended row highlighted."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(0, 0, parent)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setAlternatingRowColors(True)
+        self.verticalHeader().setVisible(False)
+        self.horizontalHeader().setStretchLastSection(True)
+        self.recommended_row: int | None = None
+
+    def show_result(self, result) -> None:
+        metrics = list(result.rows[0].metrics) if result.rows else []
+        headers = ["k", "selection"] + [f"{m.replace('_', ' ')} {part}" for m in metrics for part in ("mean", "std")] + ["features (first seed)"]
+        rows = sorted(result.rows, key=lambda r: (r.selection != "ranked", -r.k))
+        self.clear()
+        self.setColumnCount(len(headers))
+        self.setHorizontalHeaderLabels(headers)
+        self.setRowCount(len(rows))
+        self.recommended_row = None
+        for index, row in enumerate(rows):
+            values = [str(row.k), row.selection]
+            for metric in metrics:
+                mean, std = row.metrics.get(metric, (math.nan, math.nan))
+                values += [f"{mean:.4f}", f"{std:.4f}"]
+            values.append(", ".join(row.features[0]) if row.features else "")
+            recommended = row.selection == "ranked" and row.k == result.recommended_k
+            if recommended:
+                self.recommended_row = index
+            for column, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                if column != 1 and column != len(values) - 1:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if recommended:
+                    item.setBackground(QBrush(QColor(RECOMMENDED_BACKGROUND)))
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                    item.setToolTip(f"Recommended: the fewest inputs within {result.tolerance:g} of the full model")
+                self.setItem(index, column, item)
+        self.resizeColumnsToContents()
+        self.horizontalHeader().setSectionResizeMode(len(headers) - 1, QHeaderView.ResizeMode.Stretch)
+
+    def row_texts(self, row: int) -> list[str]:
+        return [self.item(row, column).text() for column in range(self.columnCount())]
 
 
 def metrics_html(metrics: dict, elapsed: float, history: dict) -> str:

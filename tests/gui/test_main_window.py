@@ -57,6 +57,13 @@ def test_the_demo_opens_with_two_maps_side_by_side(make_window, qtbot):
     levels = [tuple(cell.colorbar.levels()) for cell in cells]
     assert levels[0] == levels[1] and levels[0][0] == -levels[0][1]
     assert cells[0].map_item.opacity() == 0.3
+    # One colour bar for the whole grid in shared mode, covering every map; own scales bring the cells' bars back.
+    bars = window.grid.visible_colour_bars()
+    assert bars == [window.grid.shared_bar] and tuple(bars[0].levels()) == levels[0]
+    low, high = bars[0].levels()
+    assert all(low <= float(cell.explanation.map.min()) and float(cell.explanation.map.max()) <= high for cell in cells)
+    window.grid.scale_box.setCurrentIndex(0)
+    assert window.grid.visible_colour_bars() == [cell.colorbar for cell in cells] and not window.grid.shared_bar_host.isVisible()
 
 
 def test_run_grad_cam_on_a_selected_image_with_a_chosen_layer(make_window, qtbot):

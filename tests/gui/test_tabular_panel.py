@@ -60,6 +60,12 @@ def test_pima_train_sobol_reduction_and_export(make_window, qtbot, tmp_path):
     assert list(view.curves["ranked"][0]) == list(range(1, 8)) and list(view.curves["random"][0]) == list(range(1, 7))
     assert f"Recommended k = {reduction.recommended_k}" in view.summary.text()
     assert reduction.ranking == result.ranking("ST")
+    table = view.table  # ranked k = 7..1, then random k = 6..1; the recommended row marked
+    assert table.rowCount() == 7 + 6 and table.columnCount() == 2 + 2 * len(reduction.rows[0].metrics) + 1
+    assert [table.row_texts(r)[:2] for r in (0, 6, 7, 12)] == [["7", "ranked"], ["1", "ranked"], ["6", "random"], ["1", "random"]]
+    marked = table.recommended_row
+    assert table.row_texts(marked)[:2] == [str(reduction.recommended_k), "ranked"] and table.item(marked, 0).font().bold()
+    assert table.item(marked, 0).background().color().name() == "#d9f0d9" and not table.item((marked + 1) % 13, 0).font().bold()
 
     job = window.session.export_tables(tmp_path / "tables")
     with qtbot.waitSignal(job.signals.finished, timeout=JOB_TIMEOUT_MS) as blocker:
@@ -70,6 +76,23 @@ def test_pima_train_sobol_reduction_and_export(make_window, qtbot, tmp_path):
     assert [row[0] for row in rows[1:]] == names
     assert (tmp_path / "tables" / "reduction.csv").is_file() and (tmp_path / "tables" / "tabular_model.safetensors").is_file()
     assert not window.errors
+
+    # A saved session brings the Sobol charts and the reduction back in a fresh window, without recomputing.
+    assert window.session.save(tmp_path / "tables.sensiscope.zip")
+    fresh = make_window()
+    restored = fresh.tabular_panel
+    with qtbot.waitSignals([fresh.session_restored, restored.table_opened], timeout=JOB_TIMEOUT_MS):
+        fresh.session.open(tmp_path / "tables.sensiscope.zip")
+    assert restored.target() == "type" and restored.model_result is None and restored.job is None
+    assert restored.sobol_view.tick_names() == names and bar_heights(restored.sobol_view) == bar_heights(panel.sobol_view)
+    assert restored.sobol.n == 256 and restored.reduction.to_dict() == reduction.to_dict()
+    assert restored.reduction_view.table.rowCount() == 13 and restored.reduction_view.table.recommended_row == marked
+    assert list(restored.reduction_view.curves["ranked"][1]) == list(view.curves["ranked"][1])
+    assert not fresh.errors
+
+
+def bar_heights(sobol_view) -> list[list[float]]:
+    return [[float(h) for h in item.opts["height"]] for item in sobol_view.bars.items() if type(item).__name__ == "BarGraphItem"]
 
 
 def test_training_and_sobol_can_be_cancelled(make_window, qtbot):
