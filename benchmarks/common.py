@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from engine.device import cpu_name
+
 
 @dataclass
 class Context:
@@ -129,17 +131,6 @@ def load_average() -> list[float]:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return []
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def device_name(device: torch.device) -> str:

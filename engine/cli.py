@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _log(args, message: str) -> None:
+def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -212,12 +212,12 @@ def cmd_explain(args) -> int:
 
         loaded.preprocess = Preprocess(**(loaded.preprocess.to_dict() | overrides))
     for note in loaded.notes:
-        _log(args, f"note: {note}")
+        _log(f"note: {note}")
     loaded.module.to(device)
     out = Path(args.out)
     records, failures = [], list(scan.skipped)
     for path, reason in scan.skipped:
-        _log(args, f"skipped {path}: {reason}")
+        _log(f"skipped {path}: {reason}")
     total = len(scan.items)
     context = {"model": args.model, "weights": args.weights}
     for index, item in enumerate(scan.items, start=1):
@@ -228,7 +228,7 @@ def cmd_explain(args) -> int:
             if scan.layout == "file":
                 raise
             failures.append((item.path, str(exc)))
-            _log(args, f"skipped {item.path}: {exc}")
+            _log(f"skipped {item.path}: {exc}")
             continue
         item_records = [write_result(result, display, out, item, loaded, context=context | {"input": str(item.path)}) for result in results]
         if args.compare:
@@ -239,14 +239,14 @@ def cmd_explain(args) -> int:
         records += item_records
         first = results[0]
         timings = ", ".join(f"{r.method} {r.elapsed_s:.3f} s" for r in results)
-        _log(args, f"[{index}/{total}] {item.path}: predicted {loaded.label(first.predicted)} ({first.probability:.3f}); {timings}")
+        _log(f"[{index}/{total}] {item.path}: predicted {loaded.label(first.predicted)} ({first.probability:.3f}); {timings}")
     if not records:
         raise UserError(f"no input could be explained ({len(failures)} skipped)")
     if args.json:
         json.dump(records, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     elif failures:
-        _log(args, f"{total - len(failures) + len(scan.skipped)} explained, {len(failures)} skipped")
+        _log(f"{total - len(failures) + len(scan.skipped)} explained, {len(failures)} skipped")
     return 0
 
 

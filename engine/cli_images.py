@@ -214,10 +214,12 @@ def write_evaluation_files(report, out_dir) -> dict[str, str]:
     return files
 
 
-COMMANDS = {"phantom": lambda args: _phantom(args), "train-images": cmd_train_images, "evaluate": cmd_evaluate}
 
 
 def _phantom(args) -> int:
     from .phantom import cmd_phantom
 
     return cmd_phantom(args)
+
+
+COMMANDS = {"phantom": _phantom, "train-images": cmd_train_images, "evaluate": cmd_evaluate}

@@ -70,7 +70,8 @@ def select_device(spec: str | torch.device | None = "auto") -> torch.device:
     raise UserError(f"unknown device '{spec}': use auto, cpu, cuda, cuda:N or mps")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name, as the OS reports it."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
@@ -108,7 +109,7 @@ def describe_device(device: torch.device) -> DeviceInfo:
     if device.type == "mps":
         return DeviceInfo("mps", "mps", "Apple MPS")
     total, free = _cpu_memory()
-    return DeviceInfo("cpu", "cpu", _cpu_name(), total, free)
+    return DeviceInfo("cpu", "cpu", cpu_name(), total, free)
 
 
 def list_devices() -> list[DeviceInfo]:

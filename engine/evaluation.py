@@ -3,6 +3,7 @@ method, localisation, faithfulness, the sanity check and the time per image."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -94,7 +95,7 @@ def evaluate_methods(
     if not items:
         raise UserError("no images to evaluate")
     start = time.perf_counter()
-    summaries = {name: MethodSummary(name, dict(vars(params)) if hasattr(params, "__dict__") else {}) for name, params in method_params.items()}
+    summaries = {name: MethodSummary(name, dataclasses.asdict(params)) for name, params in method_params.items()}
     correct, labelled, per_image = 0, 0, []
     sanity_done = 0
     total = len(items) * len(method_params)
