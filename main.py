@@ -12,7 +12,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gui.app import run_gui
 
         return run_gui(argv[1:])
-    from engine.cli import main as cli_main
+    from cli.main import main as cli_main
 
     return cli_main(argv)
 

@@ -27,7 +27,7 @@ def _maps(model, x, target: int, window: int, stride: int, batch_size: int, per_
     """Two callables that compute Sensiscope's and Captum's maps into ``out['ours']`` and ``out['captum']``."""
     from captum.attr import Occlusion
 
-    from engine.api import explain
+    from engine.methods.runner import explain
 
     occlusion = Occlusion(model)
 

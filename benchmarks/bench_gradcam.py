@@ -42,8 +42,8 @@ def run_gradcam(ctx: Context) -> BenchResult:
     except ImportError as exc:
         result.skipped = f"pytorch-grad-cam is not importable ({exc}): comparison skipped"
         return result
-    from engine.api import explain
-    from engine.layers import default_cam_layer, get_layer
+    from engine.methods.runner import explain
+    from engine.models.layers import default_cam_layer, get_layer
 
     result.config["cases"] = cases(ctx.quick)
     result.config["pytorch_grad_cam"] = getattr(pytorch_grad_cam, "__version__", "installed")

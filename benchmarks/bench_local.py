@@ -40,7 +40,7 @@ def forward_fns(model: torch.nn.Module, x: torch.Tensor, batch_sizes: list[int])
 
 
 def explain_fn(model, x, params: dict, record: dict) -> callable:
-    from engine.api import explain
+    from engine.methods.runner import explain
 
     def run() -> None:
         result = explain(model, x, "local", target=None, params=params)

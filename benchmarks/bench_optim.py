@@ -41,7 +41,7 @@ class StepClock:
 
 
 def method_fn(model, x, method: str, params: dict, per_step: list[float]) -> callable:
-    from engine.api import explain
+    from engine.methods.runner import explain
 
     def run() -> None:
         clock = StepClock()

@@ -22,7 +22,7 @@ def cases(quick: bool) -> dict:
 
 
 def _pima():
-    from engine.tables import load_table
+    from engine.io.tables import load_table
     from engine.tabular import TrainConfig, prepare, train_tabular
 
     data = prepare(load_table(PIMA, target="type"), "type")
@@ -70,7 +70,7 @@ def _slope(xs: list[float], ys: list[float]) -> float:
 
 
 def run_sobol(ctx: Context) -> BenchResult:
-    from engine.sobol import sobol_indices
+    from engine.stats.sobol import sobol_indices
     from engine.tabular.sensitivity import tabular_sobol
 
     case = cases(ctx.quick)

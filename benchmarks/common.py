@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from engine.device import cpu_name
+from engine.runtime.device import cpu_name
 
 
 @dataclass
@@ -160,7 +160,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 def build_model(name: str, device: torch.device) -> torch.nn.Module:
     """A randomly initialised torchvision classifier (weights do not change the timings)."""
-    from engine.models import build_architecture
+    from engine.models.architectures import build_architecture
 
     return build_architecture(name, seed=0).to(device).eval()
 

@@ -52,8 +52,8 @@ def analysis(spec: dict):
     def run(progress, cancel):
         import torch
 
-        from engine.api import explain
-        from engine.models import build_architecture
+        from engine.methods.runner import explain
+        from engine.models.architectures import build_architecture
 
         model = build_architecture(spec["model"], seed=0)
         x = torch.randn(1, 3, spec["size"], spec["size"])

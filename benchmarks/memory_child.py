@@ -19,7 +19,7 @@ def main(spec: dict) -> dict:
     device = torch.device(spec.get("device", "cpu"))
     model = build_model(spec["model"], device)
     x = make_input(spec["size"], device)
-    from engine.api import explain
+    from engine.methods.runner import explain
 
     before = read_peak_rss_mb()
     cuda = device.type == "cuda"

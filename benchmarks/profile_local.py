@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     from captum.attr import Occlusion
 
-    from engine.api import explain
+    from engine.methods.runner import explain
 
     device = torch.device("cpu")
     model = build_model(args.model, device)

@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def select_device(spec: str) -> torch.device:
-    from engine.device import select_device as engine_select
+    from engine.runtime.device import select_device as engine_select
 
     return engine_select(spec)
 

@@ -10,25 +10,14 @@ APP_NAME = "Sensiscope"
 SCREENSHOT_TIMEOUT_S = 120
 
 
-def configure_pyqtgraph() -> None:
-    import pyqtgraph as pg
-    from PySide6.QtGui import QPalette
-    from PySide6.QtWidgets import QApplication
-
-    # Images are stored row-major (H x W) everywhere in Sensiscope.
-    pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
-    app = QApplication.instance()
-    if app is not None:  # plots blend with the window instead of pyqtgraph's black
-        palette = app.palette()
-        pg.setConfigOptions(background=palette.color(QPalette.ColorRole.Base), foreground=palette.color(QPalette.ColorRole.Text))
-
-
 def create_app(argv: Sequence[str] | None = None):
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([sys.argv[0], *(argv or [])])
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
+    from gui.plotting import configure_pyqtgraph  # Qt and pyqtgraph load only when the GUI starts
+
     configure_pyqtgraph()
     return app
 

@@ -100,8 +100,8 @@ class Job(QRunnable):
     def run(self) -> None:
         raw = self._raw
         try:
-            from engine.cancel import CancelToken  # first use of the engine happens here, off the main thread
-            from engine.errors import Cancelled, UserError
+            from engine.core.errors import Cancelled, UserError
+            from engine.core.progress import CancelToken  # first use of the engine happens here, off the main thread
         except Exception as exc:  # a broken installation must still give a message, not a dead thread
             raw.error.emit(self, f"the engine cannot be imported: {type(exc).__name__}: {exc}")
             return

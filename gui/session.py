@@ -124,7 +124,7 @@ def read_session(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
 
 def rebuild_cells(state: dict, arrays: dict[str, np.ndarray]) -> list[dict]:
     """Per cell: the record, an engine Explanation, the image and the mask (runs in a job)."""
-    from engine.explanation import Explanation
+    from engine.core.explanation import Explanation
 
     cells = []
     for record in state.get("cells", []):
@@ -157,8 +157,8 @@ def safe_name(text: str) -> str:
 
 def write_maps(items: list[tuple[str, np.ndarray, np.ndarray | None]], folder: str | Path) -> list[str]:
     """Each map as raw float32 .npy and as a PNG overlay on its image (engine.render.save_overlay)."""
-    from engine.errors import UserError
-    from engine.render import save_overlay
+    from engine.core.errors import UserError
+    from engine.io.render import save_overlay
 
     folder = Path(folder)
     files = []
@@ -270,7 +270,7 @@ class SessionActions:
                 return None
 
         def load(progress, cancel):
-            from engine.errors import UserError
+            from engine.core.errors import UserError
 
             try:
                 state, arrays = read_session(path)

@@ -39,7 +39,7 @@ def results_state(panel) -> dict | None:
 
 
 def rebuild_sobol(record: dict):
-    from engine.sobol import SobolResult
+    from engine.stats.sobol import SobolResult
 
     timings = record.get("timings_s") or {}
     result = SobolResult(

@@ -9,6 +9,8 @@ from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QLabel, QMenu, QTreeWidget, QTreeWidgetItem, QVBoxLayout
 
+from gui.plotting import configure_pyqtgraph
+
 MAX_RECENT = 8
 RECENT_KINDS = (("models", "Recent &models"), ("data", "Recent &data"), ("tables", "Recent &tables"))
 MODEL_SUFFIXES = {".pt", ".pth", ".ts", ".jit", ".safetensors", ".bin", ".pkl"}
@@ -222,8 +224,6 @@ class WindowActions:
 
     # ---------------------------------------------------------------- view and help
     def set_theme(self, name: str, save: bool = True) -> None:
-        from .app import configure_pyqtgraph
-
         self.theme = name
         QApplication.instance().setPalette(themed_palette(name))
         configure_pyqtgraph()

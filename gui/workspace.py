@@ -50,7 +50,7 @@ class InputState:
 def _start_engine(progress, cancel) -> EngineInfo:
     progress(0.1, "importing torch")
     import engine
-    from engine.device import describe_device, select_device
+    from engine.runtime.device import describe_device, select_device
 
     progress(0.6, "listing methods and devices")
     methods = engine.available_methods()
@@ -111,7 +111,7 @@ class Workspace(QObject):
             module = self.model.loaded.module
 
             def move(progress, cancel):
-                from engine.device import select_device
+                from engine.runtime.device import select_device
 
                 module.to(select_device(spec))
                 return spec
@@ -124,8 +124,8 @@ class Workspace(QObject):
 
         def load(progress, cancel):
             import engine
-            from engine.device import select_device
-            from engine.summary import conv_layers
+            from engine.models.summary import conv_layers
+            from engine.runtime.device import select_device
 
             progress(0.1, f"loading {spec}")
             loaded = engine.load_model(spec, weights or None, labels or None, trust=trust)
@@ -155,9 +155,8 @@ class Workspace(QObject):
     def open_dataset(self, path: str | Path | None = None, demo: bool = False) -> Job:
         def scan(progress, cancel):
             import engine
-
             if demo:
-                from engine.demos import demo_data_dir
+                from engine.demo.catalogue import demo_data_dir
 
                 progress(0.1, "writing the demo images (first use only)")
                 root = demo_data_dir()
@@ -185,7 +184,7 @@ class Workspace(QObject):
 
         def prepare(progress, cancel):
             import engine
-            from engine.evaluation import mask_for
+            from engine.metrics.study import mask_for
 
             tensor, image = engine.load_input(item, loaded.preprocess)
             mask = None
@@ -210,7 +209,7 @@ class Workspace(QObject):
         def run(progress, cancel):
             import torch
 
-            from engine.api import model_device
+            from engine.methods.runner import model_device
 
             with torch.inference_mode():
                 logits = loaded.module(tensor.unsqueeze(0).to(model_device(loaded.module)))
@@ -230,7 +229,7 @@ class Workspace(QObject):
             import torch
 
             import engine
-            from engine.api import model_device
+            from engine.methods.runner import model_device
 
             device = model_device(loaded.module)
             results = []
@@ -259,7 +258,6 @@ class Workspace(QObject):
 
         def run(progress, cancel):
             import engine
-
             return engine.explain(loaded, state.tensor, method, target, params, device=device, progress=progress, cancel=cancel)
 
         return self.jobs.submit(run, f"{method} on {state.name}", lane=DEVICE_LANE, key=key)

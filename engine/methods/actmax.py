@@ -20,14 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..actmax_param import FourierImage, PixelImage, gaussian_blur, jitter, random_rescale, total_variation
-from ..cancel import resolve
-from ..errors import UserError
-from ..explanation import Explanation
-from ..layers import default_cam_layer, get_layer
-from ..params import param
-from ..targets import as_batch, check_target, logits_of, prediction
-from . import MethodSpec, register
+from engine.core.errors import UserError
+from engine.core.explanation import Explanation
+from engine.core.params import param
+from engine.core.progress import resolve
+from engine.methods._actmax_image import FourierImage, PixelImage, gaussian_blur, jitter, random_rescale, total_variation
+from engine.methods._registry import MethodSpec, register
+from engine.models.layers import default_cam_layer, get_layer
+from engine.models.outputs import as_batch, check_target, logits_of, prediction
 
 # Standard deviation of the init=noise start, in normalised units (display: mean + 0.1 * std * z).
 _NOISE_STD = 0.1

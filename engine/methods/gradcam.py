@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..cancel import resolve
-from ..errors import UserError
-from ..explanation import Explanation
-from ..layers import LayerRecorder, default_cam_layer, get_layer
-from ..params import param
-from ..targets import OUTPUT_CHOICES, as_batch, check_target, logits_of, prediction, select_output
-from . import MethodSpec, register
+from engine.core.errors import UserError
+from engine.core.explanation import Explanation
+from engine.core.params import param
+from engine.core.progress import resolve
+from engine.methods._registry import MethodSpec, register
+from engine.models.layers import LayerRecorder, default_cam_layer, get_layer
+from engine.models.outputs import OUTPUT_CHOICES, as_batch, check_target, logits_of, prediction, select_output
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, run_in_batches
-from ..cancel import resolve
-from ..errors import UserError
-from ..explanation import Explanation
-from ..params import param
-from ..targets import OUTPUT_CHOICES, as_batch, check_target, logits_of, prediction, select_output
-from . import MethodSpec, register
+from engine.core.errors import UserError
+from engine.core.explanation import Explanation
+from engine.core.params import param
+from engine.core.progress import resolve
+from engine.methods._registry import MethodSpec, register
+from engine.models.outputs import OUTPUT_CHOICES, as_batch, check_target, logits_of, prediction, select_output
+from engine.runtime.batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, run_in_batches
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..batching import is_out_of_memory
-from ..cancel import resolve
-from ..errors import UserError
-from ..explanation import Explanation
-from ..params import param
-from ..targets import as_batch, check_target, logits_of, prediction
-from . import MethodSpec, register
+from engine.core.errors import UserError
+from engine.core.explanation import Explanation
+from engine.core.params import param
+from engine.core.progress import resolve
+from engine.methods._registry import MethodSpec, register
+from engine.models.outputs import as_batch, check_target, logits_of, prediction
+from engine.runtime.batching import is_out_of_memory
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cancel import resolve
-from ..explanation import Explanation
-from ..params import param
-from ..targets import OUTPUT_CHOICES, as_batch, check_target, logits_of, prediction, select_output
-from . import MethodSpec, register
+from engine.core.explanation import Explanation
+from engine.core.params import param
+from engine.core.progress import resolve
+from engine.methods._registry import MethodSpec, register
+from engine.models.outputs import OUTPUT_CHOICES, as_batch, check_target, logits_of, prediction, select_output
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Explanation quality metrics: localisation against masks, deletion and insertion curves, and
 the model-randomisation sanity check. Every result has a JSON-ready ``to_dict()``."""
 
-from .evaluate import MapEvaluation, evaluate_map
-from .faithfulness import BASELINES, CURVES, Curve, FaithfulnessResult, deletion_insertion, make_baseline, step_counts, trapezoid_auc
-from .localisation import LocalisationScores, energy_in_mask, localisation_scores, pointing_game, summarise_localisation, top_iou_with_mask
-from .sanity import MethodMap, SanityReport, SanityStep, cascading_randomisation, explain_fn_for, parameter_layers
+from engine.metrics.evaluate import MapEvaluation, evaluate_map
+from engine.metrics.faithfulness import BASELINES, CURVES, Curve, FaithfulnessResult, deletion_insertion, make_baseline, step_counts, trapezoid_auc
+from engine.metrics.localisation import LocalisationScores, energy_in_mask, localisation_scores, pointing_game, summarise_localisation, top_iou_with_mask
+from engine.metrics.sanity import MethodMap, SanityReport, SanityStep, cascading_randomisation, explain_fn_for, parameter_layers
 
 __all__ = [
     "BASELINES",

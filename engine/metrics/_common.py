@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import UserError
+from engine.core.errors import UserError
 
 
 def as_map(values: Any, name: str = "map") -> np.ndarray:
@@ -38,11 +37,3 @@ def as_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
             raise UserError("the mask must be boolean (or hold only 0 and 1)")
         array = array.astype(bool)
     return array
-
-
-def json_float(value: float | None) -> float | None:
-    """A float for JSON: NaN and infinities become None."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cancel import CancelToken, ProgressFn, resolve
-from ..errors import UserError
-from ..models import LoadedModel
-from .faithfulness import CURVES, FaithfulnessResult, deletion_insertion
-from .localisation import LocalisationScores, localisation_scores
+from engine.core.errors import UserError
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.metrics.faithfulness import CURVES, FaithfulnessResult, deletion_insertion
+from engine.metrics.localisation import LocalisationScores, localisation_scores
+from engine.models.loading import LoadedModel
 
 
 @dataclass

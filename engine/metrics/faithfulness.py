@@ -24,14 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import model_device
-from ..batching import run_in_batches
-from ..cancel import CancelToken, ProgressFn, resolve
-from ..errors import UserError
-from ..methods.local import gaussian_blur
-from ..models import LoadedModel
-from ..targets import OUTPUT_CHOICES, as_batch, check_target, logits_of, select_output
-from ._common import as_map, json_float
+from engine.core.errors import UserError
+from engine.core.jsonable import json_float
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.methods.local import gaussian_blur
+from engine.methods.runner import model_device
+from engine.metrics._common import as_map
+from engine.models.loading import LoadedModel
+from engine.models.outputs import OUTPUT_CHOICES, as_batch, check_target, logits_of, select_output
+from engine.runtime.batching import run_in_batches
 
 BASELINES = ("blur", "zero")
 CURVES = ("deletion", "insertion")

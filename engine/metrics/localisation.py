@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from ..compare import top_mask
-from ..errors import UserError
-from ._common import as_map, as_mask, json_float
+from engine.core.errors import UserError
+from engine.core.jsonable import json_float
+from engine.metrics._common import as_map, as_mask
+from engine.metrics.agreement import top_mask
 
 TIES = ("all", "any", "first")
 

@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import explain, model_device
-from ..cancel import CancelToken, ProgressFn, resolve
-from ..compare import spearman
-from ..errors import UserError
-from ..models import LoadedModel
-from ..targets import as_batch
-from ._common import as_map, json_float
+from engine.core.errors import UserError
+from engine.core.jsonable import json_float
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.methods.runner import explain, model_device
+from engine.metrics._common import as_map
+from engine.metrics.agreement import spearman
+from engine.models.loading import LoadedModel
+from engine.models.outputs import as_batch
 
 GROUPS = ("module", "block")
 

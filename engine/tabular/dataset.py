@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import UserError
-from ..tables import Table
+from engine.core.errors import UserError
+from engine.io.tables import Table
 
 SPLIT_COLUMN = "split"
 MISSING_POLICIES = ("error", "drop", "impute")

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UserError
-from .dataset import FeatureSpec
+from engine.core.errors import UserError
+from engine.models.weights import load_weights_into, read_state_dict
+from engine.tabular.dataset import FeatureSpec
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "elu": nn.ELU}
 FORMAT_VERSION = 1
@@ -68,8 +69,6 @@ def save_tabular_model(model: TabularNet, meta: dict, path: str | Path) -> tuple
 
 def load_tabular_model(path: str | Path) -> tuple[TabularNet, dict]:
     """Load a model saved by :func:`save_tabular_model` (give either file or the common stem)."""
-    from .. import models
-
     path = Path(path)
     weights, sidecar = path.with_suffix(".safetensors"), path.with_suffix(".json")
     if not sidecar.is_file() or not weights.is_file():
@@ -87,5 +86,5 @@ def load_tabular_model(path: str | Path) -> tuple[TabularNet, dict]:
         model = TabularNet(features, tuple(config["hidden"]), outputs, config["activation"], config["dropout"])
     except (KeyError, TypeError) as exc:
         raise UserError(f"{sidecar}: incomplete model description ({exc})") from None
-    models.load_weights_into(model, models.read_state_dict(weights), weights.name, "the tabular network")
+    load_weights_into(model, read_state_dict(weights), weights.name, "the tabular network")
     return model.eval(), meta

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..sobol import SobolResult
-from .sensitivity import ReductionResult
+from engine.core.errors import UserError
+from engine.stats.sobol import SobolResult
+from engine.tabular.sensitivity import ReductionResult
 
 
 def _pyplot():

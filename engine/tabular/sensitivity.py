@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cancel import CancelToken, ProgressFn, resolve
-from ..errors import UserError
-from ..sobol import SobolResult, sobol_indices
-from .dataset import TabularData
-from .train import TrainConfig, train_tabular
+from engine.core.errors import UserError
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.stats.sobol import SobolResult, sobol_indices
+from engine.tabular.dataset import TabularData
+from engine.tabular.train import TrainConfig, train_tabular
 
 DISTRIBUTIONS = ("uniform", "normal", "truncnorm", "empirical")
 

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cancel import CancelToken, ProgressFn, resolve
-from ..errors import UserError
-from .dataset import TabularData
-from .metrics import classification_metrics, regression_metrics
-from .network import ACTIVATIONS, TabularNet, save_tabular_model
+from engine.core.errors import UserError
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.stats.scores import classification_metrics, regression_metrics
+from engine.tabular.dataset import TabularData
+from engine.tabular.network import ACTIVATIONS, TabularNet, save_tabular_model
 
 
 @dataclass(frozen=True)

@@ -275,8 +275,8 @@ class TabularPanel(QWidget):
     def open_table(self, spec: str) -> Job:
         self.table_spec = str(spec)  # recorded in File > Recent tables once it opens
         def load(progress, cancel):
-            from engine.resources import resolve_table
-            from engine.tables import load_table
+            from engine.demo.catalogue import resolve_table
+            from engine.io.tables import load_table
 
             progress(0.2, "reading")
             return load_table(resolve_table(str(spec)))

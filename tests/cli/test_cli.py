@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 import engine
-from engine.cli import main as cli
-from engine.data import load_input
+from cli.main import main as cli
+from engine.io.images import load_input
 from tests.models import tiny_cnn
 
 ROOT = Path(__file__).resolve().parents[2]

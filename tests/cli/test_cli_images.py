@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import main as cli
+from cli.main import main as cli
 
 
 def run(capsys, *args):

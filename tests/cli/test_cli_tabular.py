@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.cli import main as cli
-from engine.resources import resolve_table
+from cli.main import main as cli
+from engine.demo.catalogue import resolve_table
 
 PIMA = ["--data", "demo:pima", "--target", "type"]
 FEATURES = ["npreg", "glu", "bp", "skin", "bmi", "ped", "age"]

@@ -8,8 +8,8 @@ import torch
 
 import engine
 from engine import Cancelled, CancelToken, UserError
-from engine.actmax_param import FourierImage, gaussian_blur, random_rescale, total_variation
-from engine.layers import default_cam_layer
+from engine.methods._actmax_image import FourierImage, gaussian_blur, random_rescale, total_variation
+from engine.models.layers import default_cam_layer
 from tests.models import LinearModel, tiny_cnn
 
 # Display space [0, 1] with the model seeing x - 0.5: the flat start (the mean colour) is the centre.

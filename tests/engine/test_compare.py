@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from engine import UserError
-from engine.compare import agreement, pairwise_agreement, spearman, top_iou, top_mask
+from engine.metrics.agreement import agreement, pairwise_agreement, spearman, top_iou, top_mask
 
 
 def test_spearman_of_monotone_transforms_is_one_and_of_reversal_minus_one():

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from engine.data import image_to_array, read_image
-from engine.errors import UserError
+from engine.core.errors import UserError
+from engine.io.images import image_to_array, read_image
 from tests.engine.imaging import COLOURS, EXACT, EXT, JPEG_TOL, blocks, check, palette_image, save, unit
 
 GRAY = [[0, 128], [255, 64]]

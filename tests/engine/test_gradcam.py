@@ -12,8 +12,8 @@ from torch import nn
 
 import engine
 from engine import UserError
-from engine.layers import get_layer
-from engine.models import build_architecture
+from engine.models.architectures import build_architecture
+from engine.models.layers import get_layer
 from tests.models import region_model, tiny_cnn
 
 METHODS = ("gradcam", "gradcam++")

@@ -11,10 +11,11 @@ from PIL import Image
 
 import engine
 from engine import UserError
-from engine.demos import demo_model_file, shipped_model
-from engine.imagetrain import ImageDataset, ImageTrainConfig, folder_dataset, phantom_dataset, train_image_model
-from engine.models import adapt_input_channels, build_architecture
-from engine.phantom import generate
+from engine.demo.catalogue import shipped_model
+from engine.demo.phantom import generate
+from engine.models.architectures import adapt_input_channels, build_architecture
+from engine.models.demo import demo_model_file
+from engine.models.training import ImageDataset, ImageTrainConfig, folder_dataset, phantom_dataset, train_image_model
 
 
 def _stripes(n: int = 48, size: int = 24, seed: int = 0) -> ImageDataset:

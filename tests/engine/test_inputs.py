@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engine.data import InputItem, load_input, read_tensor, scan_inputs
-from engine.errors import UserError
-from engine.preprocess import IMAGENET_MEAN, IMAGENET_STD, LUMA, Preprocess, display_from_tensor
+from engine.core.errors import UserError
+from engine.io.images import InputItem, load_input, read_tensor, scan_inputs
+from engine.io.preprocess import IMAGENET_MEAN, IMAGENET_STD, LUMA, Preprocess, display_from_tensor
 from tests.engine.imaging import COLOURS, EXACT, NO_PREPROCESS, blocks
 
 

@@ -300,7 +300,7 @@ def test_automatic_batch_size_is_sized_for_the_device():
 
 
 def test_memory_budget_caps_the_batch():
-    from engine.batching import batch_for_budget, forward_with_memory_estimate
+    from engine.runtime.batching import batch_for_budget, forward_with_memory_estimate
 
     model = tiny_cnn()
     x = torch.rand(1, 3, 16, 16)

@@ -12,8 +12,10 @@ from safetensors.torch import save_file
 
 import engine
 from engine import UserError, load_model
-from engine.models import build_architecture, classification_models, find_cached_weights, hub_checkpoint_dir, read_labels, read_state_dict
-from engine.summary import conv_layers, summarize
+from engine.models.architectures import build_architecture, classification_models
+from engine.models.labels import read_labels
+from engine.models.summary import conv_layers, summarize
+from engine.models.weights import find_cached_weights, hub_checkpoint_dir, read_state_dict
 from tests.models import TinyCNN, tiny_cnn
 
 SMALL_ARCH = "resnet18"
@@ -44,7 +46,7 @@ def test_classification_names_include_the_papers_models_and_exclude_other_tasks(
 def test_every_listed_architecture_has_a_builder():
     import torchvision
 
-    from engine.demo_models import OWN_ARCHITECTURES
+    from engine.models.architectures import OWN_ARCHITECTURES
 
     for name in classification_models():
         builder = OWN_ARCHITECTURES.get(name) or torchvision.models.get_model_builder(name)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine import UserError
-from engine.params import build_params, param, param_specs, parse_assignments
+from engine.core.params import build_params, param, param_specs, parse_assignments
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ import pytest
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from engine.data import scan_inputs
-from engine.errors import UserError
-from engine.phantom import CLASSES, add_parser, cmd_phantom, generate, label_of, phantom
-from engine.phantom_tissue import psf_sigma, speckle
+from cli.phantom import add_parsers as add_parser
+from cli.phantom import cmd_phantom
+from engine.core.errors import UserError
+from engine.demo._tissue import psf_sigma, speckle
+from engine.demo.phantom import CLASSES, generate, label_of, phantom
+from engine.io.images import scan_inputs
 
 NORMAL, BENIGN, MALIGNANT = range(3)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine import Cancelled, CancelToken, UserError
-from engine.sobol import power_of_two, sobol_indices
+from engine.stats.sobol import power_of_two, sobol_indices
 
 ISHIGAMI = {"names": ["x1", "x2", "x3"], "bounds": [[-math.pi, math.pi]] * 3}
 

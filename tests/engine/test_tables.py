@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engine.errors import UserError
-from engine.tables import load_table
+from engine.core.errors import UserError
+from engine.io.tables import load_table
 
 REPO = Path(__file__).resolve().parents[2]
 PIMA = REPO / "resources" / "data" / "pima.csv"  # the embedded demo table, shipped with the app

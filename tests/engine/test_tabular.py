@@ -13,13 +13,13 @@ import torch
 from PIL import Image
 from SALib.sample import sobol as sobol_sample
 
-from engine.errors import UserError
-from engine.resources import resolve_table
-from engine.sobol import sobol_indices
-from engine.tables import load_table
+from engine.core.errors import UserError
+from engine.demo.catalogue import resolve_table
+from engine.io.tables import load_table
+from engine.stats.scores import classification_metrics, regression_metrics, roc_auc
+from engine.stats.sobol import sobol_indices
 from engine.tabular import TabularNet, TrainConfig, load_tabular_model, prepare, save_tabular_model, train_tabular
 from engine.tabular.dataset import FeatureSpec
-from engine.tabular.metrics import classification_metrics, regression_metrics, roc_auc
 from engine.tabular.report import write_reduction_files, write_sobol_files
 from engine.tabular.sensitivity import build_problem, input_reduction, positive_class, tabular_sobol
 from engine.tabular.train import predict

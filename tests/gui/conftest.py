@@ -12,8 +12,8 @@ def make_window(qtbot, monkeypatch, tmp_path):
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QMessageBox
 
-    from gui.app import configure_pyqtgraph
     from gui.main_window import MainWindow
+    from gui.plotting import configure_pyqtgraph
 
     configure_pyqtgraph()
     messages = []

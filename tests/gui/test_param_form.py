@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
 
 import engine
-from engine.params import build_params
+from engine.core.params import build_params
 from gui.widgets.param_form import ParamForm
 
 EDITORS = {bool: QCheckBox, int: QSpinBox, float: QDoubleSpinBox, str: QLineEdit}

@@ -1,0 +1,197 @@
+"""Command-line sub-commands for image models: train-images, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from cli._common import _log, _method_params, _progress_printer
+from engine.core.errors import UserError
+from engine.core.jsonable import dumps
+
+
+def add_parsers(commands) -> None:
+    train = commands.add_parser("train-images", help="train or fine-tune an image classifier on an ImageFolder or the ultrasound phantom")
+    train.add_argument("--arch", default="sonocnn", help="sonocnn (the small demo CNN) or a torchvision architecture (resnet18, vgg16, ...)")
+    train.add_argument("--data", required=True, help="an ImageFolder (class sub-folders), or demo:ultrasound to train on generated phantom images")
+    train.add_argument("--n", type=int, default=900, help="with demo:ultrasound: how many phantom images (classes in turn)")
+    train.add_argument("--size", type=int, default=128, help="images are resized and centre-cropped to size x size")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle schedule)")
+    train.add_argument("--batch", type=int, default=32)
+    train.add_argument("--seed", type=int, default=0, help="seed for the split, the initialisation, the augmentation and the phantom")
+    train.add_argument("--no-augment", action="store_true", help="train without flips, shifts and gain changes")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--out", required=True, help="OUT.safetensors and OUT.json (architecture, classes, preprocessing) are written")
+    train.add_argument("--json", action="store_true", help="print a JSON result to stdout and nothing else")
+
+    ev = commands.add_parser("evaluate", help="score explanation methods on images with masks: localisation, faithfulness, sanity, time")
+    ev.add_argument("--model", required=True, help="model spec as for explain, e.g. demo:ultrasound")
+    ev.add_argument("--weights")
+    ev.add_argument("--labels")
+    ev.add_argument("--trust", action="store_true")
+    ev.add_argument("--data", required=True, help="an ImageFolder with NAME_mask.png beside the images, or demo:ultrasound")
+    ev.add_argument("--methods", default="gradcam,local,actmax,pertmap", help="comma-separated methods (default: gradcam,local,actmax,pertmap)")
+    ev.add_argument("--param", action="append", default=[], metavar="[METHOD.]KEY=VALUE", help="method parameter, repeatable (as for explain)")
+    ev.add_argument("--n", type=int, default=12, help="how many images (taken in turn from each class)")
+    ev.add_argument("--steps", type=int, default=50, help="steps of the deletion and insertion curves")
+    ev.add_argument("--baseline", choices=("blur", "zero"), default="blur", help="what deleted pixels become")
+    ev.add_argument("--sanity-images", type=int, default=1, help="images on which the model-randomisation check runs (0 = skip)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--out", help="folder for evaluation.csv, curves.png and evaluation.json")
+    ev.add_argument("--json", action="store_true", help="print the JSON report to stdout and nothing else")
+
+
+def cmd_train_images(args) -> int:
+    from engine.models.training import ImageTrainConfig, folder_dataset, phantom_dataset, train_image_model
+
+    config = ImageTrainConfig(arch=args.arch, size=args.size, epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed, augment=not args.no_augment)
+    from engine.models.architectures import classification_models
+
+    if args.arch not in classification_models():
+        raise UserError(f"unknown architecture '{args.arch}'; `main.py info` lists them")
+    if args.data == "demo:ultrasound":
+        if args.n < 30:
+            raise UserError("--n must be at least 30 to train on the phantom")
+        dataset = phantom_dataset(args.n, args.size, args.seed)
+    elif args.data.startswith("demo:"):
+        raise UserError(f"unknown demo data '{args.data}'; use demo:ultrasound or an ImageFolder")
+    else:
+        dataset = folder_dataset(args.data, args.size)
+    for path, reason in dataset.skipped:
+        _log(f"skipped {path}: {reason}")
+    result = train_image_model(dataset, config, device=args.device, progress=None if args.json else _progress_printer())
+    if not args.json:
+        print(file=sys.stderr)
+    weights, sidecar = result.save(args.out)
+    summary = {
+        "model": str(weights),
+        "metadata": str(sidecar),
+        "arch": args.arch,
+        "classes": result.classes,
+        "data": result.source,
+        "metrics": result.metrics,
+        "elapsed_s": result.elapsed_s,
+        "epochs_run": len(result.history["train_loss"]),
+    }
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    metrics = result.metrics
+    print(f"{args.arch} on {result.source}: test accuracy {metrics['accuracy']:.3f} (balanced {metrics['balanced_accuracy']:.3f}) on {metrics['n_test']} images, {result.elapsed_s:.0f} s")
+    print("confusion matrix (rows: true " + ", ".join(result.classes) + "):")
+    for name, row in zip(result.classes, metrics["confusion_matrix"], strict=True):
+        print(f"  {name:<10} {row}")
+    print(f"saved {weights} and {sidecar}")
+    return 0
+
+
+def _pick(items, n: int):
+    """Up to n items, taken in turn from each class so every class is represented."""
+    by_label: dict = {}
+    for item in items:
+        by_label.setdefault(item.label, []).append(item)
+    picked, queues = [], [list(v) for v in by_label.values()]
+    while len(picked) < n and any(queues):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(queue.pop(0))
+    return picked
+
+
+def cmd_evaluate(args) -> int:
+    from engine.core.params import parse_assignments
+    from engine.demo.catalogue import resolve_image_data
+    from engine.io.images import scan_inputs
+    from engine.metrics.study import EVALUATE_DEFAULTS, evaluate_methods
+    from engine.models.loading import load_model
+    from engine.runtime.device import select_device
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise UserError("--methods needs at least one method")
+    if args.n < 1:
+        raise UserError("--n must be at least 1")
+    given = parse_assignments(args.param)
+    assignments = {f"{m}.{k}": str(v) for m in methods for k, v in EVALUATE_DEFAULTS.get(m, {}).items()} | given
+    params = _method_params(methods, assignments, None)
+    device = select_device(args.device)
+    loaded = load_model(args.model, args.weights, args.labels, trust=args.trust, seed=args.seed)
+    loaded.module.to(device)
+    scan = scan_inputs(resolve_image_data(args.data))
+    items = _pick([i for i in scan.items if not i.is_tensor], args.n)
+    report = evaluate_methods(loaded, items, params, steps=args.steps, baseline=args.baseline, sanity_images=args.sanity_images, seed=args.seed, progress=None if args.json else _progress_printer())
+    if not args.json:
+        print(file=sys.stderr)
+    data = report.to_dict()
+    if args.out:
+        data["files"] = write_evaluation_files(report, args.out)
+    if args.json:
+        sys.stdout.write(dumps(data))
+        sys.stdout.write("\n")
+        return 0
+    print(format_table(report))
+    return 0
+
+
+def _cell(stat: dict, digits: int = 2) -> str:
+    if stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:.{digits}f} +- {stat['std']:.{digits}f}"
+
+
+def format_table(report) -> str:
+    accuracy = "n/a" if report.accuracy is None else f"{report.accuracy:.3f}"
+    lines = [f"model {report.model}: accuracy {accuracy} on {report.n_images} images ({report.elapsed_s:.0f} s in all)", ""]
+    header = f"{'method':<10}{'pointing':>14}{'energy in mask':>16}{'IoU top-q':>16}{'deletion AUC':>16}{'insertion AUC':>16}{'s / image':>16}  sanity check"
+    lines += [header, "-" * len(header)]
+    for summary in report.methods:
+        stats = summary.stats()
+        cells = [f"{_cell(stats[name]):>{width}}" for name, width in (("pointing", 14), ("energy", 16), ("iou", 16), ("deletion_auc", 16), ("insertion_auc", 16), ("time_s", 16))]
+        lines.append(f"{summary.method:<10}{''.join(cells)}  {summary.sanity_verdict()}")
+    lines += ["", "pointing, energy and IoU on images with a lesion (higher is better); deletion AUC lower is better, insertion AUC higher is better."]
+    return "\n".join(lines)
+
+
+def write_evaluation_files(report, out_dir) -> dict[str, str]:
+    import numpy as np
+
+    from engine.tabular.report import _pyplot
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        files = {"table_csv": str(out / "evaluation.csv"), "curves_png": str(out / "curves.png"), "report_json": str(out / "evaluation.json")}
+        with open(files["table_csv"], "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            names = ["pointing", "energy", "iou", "deletion_auc", "insertion_auc", "time_s"]
+            writer.writerow(["method", *[f"{n}_{s}" for n in names for s in ("mean", "std")], "sanity"])
+            for summary in report.methods:
+                stats = summary.stats()
+                writer.writerow([summary.method, *["" if stats[n][s] is None else f"{stats[n][s]:.6f}" for n in names for s in ("mean", "std")], summary.sanity_verdict()])
+        Path(files["report_json"]).write_text(dumps(report.to_dict()), encoding="utf-8")
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+        for summary in report.methods:
+            if summary.fractions is None:
+                continue
+            axes[0].plot(summary.fractions, np.mean(summary.deletion_curves, axis=0), label=summary.method)
+            axes[1].plot(summary.fractions, np.mean(summary.insertion_curves, axis=0), label=summary.method)
+        for ax, title in zip(axes, ("deletion (lower is better)", "insertion (higher is better)"), strict=True):
+            ax.set_title(title)
+            ax.set_xlabel("fraction of pixels")
+            ax.set_ylabel("probability of the target")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(files["curves_png"])
+        plt.close(fig)
+    except OSError as exc:
+        raise UserError(f"cannot write the evaluation to {out}: {exc}") from None
+    return files
+
+
+COMMANDS = {"train-images": cmd_train_images, "evaluate": cmd_evaluate}

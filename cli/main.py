@@ -1,0 +1,54 @@
+"""The headless command line: the root parser and the dispatch to one module per command group
+(the GUI entry lives in main.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cli import explain, images, phantom, tabular
+from cli._common import EXIT_USER_ERROR, _Parser
+from engine.core.errors import Cancelled, UserError
+
+# Sub-commands appear in --help in this order.
+_GROUPS = (explain, tabular, phantom, images)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="main.py", description="Sensiscope: sensitivity analysis of neural networks. With no command, the GUI opens.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--self-check", action="store_true", help="check the installation headlessly and exit")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+    commands.add_parser("gui", help="open the desktop application (the default)")
+    for group in _GROUPS:
+        group.add_parsers(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a headless command; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.version:
+            from engine.core.versions import app_version
+
+            print(f"Sensiscope {app_version()}")
+            return 0
+        if args.self_check:
+            from cli.selfcheck import self_check  # imports torch: only when asked for
+
+            return self_check()
+        for group in _GROUPS:
+            if args.command in group.COMMANDS:
+                return group.COMMANDS[args.command](args)
+        raise UserError("no command given; use info, explain, train, sobol, reduce, phantom, train-images or evaluate (or no arguments for the GUI)")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,236 @@
+"""Command-line sub-commands of the tabular workflow: train, sobol, reduce."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli._common import _log, _print_json
+from engine.core.errors import UserError
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' needs positive layer widths")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="a CSV file, or demo:pima for the embedded Pima diabetes table")
+    parser.add_argument("--target", required=True, help="the column to predict")
+    parser.add_argument("--features", type=_names, help="comma-separated feature columns (default: all but the target and 'split')")
+    parser.add_argument("--missing", choices=("error", "drop", "impute"), default="error", help="what to do with missing values (default: refuse, naming the columns)")
+    parser.add_argument("--task", choices=("auto", "classification", "regression"), default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the split, the initialisation and the sampling")
+    parser.add_argument("--json", action="store_true", help="print a JSON result to stdout and nothing else")
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--hidden", type=_ints, default=(32, 16), help="hidden layer widths, e.g. 32,16")
+    group.add_argument("--activation", default="relu", choices=("relu", "tanh", "gelu", "sigmoid", "elu"))
+    group.add_argument("--dropout", type=float, default=0.1)
+    group.add_argument("--weight-decay", type=float, default=1e-4)
+    group.add_argument("--lr", type=float, default=3e-3)
+    group.add_argument("--epochs", type=int, default=300, help="maximum epochs (early stopping decides)")
+    group.add_argument("--patience", type=int, default=30, help="epochs without validation improvement before stopping")
+    group.add_argument("--no-class-weights", action="store_true", help="do not weight classes by inverse frequency")
+
+
+def add_parsers(commands) -> None:
+    train = commands.add_parser("train", help="train a feedforward network on a CSV table")
+    _data_arguments(train)
+    _train_arguments(train)
+    train.add_argument("--out", required=True, help="model path; MODEL.safetensors and MODEL.json are written")
+
+    sobol = commands.add_parser("sobol", help="Sobol global sensitivity of a tabular network (SALib)")
+    _data_arguments(sobol)
+    source = sobol.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a model saved by `train`")
+    source.add_argument("--train", action="store_true", help="train a network first (training options apply)")
+    _train_arguments(sobol)
+    _sobol_arguments(sobol)
+    sobol.add_argument("--out", help="folder for CSV tables and PNG charts")
+
+    reduce = commands.add_parser("reduce", help="rank inputs by Sobol indices and retrain on the top k")
+    _data_arguments(reduce)
+    _train_arguments(reduce)
+    _sobol_arguments(reduce)
+    reduce.add_argument("--rank-by", choices=("ST", "S1"), default="ST")
+    reduce.add_argument("--seeds", type=int, default=3, help="trainings per k (mean and spread are reported)")
+    reduce.add_argument("--tolerance", type=float, default=0.01, help="accepted loss of accuracy (R^2 for regression) against the full model")
+    reduce.add_argument("--no-random", action="store_true", help="skip the random-selection baseline")
+    reduce.add_argument("--out", help="folder for the table and chart")
+
+
+def _sobol_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Sobol analysis")
+    group.add_argument("--n", type=int, default=1024, help="base sample size N (a power of two; others are rounded up)")
+    group.add_argument("--second-order", action="store_true", help="also compute S2 (costs N(2D+2) instead of N(D+2) evaluations)")
+    group.add_argument("--dist", choices=("uniform", "normal", "truncnorm", "empirical"), default="uniform", help="input distribution built from the data")
+    group.add_argument("--class", dest="class_name", help="class whose probability is analysed (default: the positive class)")
+
+
+def _config(args):
+    from engine.tabular import TrainConfig
+
+    return TrainConfig(
+        hidden=tuple(args.hidden),
+        activation=args.activation,
+        dropout=args.dropout,
+        weight_decay=args.weight_decay,
+        lr=args.lr,
+        epochs=args.epochs,
+        patience=args.patience,
+        class_weights=not args.no_class_weights,
+        seed=args.seed,
+    )
+
+
+def _load_data(args):
+    from engine.demo.catalogue import resolve_table
+    from engine.io.tables import load_table
+    from engine.tabular import prepare
+
+    table = load_table(resolve_table(args.data))
+    data = prepare(table, args.target, args.features, task=args.task, missing=args.missing, seed=args.seed)
+    for note in data.notes:
+        _log(f"note: {note}")
+    return data
+
+
+def _metrics_line(metrics: dict) -> str:
+    keys = ("accuracy", "balanced_accuracy", "roc_auc", "r2", "rmse")
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics)
+
+
+def cmd_train(args) -> int:
+    from engine.tabular import train_tabular
+
+    data = _load_data(args)
+    trained = train_tabular(data, _config(args))
+    weights, sidecar = trained.save(args.out)
+    summary = {
+        "model": str(weights),
+        "metadata": str(sidecar),
+        "features": data.names,
+        "target": data.target,
+        "task": data.task,
+        "classes": data.classes,
+        "split": data.split_source,
+        "metrics": trained.metrics,
+        "epochs_run": trained.history["epochs_run"],
+        "elapsed_s": trained.elapsed_s,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"trained on {trained.metrics['n_train']} rows ({data.split_source}), {trained.history['epochs_run']} epochs, {trained.elapsed_s:.1f} s")
+        print(f"test ({trained.metrics['n_test']} rows): {_metrics_line(trained.metrics)}")
+        print(f"saved {weights} and {sidecar}")
+    return 0
+
+
+def _model_for(args, data):
+    from engine.tabular import load_tabular_model, train_tabular
+
+    if getattr(args, "model", None):
+        model, meta = load_tabular_model(args.model)
+        if meta["features"] and [f["name"] for f in meta["features"]] != data.names:
+            raise UserError(f"the model was trained on {', '.join(f['name'] for f in meta['features'])}; pass the same columns with --features")
+        if meta.get("target") != data.target or meta.get("task") != data.task or list(meta.get("classes", [])) != data.classes:
+            raise UserError(f"the model predicts '{meta.get('target')}' ({meta.get('task')}, classes {meta.get('classes')}), not '{data.target}' ({data.task}, classes {data.classes})")
+        for spec in data.features:
+            trained_on = next((f for f in meta["features"] if f["name"] == spec.name), {})
+            if spec.kind == "categorical" and list(trained_on.get("categories", [])) != spec.categories:
+                raise UserError(f"column '{spec.name}' has the categories {', '.join(spec.categories)} here but the model was trained on {', '.join(trained_on.get('categories', []))}")
+        from engine.stats.scores import classification_metrics, regression_metrics
+        from engine.tabular.train import predict
+
+        outputs = predict(model, data.x[data.test], data.task)
+        metrics = classification_metrics(outputs, data.y[data.test], data.classes) if data.task == "classification" else regression_metrics(outputs, data.y[data.test])
+        return model, metrics
+    trained = train_tabular(data, _config(args))
+    _log(f"trained: {_metrics_line(trained.metrics)} on {trained.metrics['n_test']} test rows")
+    return trained.model, trained.metrics
+
+
+def cmd_sobol(args) -> int:
+    from engine.tabular.report import write_sobol_files
+    from engine.tabular.sensitivity import tabular_sobol
+
+    data = _load_data(args)
+    model, metrics = _model_for(args, data)
+    result = tabular_sobol(model, data, n=args.n, second_order=args.second_order, dist=args.dist, class_name=args.class_name, seed=args.seed)
+    for note in result.notes:
+        _log(f"note: {note}")
+    order = result.ranking("ST")
+    out = result.to_dict()
+    report = {
+        "output": result.output_name,
+        "distribution": result.distribution,
+        "metrics": metrics,
+        "features": [{"name": n, **{k: out[k][result.names.index(n)] for k in ("S1", "S1_conf", "ST", "ST_conf")}} for n in order],
+        "S2": out["S2"],
+        "S2_conf": out["S2_conf"],
+        "names": result.names,
+        "n": result.n,
+        "n_evaluations": result.n_evaluations,
+        "timings_s": out["timings_s"],
+        "convergence": out["convergence"],
+        "seed": result.seed,
+    }
+    if args.out:
+        report["files"] = write_sobol_files(result, args.out)
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"Sobol indices of {result.output_name}, N = {result.n} ({result.n_evaluations} model evaluations), {args.dist} inputs")
+    print(f"{'feature':<16}{'S1':>9}{'+-':>8}{'ST':>9}{'+-':>8}")
+    for row in report["features"]:
+        print(f"{row['name']:<16}{row['S1']:>9.3f}{row['S1_conf']:>8.3f}{row['ST']:>9.3f}{row['ST_conf']:>8.3f}")
+    t = out["timings_s"]
+    print(f"time: sampling {t['sampling']:.2f} s, evaluation {t['evaluation']:.2f} s, analysis {t['analysis']:.2f} s")
+    if args.out:
+        print(f"files in {Path(args.out)}")
+    return 0
+
+
+def cmd_reduce(args) -> int:
+    from engine.tabular import train_tabular
+    from engine.tabular.report import write_reduction_files
+    from engine.tabular.sensitivity import input_reduction, tabular_sobol
+
+    if args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    data = _load_data(args)
+    config = _config(args)
+    full = train_tabular(data, config)
+    sobol = tabular_sobol(full.model, data, n=args.n, second_order=False, dist=args.dist, class_name=args.class_name, seed=args.seed)
+    ranking = sobol.ranking(args.rank_by)
+    _log(f"ranking by {args.rank_by}: {', '.join(ranking)}")
+    result = input_reduction(data, ranking, rank_by=args.rank_by, config=config, seeds=args.seeds, tolerance=args.tolerance, random_baseline=not args.no_random, progress=lambda f, m: None)
+    report = result.to_dict() | {"sobol": {"names": sobol.names, "S1": sobol.S1.tolist(), "ST": sobol.ST.tolist()}}
+    if args.out:
+        report["files"] = write_reduction_files(result, args.out)
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"{result.metric} of the full model ({len(ranking)} inputs): {result.full_score:.3f}; tolerance {result.tolerance:g}")
+    print(f"{'k':>3}  {'selection':<9}{result.metric + ' mean':>16}{'std':>8}  features (first seed)")
+    for row in result.rows:
+        mean, std = row.metrics[result.metric]
+        print(f"{row.k:>3}  {row.selection:<9}{mean:>16.3f}{std:>8.3f}  {', '.join(row.features[0])}")
+    print(f"recommended k = {result.recommended_k}: {', '.join(ranking[: result.recommended_k])} ({result.elapsed_s:.1f} s)")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sobol": cmd_sobol, "reduce": cmd_reduce}

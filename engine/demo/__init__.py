@@ -1,0 +1,1 @@
+"""The embedded demos: the ultrasound phantom generator and the catalogue of demo data and models."""

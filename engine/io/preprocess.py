@@ -1,0 +1,107 @@
+"""Turning a decoded image into the tensor a model sees, and back into a picture for display."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from engine.core.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# ITU-R BT.601 luma weights, the ones Pillow's RGB -> L conversion uses.
+LUMA = (0.299, 0.587, 0.114)
+_INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize (shorter side), centre crop, channel adaptation and normalisation.
+
+    ``channels`` is what the model takes: grayscale images are repeated to three channels for an
+    RGB model, and RGB images are converted to luma for a one-channel model.
+    """
+
+    resize: int | None = 256
+    crop: int | None = 224
+    mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
+    std: tuple[float, ...] = field(default=IMAGENET_STD)
+    channels: int = 3
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.channels not in (1, 3):
+            raise UserError(f"preprocessing supports 1 or 3 input channels, not {self.channels}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, self.channels):
+                raise UserError(f"{name} has {len(values)} values but the model takes {self.channels} channel(s)")
+        if not all(math.isfinite(m) for m in self.mean):
+            raise UserError("every mean value must be a finite number")
+        if not all(math.isfinite(s) and s > 0 for s in self.std):
+            raise UserError("every std value must be a positive finite number")
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"{name} must be a positive size in pixels or none")
+        if self.interpolation not in _INTERPOLATIONS:
+            raise UserError(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocess:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+    @classmethod
+    def from_torchvision(cls, transforms, channels: int = 3) -> Preprocess:
+        """Read the settings of torchvision's ImageClassification preset for some weights."""
+        resize = transforms.resize_size[0] if transforms.resize_size else None
+        crop = transforms.crop_size[0] if transforms.crop_size else None
+        interpolation = str(transforms.interpolation.value)
+        return cls(resize=resize, crop=crop, mean=tuple(transforms.mean), std=tuple(transforms.std), channels=channels, interpolation=interpolation)
+
+    def geometry(self, image: np.ndarray) -> torch.Tensor:
+        """Resize, crop and adapt channels: C x H x W in [0, 1], not yet normalised."""
+        if image.ndim == 2:
+            image = image[:, :, None]
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+        if tensor.shape[0] == 1 and self.channels == 3:
+            tensor = tensor.expand(3, -1, -1)
+        elif tensor.shape[0] == 3 and self.channels == 1:
+            tensor = torch.tensordot(torch.tensor(LUMA), tensor, dims=1).unsqueeze(0)
+        if self.resize is not None:
+            tensor = F.resize(tensor, [self.resize], interpolation=_INTERPOLATIONS[self.interpolation], antialias=True)
+        if self.crop is not None:
+            tensor = F.center_crop(tensor, [self.crop, self.crop])
+        return tensor.clamp(0.0, 1.0).contiguous()
+
+    def normalize(self, tensor: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
+        return (tensor - mean) / std
+
+    def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The model input (C x H x W, normalised) and the display image (H x W x C in [0, 1])."""
+        geometric = self.geometry(image)
+        return self.normalize(geometric), geometric.permute(1, 2, 0).numpy()
+
+
+def display_from_tensor(tensor: torch.Tensor) -> np.ndarray:
+    """A viewable H x W x C image in [0, 1] from an already preprocessed tensor (min-max scaled)."""
+    array = tensor.detach().float().cpu().numpy()
+    array = np.moveaxis(array, 0, -1)
+    low, high = float(np.nanmin(array)), float(np.nanmax(array))
+    if high > low:
+        array = (array - low) / (high - low)
+    else:
+        array = np.zeros_like(array)
+    return array.astype(np.float32)

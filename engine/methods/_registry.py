@@ -1,0 +1,75 @@
+"""The registry of explanation methods.
+
+Every method is one public module of ``engine.methods`` that calls :func:`register` with a
+:class:`MethodSpec`: a name, a frozen parameter dataclass and an ``explain`` function with the
+signature ``explain(model, inputs, target, params, *, progress, cancel) -> Explanation``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.core.errors import UserError
+from engine.core.params import ParamSpec, param_specs
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    summary: str
+    params_cls: type
+    explain: Callable
+    kind: str  # "gradient", "perturbation", "optimisation", ...
+    needs_layer: bool = False
+
+    def params(self) -> list[ParamSpec]:
+        return param_specs(self.params_cls)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "kind": self.kind,
+            "needs_layer": self.needs_layer,
+            "params": [p.to_dict() for p in self.params()],
+        }
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+# Public modules of engine.methods that are not methods themselves.
+_NOT_METHODS = {"runner"}
+_LOADED = False
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"method '{spec.name}' is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_all() -> None:
+    global _LOADED
+    if not _LOADED:
+        package = importlib.import_module("engine.methods")
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("_") and module.name not in _NOT_METHODS:
+                importlib.import_module(f"engine.methods.{module.name}")
+        _LOADED = True
+
+
+def available_methods() -> list[MethodSpec]:
+    _load_all()
+    return sorted(_REGISTRY.values(), key=lambda s: s.name)
+
+
+def get_method(name: str) -> MethodSpec:
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UserError(f"unknown method '{name}'; available: {known}") from None

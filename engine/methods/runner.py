@@ -1,0 +1,84 @@
+"""The one call that runs any registered method on a model and an input."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.core.errors import UserError
+from engine.core.explanation import Explanation
+from engine.core.params import build_params
+from engine.core.progress import CancelToken, ProgressFn
+from engine.methods._registry import get_method
+from engine.models.loading import LoadedModel
+from engine.runtime.device import select_device
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _fill_normalisation(params: Any, loaded: LoadedModel) -> Any:
+    """Methods that work in display space take the mean and std of the input normalisation as
+    text parameters; left empty, they come from the loaded model's preprocessing."""
+    names = {f.name for f in dataclasses.fields(params)}
+    updates = {}
+    for name, values in (("mean", loaded.preprocess.mean), ("std", loaded.preprocess.std)):
+        if name in names and getattr(params, name) == "":
+            updates[name] = ",".join(f"{v:g}" for v in values)
+    return dataclasses.replace(params, **updates) if updates else params
+
+
+def explain(
+    model: nn.Module | LoadedModel,
+    inputs: torch.Tensor,
+    method: str = "saliency",
+    target: int | None = None,
+    params: Any = None,
+    *,
+    device: str | torch.device | None = None,
+    seed: int | None = 0,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Explanation:
+    """Explain one input with a registered method.
+
+    ``params`` is the method's parameter dataclass or a mapping of names to values (strings are
+    parsed and checked against the declared bounds). ``target=None`` explains the predicted class.
+    With ``device`` the model is moved there; otherwise the input follows the model. Random
+    methods are seeded without disturbing the global random state.
+    """
+    spec = get_method(method)
+    if params is None or isinstance(params, dict):
+        params = build_params(spec.params_cls, params)
+    elif not isinstance(params, spec.params_cls):
+        raise UserError(f"method '{method}' takes {spec.params_cls.__name__}, not {type(params).__name__}")
+    if isinstance(model, LoadedModel):
+        params = _fill_normalisation(params, model)
+    module = model.module if isinstance(model, LoadedModel) else model
+    if device is not None:
+        module.to(select_device(device))
+    target_device = model_device(module)
+    inputs = inputs.to(target_device)
+    start = time.perf_counter()
+    devices = [target_device.index or 0] if target_device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            if seed is not None:
+                torch.manual_seed(seed)
+            result = spec.explain(module, inputs, target, params, progress=progress, cancel=cancel)
+    except torch.OutOfMemoryError:
+        if target_device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise UserError(f"out of memory on {target_device} while running {method}; try a smaller input or batch, or the CPU") from None
+    result.seed = seed
+    result.elapsed_s = time.perf_counter() - start
+    return result

@@ -1,0 +1,216 @@
+"""The one resolver for model specs: architecture names, ``arch:WEIGHTS`` from the hub cache,
+``demo:NAME``, TorchScript files and (only when the user trusts the file) whole pickled models."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.core.errors import UserError
+from engine.core.vocab import MODEL_FILE_SUFFIXES, WEIGHT_SUFFIXES
+from engine.demo.catalogue import demo_name
+from engine.io.preprocess import Preprocess
+from engine.models.architectures import build_architecture, classification_models, suggest
+from engine.models.demo import demo_model_file
+from engine.models.labels import read_labels
+from engine.models.weights import (
+    _head_classes,
+    _is_torchscript_archive,
+    _resolve_weights_member,
+    _sidecar,
+    _torch_load_safely,
+    _unwrap_checkpoint,
+    cached_file,
+    compare_state,
+    load_weights_into,
+    read_state_dict,
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to explain: the module in eval mode, its preprocessing and class names."""
+
+    module: nn.Module
+    spec: str
+    source: str
+    preprocess: Preprocess
+    labels: list[str] | None = None
+    num_classes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def label(self, index: int) -> str:
+        if self.labels and 0 <= index < len(self.labels):
+            return self.labels[index]
+        return f"class {index}"
+
+    def to_dict(self) -> dict:
+        return {
+            "spec": self.spec,
+            "source": self.source,
+            "num_classes": self.num_classes,
+            "labels": len(self.labels) if self.labels else None,
+            "preprocess": self.preprocess.to_dict(),
+            "parameters": sum(p.numel() for p in self.module.parameters()),
+        }
+
+
+def _first_conv_channels(module: nn.Module) -> int | None:
+    for sub in module.modules():
+        if isinstance(sub, nn.Conv2d):
+            return sub.in_channels
+        if isinstance(sub, nn.Linear):
+            return None
+    return None
+
+
+def _output_classes(module: nn.Module) -> int | None:
+    last = None
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            last = sub.out_features
+    return last
+
+
+def _load_file_model(path: Path, trust: bool) -> tuple[nn.Module, str]:
+    if _is_torchscript_archive(path):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream but still what users have
+                return torch.jit.load(str(path), map_location="cpu").eval(), f"TorchScript {path.name}"
+        except Exception as exc:  # torch.jit raises plain RuntimeError for most problems
+            raise UserError(f"{path}: not a loadable TorchScript model ({str(exc).splitlines()[0]})") from None
+    if path.suffix.lower() == ".safetensors":
+        raise UserError(f"{path}: holds only weights; name the architecture too, e.g. --model resnet18 --weights {path}")
+    if not trust:
+        obj = _torch_load_safely(path)  # raises a clear refusal for a pickled model
+        if isinstance(obj, nn.Module):
+            return obj.eval(), f"model {path.name}"
+        _unwrap_checkpoint(obj, path)
+        raise UserError(f"{path}: holds only weights; name the architecture too, e.g. --model resnet18 --weights {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: the trusted model file could not be loaded ({first})") from None
+    if not isinstance(obj, nn.Module):
+        raise UserError(f"{path}: holds a {type(obj).__name__}, not a torch model")
+    return obj.eval(), f"pickled model {path.name} (trusted)"
+
+
+def load_model(
+    spec: str,
+    weights: str | None = None,
+    labels: str | None = None,
+    *,
+    trust: bool = False,
+    seed: int = 0,
+    num_classes: int | None = None,
+    preprocess: Preprocess | None = None,
+    allow_download: bool = False,
+) -> LoadedModel:
+    """Load a model from a spec: an architecture name (``resnet18``), ``arch:WEIGHTS`` for torchvision
+    weights in the hub cache, or a path to a TorchScript or (trusted) pickled model file.
+
+    ``weights`` is a weights file, or the name of torchvision weights (``DEFAULT``, ``IMAGENET1K_V1``)
+    that must already be in the hub cache unless ``allow_download`` is set.
+    """
+    spec = spec.strip()
+    notes: list[str] = []
+    label_names: list[str] | None = None
+    chosen_preprocess: Preprocess | None = None
+    if demo_name(spec) is not None:
+        if weights:
+            raise UserError(f"{spec} brings its own weights; --weights cannot be combined with it")
+        spec_path = demo_model_file(spec)
+        loaded = load_model(str(spec_path), None, labels, trust=False, seed=seed, preprocess=preprocess)
+        loaded.spec = spec
+        loaded.source = f"demo model {spec} ({loaded.source})"
+        return loaded
+    architecture, _, weights_name = spec.partition(":")
+    path = Path(spec).expanduser()
+    meta = _sidecar(path) if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES else {}
+    if meta.get("arch"):
+        # A weights file whose metadata names its architecture (what `train-images` writes).
+        if weights:
+            raise UserError(f"{path} already holds weights for {meta['arch']}; --weights cannot be combined with it")
+        architecture, weights, weights_name = str(meta["arch"]), str(path), ""
+        if architecture not in classification_models():
+            raise UserError(f"{path.with_suffix('.json')}: unknown architecture '{architecture}'")
+        module, source, label_names, chosen_preprocess = _load_architecture(architecture, weights, seed, num_classes, allow_download, notes)
+    elif path.exists() and architecture not in classification_models():
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder; give a model file or an architecture name")
+        if weights:
+            raise UserError("--weights goes with an architecture name; a model file already holds its weights")
+        module, source = _load_file_model(path, trust)
+        meta = _sidecar(path)
+        if "labels" in meta or "classes" in meta:
+            label_names = [str(v) for v in meta.get("labels") or meta.get("classes")]
+        if isinstance(meta.get("preprocess"), dict):
+            chosen_preprocess = Preprocess.from_dict(meta["preprocess"])
+    elif architecture in classification_models():
+        if weights_name and weights:
+            raise UserError(f"give the weights either in the spec ('{spec}') or with --weights, not both")
+        weights = weights or weights_name or None
+        module, source, label_names, chosen_preprocess = _load_architecture(architecture, weights, seed, num_classes, allow_download, notes)
+    elif looks_like_path(spec):
+        raise UserError(f"{spec}: no such model file")
+    else:
+        raise UserError(f"unknown model '{spec}'{suggest(architecture, classification_models())}: give a torchvision architecture name or a model file; `main.py info` lists the names")
+
+    classes = _output_classes(module) if not isinstance(module, torch.jit.ScriptModule) else None
+    if labels:
+        label_names = read_labels(labels)
+    if label_names is not None and classes is not None and len(label_names) != classes:
+        raise UserError(f"{len(label_names)} class names were given but the model has {classes} outputs")
+    if preprocess is None:
+        preprocess = chosen_preprocess or Preprocess(channels=_first_conv_channels(module) or 3)
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return LoadedModel(module, spec, source, preprocess, label_names, classes or (len(label_names) if label_names else None), notes)
+
+
+def looks_like_path(spec: str) -> bool:
+    return os.sep in spec or "/" in spec or spec.lower().endswith(MODEL_FILE_SUFFIXES)
+
+
+def _load_architecture(architecture, weights, seed, num_classes, allow_download, notes):
+    if not weights:
+        module = build_architecture(architecture, num_classes, seed)
+        return module, f"{architecture}, random initialisation (seed {seed})", None, None
+    weights_path = Path(weights).expanduser()
+    if weights_path.exists() or looks_like_path(weights):
+        state = read_state_dict(weights_path)
+        meta = _sidecar(weights_path)
+        classes = num_classes or meta.get("num_classes")
+        channels = int(meta.get("in_channels", 3))
+        module = build_architecture(architecture, classes, seed, in_channels=channels)
+        mismatch = compare_state(module, state)
+        inferred = None if classes else _head_classes(mismatch)
+        if inferred is not None:
+            module = build_architecture(architecture, inferred, seed, in_channels=channels)
+            notes.append(f"the weights have {inferred} output classes; the model was built to match")
+        load_weights_into(module, state, weights_path.name, architecture)
+        label_names = meta.get("labels") or meta.get("classes")
+        pre = Preprocess.from_dict(meta["preprocess"]) if isinstance(meta.get("preprocess"), dict) else None
+        return module, f"{architecture} with weights from {weights_path.name}", label_names, pre
+    member = _resolve_weights_member(architecture, weights)
+    file = cached_file(member)
+    if not file.is_file():
+        if not allow_download:
+            raise UserError(
+                f"{architecture} weights {member.name} are not in the local cache ({file}); "
+                "Sensiscope never downloads unless asked: copy the file there, or pass --allow-download"
+            )
+        member.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    module = build_architecture(architecture, len(member.meta["categories"]), seed)
+    load_weights_into(module, read_state_dict(file), file.name, architecture)
+    pre = Preprocess.from_torchvision(member.transforms())
+    return module, f"{architecture} with torchvision weights {member.name}", list(member.meta["categories"]), pre

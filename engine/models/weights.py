@@ -1,0 +1,231 @@
+"""Weight files and the torch hub cache: state dicts and safetensors read without unpickling
+objects, comparison of a state dict with a model, metadata written beside a weights file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from engine.core.errors import UntrustedFile, UserError, WeightsMismatch
+from engine.models.architectures import classification_models
+
+_MAX_LISTED = 8
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def _unsafe_pickle_message(path: Path, exc: Exception) -> str:
+    detail = str(exc).splitlines()
+    hint = next((line.strip() for line in detail if "Unsupported global" in line or "GLOBAL" in line), "")
+    reason = f" ({hint})" if hint else ""
+    return (
+        f"{path}: refused to load: the file contains Python objects, not only tensors{reason}. "
+        "Unpickling it could run arbitrary code. If you made this file yourself or trust its author, "
+        "pass --trust (GUI: confirm the warning); better, save a state dict or safetensors instead."
+    )
+
+
+def _torch_load_safely(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a weights file") from None
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, zip errors ...
+        text = str(exc)
+        if "Weights only load failed" in text or "weights_only" in text:
+            if "Unsupported global" in text or "GLOBAL" in text:
+                raise UntrustedFile(path, _unsafe_pickle_message(path, exc)) from None
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise UserError(f"{path}: not a readable PyTorch file, it may be truncated or corrupt ({first})") from None
+
+
+def _unwrap_checkpoint(obj, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return inner
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(obj):
+            return obj
+    raise UserError(f"{path}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors, or a checkpoint with 'state_dict' or 'model')")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a .pt/.pth state dict or checkpoint, never unpickling objects.
+
+    The ``module.`` prefix that DataParallel and DistributedDataParallel add is removed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise UserError(f"{path}: not a readable safetensors file, it may be truncated or corrupt ({exc})") from None
+    else:
+        if _is_torchscript_archive(path):
+            raise UserError(f"{path}: is a TorchScript model, not a weights file; pass it as the model (--model {path})")
+        state = _unwrap_checkpoint(_torch_load_safely(path), path)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _fix_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Old torchvision DenseNet checkpoints name layers 'norm.1' where the module is 'norm1'.
+    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+    fixed = {}
+    for key, value in state.items():
+        match = pattern.match(key)
+        fixed[match.group(1) + match.group(2) if match else key] = value
+    return fixed
+
+
+@dataclass(frozen=True)
+class StateMismatch:
+    missing: list[str]
+    unexpected: list[str]
+    shapes: list[tuple[str, tuple, tuple]]  # key, expected, found
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shapes)
+
+    def message(self, source: str, target: str) -> str:
+        def listing(items):
+            more = f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+            return ", ".join(items[:_MAX_LISTED]) + more
+
+        parts = []
+        if self.missing:
+            parts.append(f"missing keys ({len(self.missing)}): {listing(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected keys ({len(self.unexpected)}): {listing(self.unexpected)}")
+        if self.shapes:
+            parts.append("shape conflicts (" + str(len(self.shapes)) + "): " + listing([f"{k} expects {tuple(e)} but the file has {tuple(f)}" for k, e, f in self.shapes]))
+        return f"the weights in {source} do not fit {target}: " + "; ".join(parts)
+
+
+def compare_state(model: nn.Module, state: dict[str, torch.Tensor]) -> StateMismatch:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [(k, tuple(expected[k].shape), tuple(state[k].shape)) for k in expected if k in state and expected[k].shape != state[k].shape]
+    return StateMismatch(missing, unexpected, shapes)
+
+
+def _head_classes(mismatch: StateMismatch) -> int | None:
+    """If the only conflicts are in the output layer's class count, that count; else None."""
+    if mismatch.missing or mismatch.unexpected or not mismatch.shapes:
+        return None
+    counts = set()
+    for _, expected, found in mismatch.shapes:
+        if len(expected) != len(found) or tuple(expected[1:]) != tuple(found[1:]):
+            return None
+        counts.add(found[0])
+    return counts.pop() if len(counts) == 1 else None
+
+
+def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, target: str) -> None:
+    """Copy a state dict into a model, or raise UserError naming every mismatch."""
+    mismatch = compare_state(model, state)
+    if not mismatch.ok and any("denselayer" in k for k in state):
+        state = _fix_densenet_keys(state)
+        mismatch = compare_state(model, state)
+    if not mismatch.ok:
+        raise WeightsMismatch(mismatch.message(source, target), mismatch.missing, mismatch.unexpected, mismatch.shapes)
+    model.load_state_dict(state, strict=True)
+
+
+@dataclass(frozen=True)
+class CachedWeights:
+    architecture: str
+    weights: str  # enum member name, e.g. IMAGENET1K_V1
+    path: Path
+
+    @property
+    def spec(self) -> str:
+        return f"{self.architecture}:{self.weights}"
+
+
+def hub_checkpoint_dir() -> Path:
+    """Where torchvision keeps downloaded weights (TORCH_HOME/hub/checkpoints by default)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _weights_enum(architecture: str):
+    try:
+        return torchvision.models.get_model_weights(architecture)
+    except (ValueError, KeyError):
+        return None
+
+
+def _resolve_weights_member(architecture: str, name: str):
+    enum = _weights_enum(architecture)
+    if enum is None:
+        raise UserError(f"torchvision has no pretrained weights for '{architecture}'")
+    members = {member.name: member for member in enum}
+    if name.upper() == "DEFAULT":
+        return enum.DEFAULT
+    member = members.get(name) or members.get(name.upper())
+    if member is None:
+        raise UserError(f"'{architecture}' has no weights named '{name}'; known: DEFAULT, {', '.join(members)}")
+    return member
+
+
+def cached_file(member) -> Path:
+    return hub_checkpoint_dir() / os.path.basename(member.url)
+
+
+def find_cached_weights() -> list[CachedWeights]:
+    """Torchvision ImageNet weights already in the local hub cache; nothing is downloaded."""
+    folder = hub_checkpoint_dir()
+    if not folder.is_dir():
+        return []
+    present = {p.name for p in folder.iterdir()}
+    found = []
+    for architecture in classification_models():
+        enum = _weights_enum(architecture)
+        for member in enum or ():
+            name = os.path.basename(member.url)
+            if name in present:
+                found.append(CachedWeights(architecture, member.name, folder / name))
+    return found
+
+
+def _sidecar(path: Path) -> dict:
+    """Metadata written beside a weights file (same name, .json): architecture, labels, preprocessing."""
+    candidate = path.with_suffix(".json")
+    if not candidate.is_file():
+        return {}
+    try:
+        data = json.loads(candidate.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{candidate}: metadata beside the weights is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{candidate}: metadata must be a JSON object")
+    return data

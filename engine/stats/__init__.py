@@ -1,0 +1,1 @@
+"""Torch-free statistics shared by the tabular and image analyses (Sobol indices with SALib)."""
