@@ -7,8 +7,6 @@ them into a display-space image.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -100,21 +98,6 @@ class FourierImage:
             linear = self._mix(linear, torch.linalg.inv(self.colour))
             spectrum = torch.fft.rfft2(linear, norm="ortho") / self.scale
             self.coefficients.copy_(torch.view_as_real(spectrum))
-
-
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A separable Gaussian blur of N x C x H x W with reflected borders (kernel radius 2 sigma)."""
-    height, width = image.shape[-2:]
-    radius = min(max(1, math.ceil(2.0 * sigma)), height - 1, width - 1)
-    if radius < 1 or sigma <= 0:
-        return image
-    offsets = torch.arange(-radius, radius + 1, device=image.device, dtype=image.dtype)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = image.shape[1]
-    padded = F.pad(image, (radius, radius, radius, radius), mode="reflect")
-    rows = F.conv2d(padded, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
-    return F.conv2d(rows, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:

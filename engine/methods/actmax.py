@@ -24,7 +24,8 @@ from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import resolve
-from engine.methods._actmax_image import FourierImage, PixelImage, gaussian_blur, jitter, random_rescale, total_variation
+from engine.io.blur import gaussian_blur
+from engine.methods._actmax_image import FourierImage, PixelImage, jitter, random_rescale, total_variation
 from engine.methods._registry import MethodSpec, register
 from engine.models.layers import default_cam_layer, get_layer
 from engine.models.outputs import as_batch, check_target, logits_of, prediction

@@ -22,12 +22,12 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import resolve
+from engine.io.blur import gaussian_blur
 from engine.methods._registry import MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES, as_batch, check_target, logits_of, prediction, select_output
 from engine.runtime.batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, run_in_batches
@@ -84,21 +84,6 @@ def automatic_batch_size(device: torch.device) -> int:
     """Measured on resnet18 at 224 x 224 (benchmarks/): on a CPU, batches beyond 8-16 images get
     slower per image (36 ms at 49 against 27.5 ms at 16), while GPUs want large batches."""
     return 16 if device.type == "cpu" else 64
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a N x C x H x W batch, edges replicated, truncated at 3 sigma."""
-    radius = max(1, math.ceil(3.0 * sigma))
-    # The kernel is built in float64 on the CPU (Apple's MPS has no float64), then moved.
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(device=x.device, dtype=x.dtype)
-    channels = x.shape[1]
-    # Replicate padding accepts any pad width, unlike reflect, so a large sigma on a small image works.
-    out = F.pad(x, (radius, radius, 0, 0), mode="replicate")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def _baseline(x: torch.Tensor, params: LocalParams) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 from engine.core.errors import UserError
 from engine.core.jsonable import json_float
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods.local import gaussian_blur
+from engine.io.blur import gaussian_blur
 from engine.methods.runner import model_device
 from engine.metrics._common import as_map
 from engine.models.loading import LoadedModel

@@ -8,7 +8,8 @@ import torch
 
 import engine
 from engine import Cancelled, CancelToken, UserError
-from engine.methods._actmax_image import FourierImage, gaussian_blur, random_rescale, total_variation
+from engine.io.blur import gaussian_blur
+from engine.methods._actmax_image import FourierImage, random_rescale, total_variation
 from engine.models.layers import default_cam_layer
 from tests.models import LinearModel, tiny_cnn
 

@@ -12,7 +12,8 @@ from torch import nn
 
 import engine
 from engine import Cancelled, CancelToken, UserError
-from engine.methods.local import gaussian_blur, window_starts
+from engine.io.blur import gaussian_blur
+from engine.methods.local import window_starts
 from tests.models import LinearModel, region_model, tiny_cnn
 
 
