@@ -15,3 +15,28 @@ DISTRIBUTIONS = ("uniform", "normal", "truncnorm", "empirical")
 # pyqtgraph's matplotlib bridge, so an exported picture has the colours seen on screen.
 SEQUENTIAL_COLORMAP = "inferno"
 DIVERGING_COLORMAP = "RdBu_r"
+
+# How a table's missing values are handled (engine.tabular.dataset.prepare).
+MISSING_POLICIES = ("error", "drop", "impute")
+# Activations of the tabular network (engine.tabular.network).
+ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "elu")
+
+# Defaults of the tabular network's training (engine.tabular.train.TrainConfig reads these; the CLI
+# and the GUI's Table tab offer them), so the three never drift apart.
+TABULAR_TRAINING = {
+    "hidden": (32, 16),
+    "activation": "relu",
+    "dropout": 0.1,
+    "weight_decay": 1e-4,
+    "lr": 3e-3,
+    "epochs": 300,
+    "batch_size": 64,
+    "patience": 30,
+    "validation_fraction": 0.2,
+    "class_weights": True,
+    "seed": 0,
+}
+
+# Colour maps a user can choose in the GUI and that the engine can render ("auto" picks the
+# sequential or diverging one by the map's sign).
+COLORMAPS = ("auto", "inferno", "viridis", "magma", "turbo", "RdBu_r", "coolwarm", "gray")
