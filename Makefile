@@ -30,6 +30,7 @@ dist: $(STAMP)
 	$(PY) -m build --outdir dist .
 	@$(PY) -m zipfile -l dist/*.whl | grep -q 'resources/data/pima.csv' || { echo 'dist: the wheel lacks resources/data/pima.csv' >&2; exit 1; }
 	@$(PY) -m zipfile -l dist/*.whl | grep -q 'resources/icons/sensiscope.svg' || { echo 'dist: the wheel lacks the icon' >&2; exit 1; }
+	@$(PY) -m zipfile -l dist/*.whl | grep -q 'cli/main.py' || { echo 'dist: the wheel lacks the cli package' >&2; exit 1; }
 	@ls -l dist
 
 # Speed and memory figures (never part of `make test`): writes benchmarks/results/<device>.json and .md.

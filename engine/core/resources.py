@@ -12,7 +12,7 @@ def _find_resources() -> Path:
     The wheel ships resources/ as a package next to engine/ in site-packages; when some other
     layout separates them (an unusual editable install), the ``resources`` package is asked.
     """
-    beside = Path(__file__).resolve().parent.parent / "resources"
+    beside = Path(__file__).resolve().parents[2] / "resources"
     if beside.is_dir():
         return beside
     spec = importlib.util.find_spec("resources")
