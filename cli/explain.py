@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from cli._common import _emit, _floats, _log, _method_params, _preprocess_overrides, _size, _target
 from engine.core.errors import UserError
@@ -36,6 +35,7 @@ def add_parsers(commands) -> None:
     ex.add_argument("--seed", type=int, default=0, help="seed for random initialisation and random methods")
     ex.add_argument("--out", default="sensiscope-out", help="folder for the .npy, .png and .json results")
     ex.add_argument("--json", action="store_true", help="print the JSON records to stdout and nothing else")
+    ex.add_argument("--overwrite", action="store_true", help="replace existing result files that Sensiscope did not write (refused otherwise)")
     pre = ex.add_argument_group("preprocessing (defaults come from the weights or ImageNet)")
     pre.add_argument("--resize", type=_size, default=argparse.SUPPRESS, help="shorter side in pixels, or none")
     pre.add_argument("--crop", type=_size, default=argparse.SUPPRESS, help="centre crop size, or none")
@@ -87,9 +87,12 @@ def cmd_info(args) -> int:
 
 
 def cmd_explain(args) -> int:
+    from engine.core.files import check_output_folder
     from engine.core.params import parse_assignments
+    from engine.demo.catalogue import resolve_image_data
     from engine.io.images import load_input, scan_inputs
-    from engine.io.writers import write_comparison, write_result
+    from engine.io.preprocess import Preprocess
+    from engine.io.writers import check_result_files, write_comparison, write_result
     from engine.methods.runner import explain
     from engine.metrics.agreement import pairwise_agreement
     from engine.models.loading import load_model
@@ -102,19 +105,18 @@ def cmd_explain(args) -> int:
     if not 0 < args.compare_top <= 100:
         raise UserError(f"--compare-top must be a percentage in (0, 100], not {args.compare_top}")
     device = select_device(args.device)
-    from engine.demo.catalogue import resolve_image_data
-
     scan = scan_inputs(resolve_image_data(args.input))
+    out = check_output_folder(args.out)
+    for item in scan.items:  # before any work: no result may replace a file Sensiscope did not write
+        for name in method_names:
+            check_result_files(out, item, name, args.overwrite)
     loaded = load_model(args.model, args.weights, args.labels, trust=args.trust, seed=args.seed, num_classes=args.num_classes, allow_download=args.allow_download)
     overrides = _preprocess_overrides(args)
     if overrides:
-        from engine.io.preprocess import Preprocess
-
         loaded.preprocess = Preprocess(**(loaded.preprocess.to_dict() | overrides))
     for note in loaded.notes:
         _log(f"note: {note}")
     loaded.module.to(device)
-    out = Path(args.out)
     records, failures = [], list(scan.skipped)
     for path, reason in scan.skipped:
         _log(f"skipped {path}: {reason}")
@@ -130,10 +132,10 @@ def cmd_explain(args) -> int:
             failures.append((item.path, str(exc)))
             _log(f"skipped {item.path}: {exc}")
             continue
-        item_records = [write_result(result, display, out, item, loaded, context=context | {"input": str(item.path)}) for result in results]
+        item_records = [write_result(result, display, out, item, loaded, context=context | {"input": str(item.path)}, overwrite=args.overwrite) for result in results]
         if args.compare:
             comparisons = pairwise_agreement({r.method: r.map for r in results}, args.compare_top)
-            compare_file = write_comparison(comparisons, out, item, context | {"input": str(item.path), "top_percent": args.compare_top})
+            compare_file = write_comparison(comparisons, out, item, context | {"input": str(item.path), "top_percent": args.compare_top}, overwrite=args.overwrite)
             for record in item_records:
                 record["compare_file"] = compare_file
         records += item_records
@@ -142,11 +144,11 @@ def cmd_explain(args) -> int:
         _log(f"[{index}/{total}] {item.path}: predicted {loaded.label(first.predicted)} ({first.probability:.3f}); {timings}")
     if not records:
         raise UserError(f"no input could be explained ({len(failures)} skipped)")
+    if failures:  # on stderr, so it is said under --json too
+        _log(f"{total - len(failures) + len(scan.skipped)} explained, {len(failures)} skipped")
     if args.json:
         sys.stdout.write(dumps(records))
         sys.stdout.write("\n")
-    elif failures:
-        _log(f"{total - len(failures) + len(scan.skipped)} explained, {len(failures)} skipped")
     return 0
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.core.errors import UserError
+from engine.core.files import regular_file
 from engine.io.preprocess import Preprocess, display_from_tensor
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -76,14 +78,15 @@ def read_image(path: str | Path) -> np.ndarray:
 
     Pillow's decompression-bomb guard stays on, and its warning is treated as an error too.
     """
-    path = Path(path)
+    path = regular_file(path, "image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.seek(0)
                 image.load()
-                return image_to_array(image)
+                # A camera's portrait photo is stored sideways with an orientation tag: honour it.
+                return image_to_array(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -98,7 +101,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def read_tensor(path: str | Path) -> torch.Tensor:
     """A preprocessed C x H x W float tensor from a .npy file (never unpickled)."""
-    path = Path(path)
+    path = regular_file(path, ".npy file")
     try:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -132,10 +135,17 @@ class InputItem:
     relative: Path
     label: str | None = None
     mask: Path | None = None
+    # Where results are named: the relative path without its suffix, unless another input of the
+    # same scan has that stem too (good.png and good.jpg), then the suffix joins the name.
+    stem: Path | None = None
 
     @property
     def is_tensor(self) -> bool:
         return self.path.suffix.lower() in TENSOR_SUFFIXES
+
+    @property
+    def output_stem(self) -> Path:
+        return self.stem if self.stem is not None else self.relative.with_suffix("")
 
 
 @dataclass
@@ -168,7 +178,8 @@ def scan_inputs(path: str | Path) -> InputScan:
     root = Path(path)
     if not root.exists():
         raise UserError(f"{root}: no such file or folder")
-    if root.is_file():
+    if not root.is_dir():
+        root = regular_file(root, "image")
         if root.suffix.lower() not in INPUT_SUFFIXES:
             supported = ", ".join(sorted(INPUT_SUFFIXES))
             raise UserError(f"{root}: unsupported file type '{root.suffix}'; supported: {supported}")
@@ -187,7 +198,9 @@ def scan_inputs(path: str | Path) -> InputScan:
         for file in sorted(folder.iterdir()):
             if file.is_dir() or file.name.startswith("."):
                 continue
-            if file.suffix.lower() not in INPUT_SUFFIXES:
+            if not file.is_file():
+                scan.skipped.append((file, "not a regular file (a pipe, socket or device)"))
+            elif file.suffix.lower() not in INPUT_SUFFIXES:
                 scan.skipped.append((file, f"unsupported file type '{file.suffix or '(none)'}'"))
             elif not _is_mask(file):
                 scan.items.append(InputItem(file, file.relative_to(root), label, _mask_for(file)))
@@ -198,7 +211,23 @@ def scan_inputs(path: str | Path) -> InputScan:
                 scan.items.append(InputItem(file, file.relative_to(root), None, _mask_for(file)))
     if not scan.items:
         raise UserError(f"{root}: no images or .npy inputs found")
+    scan.items = _unique_stems(scan.items)
     return scan
+
+
+def _unique_stems(items: list[InputItem]) -> list[InputItem]:
+    """Give inputs that share a stem (good.png, good.jpg) distinct result names (good_png, good_jpg)."""
+    counts: dict[Path, int] = {}
+    for item in items:
+        key = item.relative.with_suffix("")
+        counts[key] = counts.get(key, 0) + 1
+    unique = []
+    for item in items:
+        key = item.relative.with_suffix("")
+        if counts[key] > 1:
+            item = dataclasses.replace(item, stem=key.with_name(f"{key.name}_{item.relative.suffix.lstrip('.').lower()}"))
+        unique.append(item)
+    return unique
 
 
 def load_input(item: InputItem | str | Path, preprocess: Preprocess) -> tuple[torch.Tensor, np.ndarray]:
@@ -212,4 +241,9 @@ def load_input(item: InputItem | str | Path, preprocess: Preprocess) -> tuple[to
         if tensor.shape[0] != preprocess.channels:
             raise UserError(f"{path}: has {tensor.shape[0]} channel(s) but the model takes {preprocess.channels}")
         return tensor, display_from_tensor(tensor)
-    return preprocess(read_image(path))
+    try:
+        return preprocess(read_image(path))
+    except UserError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise UserError(f"{path}: {exc}") from None

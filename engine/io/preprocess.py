@@ -16,6 +16,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R BT.601 luma weights, the ones Pillow's RGB -> L conversion uses.
 LUMA = (0.299, 0.587, 0.114)
+# Pixels an image may have after resizing (about 400 MB for three float32 channels).
+MAX_RESIZED_PIXELS = 32 * 2**20
 _INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}
 
 
@@ -79,10 +81,28 @@ class Preprocess:
         elif tensor.shape[0] == 3 and self.channels == 1:
             tensor = torch.tensordot(torch.tensor(LUMA), tensor, dims=1).unsqueeze(0)
         if self.resize is not None:
+            self._check_resized_size(*tensor.shape[-2:])
             tensor = F.resize(tensor, [self.resize], interpolation=_INTERPOLATIONS[self.interpolation], antialias=True)
         if self.crop is not None:
             tensor = F.center_crop(tensor, [self.crop, self.crop])
         return tensor.clamp(0.0, 1.0).contiguous()
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """Height and width after the shorter side is resized (torchvision's rounding)."""
+        if self.resize is None:
+            return height, width
+        short, long = sorted((height, width))
+        long = int(self.resize * long / short)
+        return (self.resize, long) if height <= width else (long, self.resize)
+
+    def _check_resized_size(self, height: int, width: int) -> None:
+        # A 1 x 60000 strip resized to a shorter side of 256 would need tens of gigabytes.
+        new_height, new_width = self.resized_size(height, width)
+        if new_height * new_width > MAX_RESIZED_PIXELS:
+            raise UserError(
+                f"the image is {height} x {width} pixels; resized to a shorter side of {self.resize} it would be "
+                f"{new_height} x {new_width}, beyond the {MAX_RESIZED_PIXELS // 2**20} megapixel limit (an aspect ratio this extreme cannot be explained)"
+            )
 
     def normalize(self, tensor: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)

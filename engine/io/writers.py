@@ -7,8 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.core.errors import UserError
 from engine.core.explanation import Explanation
+from engine.core.files import atomic_path, check_output, write_text
 from engine.core.jsonable import dumps
 from engine.core.versions import versions
 from engine.io.images import InputItem
@@ -26,18 +26,26 @@ class DescribedModel(Protocol):
 
 
 def _base(out_dir: Path, item: InputItem, name: str) -> Path:
-    stem = item.relative.with_suffix("")
+    stem = item.output_stem
     return out_dir / stem.parent / f"{stem.name}.{name}"
 
 
-def write_comparison(comparisons: list[dict], out_dir: str | Path, item: InputItem, context: dict | None = None) -> str:
+def result_files(out_dir: str | Path, item: InputItem, method: str) -> dict[str, str]:
+    """The .npy, .png and .json paths of one (input, method) result."""
+    base = _base(Path(out_dir), item, method)
+    return {suffix: f"{base}.{suffix}" for suffix in ("npy", "png", "json")}
+
+
+def check_result_files(out_dir: str | Path, item: InputItem, method: str, overwrite: bool = False) -> None:
+    """Refuse, before any work, results that would replace files Sensiscope did not write."""
+    for path in result_files(out_dir, item, method).values():
+        check_output(path, overwrite)
+
+
+def write_comparison(comparisons: list[dict], out_dir: str | Path, item: InputItem, context: dict | None = None, overwrite: bool = False) -> str:
     """Write DIR/<stem>.compare.json with the pairwise agreement of an input's maps; return its path."""
     path = Path(str(_base(Path(out_dir), item, "compare")) + ".json")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(dumps({"pairs": comparisons, **(context or {})}), encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot write results to {out_dir}: {exc}") from None
+    write_text(path, dumps({"pairs": comparisons, **(context or {})}), overwrite)
     return str(path)
 
 
@@ -48,31 +56,34 @@ def write_result(
     item: InputItem,
     loaded: DescribedModel | None = None,
     context: dict | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Write DIR/<stem>.<method>.{npy,png,json}, mirroring sub-folders of a folder input; return the record."""
-    base = _base(Path(out_dir), item, result.method)
-    try:
-        base.parent.mkdir(parents=True, exist_ok=True)
-        files = {suffix: str(base) + "." + suffix for suffix in ("npy", "png", "json")}
-        np.save(files["npy"], result.map.astype(np.float32))
-        save_overlay(files["png"], display, result.map)
-        record = result.summary()
-        label = loaded.label if loaded else (lambda i: f"class {i}")
-        record.update(
-            {
-                "target_label": label(result.target),
-                "predicted_label": label(result.predicted),
-                "label": item.label,
-                "mask": str(item.mask) if item.mask else None,
-                "files": files,
-                "versions": versions(),
-            }
-        )
-        if loaded is not None:
-            record["model_source"] = loaded.source
-            record["preprocess"] = loaded.preprocess.to_dict()
-        record.update(context or {})
-        Path(files["json"]).write_text(dumps(record), encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot write results to {out_dir}: {exc}") from None
+    """Write DIR/<stem>.<method>.{npy,png,json}, mirroring sub-folders of a folder input; return the record.
+
+    Each file is written atomically; a file Sensiscope did not write is replaced only with ``overwrite``.
+    """
+    files = result_files(out_dir, item, result.method)
+    for path in files.values():  # all three are checked before the first is written
+        check_output(path, overwrite)
+    with atomic_path(files["npy"], overwrite) as temporary, temporary.open("wb") as handle:
+        np.save(handle, result.map.astype(np.float32))
+    with atomic_path(files["png"], overwrite) as temporary:
+        save_overlay(temporary, display, result.map)
+    record = result.summary()
+    label = loaded.label if loaded else (lambda i: f"class {i}")
+    record.update(
+        {
+            "target_label": label(result.target),
+            "predicted_label": label(result.predicted),
+            "label": item.label,
+            "mask": str(item.mask) if item.mask else None,
+            "files": files,
+            "versions": versions(),
+        }
+    )
+    if loaded is not None:
+        record["model_source"] = loaded.source
+        record["preprocess"] = loaded.preprocess.to_dict()
+    record.update(context or {})
+    write_text(files["json"], dumps(record), overwrite)
     return record

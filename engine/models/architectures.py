@@ -12,6 +12,9 @@ from torch import nn
 
 from engine.core.errors import UserError
 
+# More outputs than any classification data set has; beyond it a typo would allocate gigabytes.
+MAX_CLASSES = 100_000
+
 
 class SonoCNN(nn.Module):
     """A compact CNN for grayscale ultrasound: four conv blocks (conv-BN-ReLU, max-pool), global
@@ -81,8 +84,8 @@ def build_architecture(name: str, num_classes: int | None = None, seed: int = 0,
         raise UserError(f"unknown architecture '{name}'{suggest(name, classification_models())}; `main.py info` lists them")
     kwargs = {"weights": None}
     if num_classes is not None:
-        if num_classes < 1:
-            raise UserError(f"num_classes must be positive, not {num_classes}")
+        if not 1 <= num_classes <= MAX_CLASSES:
+            raise UserError(f"the number of classes must be from 1 to {MAX_CLASSES}, not {num_classes}")
         kwargs["num_classes"] = int(num_classes)
     if name in ("googlenet", "inception_v3"):
         kwargs["aux_logits"] = False  # the auxiliary heads only matter for training

@@ -6,17 +6,13 @@ import json
 from pathlib import Path
 
 from engine.core.errors import UserError
+from engine.core.files import read_text
 
 
 def read_labels(path: str | Path) -> list[str]:
     """Class names from a text file (one a line) or JSON (a list, or a mapping of index to name)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such labels file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the labels ({exc})") from None
+    text = read_text(path, "labels file")
     if path.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
         try:
             data = json.loads(text)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from engine.core.errors import UserError
+from engine.core.files import regular_file
 from engine.core.vocab import MODEL_FILE_SUFFIXES, WEIGHT_SUFFIXES
 from engine.demo.catalogue import demo_name
 from engine.io.preprocess import Preprocess
@@ -77,14 +78,34 @@ def _output_classes(module: nn.Module) -> int | None:
     return last
 
 
+def _probe_outputs(module: nn.Module, preprocess: Preprocess) -> int | None:
+    """The output count of a model whose layers cannot be read, from one forward pass on zeros."""
+    size = preprocess.crop or preprocess.resize or 224
+    try:
+        with torch.inference_mode():
+            output = module(torch.zeros(1, preprocess.channels, size, size))
+    except Exception:  # a model that wants another input size or type: the count stays unknown
+        return None
+    output = getattr(output, "logits", output)
+    return int(output.shape[-1]) if isinstance(output, torch.Tensor) and output.ndim == 2 else None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _load_file_model(path: Path, trust: bool) -> tuple[nn.Module, str]:
+    path = regular_file(path, "model file")
+    if path.suffix.lower() == ".onnx":
+        raise UserError(f"{path}: ONNX models are not supported by this version of Sensiscope; give a TorchScript file, or an architecture name with a weights file")
     if _is_torchscript_archive(path):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream but still what users have
                 return torch.jit.load(str(path), map_location="cpu").eval(), f"TorchScript {path.name}"
         except Exception as exc:  # torch.jit raises plain RuntimeError for most problems
-            raise UserError(f"{path}: not a loadable TorchScript model ({str(exc).splitlines()[0]})") from None
+            raise UserError(f"{path}: not a loadable TorchScript model ({_first_line(exc)})") from None
     if path.suffix.lower() == ".safetensors":
         raise UserError(f"{path}: holds only weights; name the architecture too, e.g. --model resnet18 --weights {path}")
     if not trust:
@@ -96,8 +117,7 @@ def _load_file_model(path: Path, trust: bool) -> tuple[nn.Module, str]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: the trusted model file could not be loaded ({first})") from None
+        raise UserError(f"{path}: the trusted model file could not be loaded ({_first_line(exc)})") from None
     if not isinstance(obj, nn.Module):
         raise UserError(f"{path}: holds a {type(obj).__name__}, not a torch model")
     return obj.eval(), f"pickled model {path.name} (trusted)"
@@ -167,10 +187,12 @@ def load_model(
     classes = _output_classes(module) if not isinstance(module, torch.jit.ScriptModule) else None
     if labels:
         label_names = read_labels(labels)
-    if label_names is not None and classes is not None and len(label_names) != classes:
-        raise UserError(f"{len(label_names)} class names were given but the model has {classes} outputs")
     if preprocess is None:
         preprocess = chosen_preprocess or Preprocess(channels=_first_conv_channels(module) or 3)
+    if label_names is not None and classes is None:
+        classes = _probe_outputs(module, preprocess)  # TorchScript hides its layers: ask the model itself
+    if label_names is not None and classes is not None and len(label_names) != classes:
+        raise UserError(f"{len(label_names)} class names were given but the model has {classes} outputs")
     module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)

@@ -15,7 +15,9 @@ import torchvision
 from torch import nn
 
 from engine.core.errors import UntrustedFile, UserError, WeightsMismatch
-from engine.models.architectures import classification_models
+from engine.core.files import read_text, regular_file
+from engine.io.preprocess import Preprocess
+from engine.models.architectures import MAX_CLASSES, classification_models
 
 _MAX_LISTED = 8
 
@@ -75,9 +77,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     The ``module.`` prefix that DataParallel and DistributedDataParallel add is removed.
     """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
+    path = regular_file(path, "weights file")
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -218,14 +218,48 @@ def find_cached_weights() -> list[CachedWeights]:
 
 
 def _sidecar(path: Path) -> dict:
-    """Metadata written beside a weights file (same name, .json): architecture, labels, preprocessing."""
+    """Metadata written beside a weights file (same name, .json): architecture, labels, preprocessing.
+
+    Every field is checked here, so a malformed file gives one line naming the field, not a crash later.
+    """
     candidate = path.with_suffix(".json")
     if not candidate.is_file():
         return {}
     try:
-        data = json.loads(candidate.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(read_text(candidate, "metadata file"))
+    except json.JSONDecodeError as exc:
         raise UserError(f"{candidate}: metadata beside the weights is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise UserError(f"{candidate}: metadata must be a JSON object")
+    return validate_metadata(data, candidate)
+
+
+def _bad_field(source: Path, name: str, value, expected: str) -> UserError:
+    return UserError(f"{source}: field '{name}' must be {expected}, not {json.dumps(value)[:60]}")
+
+
+def validate_metadata(data: dict, source: Path) -> dict:
+    """Check the fields of a weights file's metadata that the loader uses; return ``data``."""
+    classes = data.get("num_classes")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or not 1 <= classes <= MAX_CLASSES):
+        raise _bad_field(source, "num_classes", classes, f"a whole number from 1 to {MAX_CLASSES}")
+    channels = data.get("in_channels", 3)
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise _bad_field(source, "in_channels", channels, "1 or 3")
+    if data.get("arch") is not None and not isinstance(data["arch"], str):
+        raise _bad_field(source, "arch", data["arch"], "an architecture name")
+    for key in ("labels", "classes"):
+        names = data.get(key)
+        if names is not None and (not isinstance(names, list) or not all(isinstance(v, (str, int)) for v in names) or len(names) > MAX_CLASSES):
+            raise _bad_field(source, key, names, "a list of class names")
+    pre = data.get("preprocess")
+    if pre is not None:
+        if not isinstance(pre, dict):
+            raise _bad_field(source, "preprocess", pre, "an object")
+        try:
+            Preprocess.from_dict(pre)
+        except UserError as exc:
+            raise UserError(f"{source}: field 'preprocess': {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{source}: field 'preprocess' holds a value of the wrong type ({exc})") from None
     return data
