@@ -57,7 +57,7 @@ def run_memory(ctx: Context) -> BenchResult:
     result = BenchResult("memory", "Peak resident memory per method and of local against its batch size (target 7)")
     result.config.update(case)
     result.notes.append(
-        "peak RSS is VmHWM from /proc/self/status of a fresh process per run (psutil is not installed); "
+        "peak RSS is the peak resident set of a fresh process per run (getrusage's ru_maxrss; psutil's peak working set on Windows); "
         "'added by the method' is the peak after the method minus the peak before it (imports, model and input)"
     )
     device = str(ctx.device)

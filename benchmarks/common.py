@@ -7,11 +7,13 @@ import os
 import platform
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import torch
 
 from engine.runtime.device import cpu_name
@@ -171,21 +173,18 @@ def make_input(size: int, device: torch.device, seed: int = 0) -> torch.Tensor:
 
 
 def read_peak_rss_mb() -> float | None:
-    """This process's peak resident set (VmHWM) in MiB, from /proc (Linux), else getrusage."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    """This process's peak resident set in MiB: psutil's peak working set on Windows (which has no
+    getrusage), else getrusage's ru_maxrss (psutil reports no peak on Linux and macOS)."""
+    peak = getattr(psutil.Process().memory_info(), "peak_wset", None)
+    if peak is not None:
+        return peak / 2**20
     try:
         import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / (1024.0 * 1024.0) if platform.system() == "Darwin" else peak / 1024.0
-    except (ImportError, OSError):
+    except ImportError:
         return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss counts bytes on macOS but KiB on Linux and the BSDs.
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -1,7 +1,7 @@
 """Runs one explanation method in a fresh process and prints its peak resident memory as JSON.
 
 Usage: memory_child.py '{"model": "vgg16", "size": 224, "method": "local", "params": {...}, "device": "cpu"}'
-VmHWM (the peak resident set) only grows, so the peak before the method (imports, model, input)
+The peak resident set only grows, so the peak before the method (imports, model, input)
 and after it are both printed; the method's own cost is at least their difference.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 
 from engine.core.errors import UserError
@@ -20,23 +21,68 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see --help)")
 
 
+MAX_SIDE = 8192  # pixels: resize and crop beyond this are typos, not images a classifier takes
+MAX_SEED = 2**32 - 1  # numpy's seed range
+SEED_HELP = f"(0 to {MAX_SEED})"
+
+
+def integer(low: int, high: int | None = None):
+    """An argparse type for a whole number in [low, high]; '1e3' is accepted when it is whole."""
+
+    def parse(text: str) -> int:
+        try:
+            number = float(text)
+            value = int(text) if text.strip().lstrip("+-").isdigit() else int(number)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if float(value) != number:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is outside {low} to {high if high is not None else 'any size'}")
+        return value
+
+    return parse
+
+
+def number(low: float | None = None, high: float | None = None, *, low_open: bool = False):
+    """An argparse type for a finite number in [low, high] (or (low, high] with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if too_low or (high is not None and value > high):
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{value:g} is outside {bracket}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]")
+        return value
+
+    return parse
+
+
+seed = integer(0, MAX_SEED)
+
+
 def _size(text: str) -> int | None:
     if text.strip().lower() in ("none", "0", ""):
         return None
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a size in pixels or 'none'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive size")
-    return value
+        return integer(1, MAX_SIDE)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"a size is a number of pixels from 1 to {MAX_SIDE} or 'none': {exc}") from None
 
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"'{text}' holds a value that is not a finite number")
+    return values
 
 
 def _target(text: str) -> int | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli._common import _emit, _floats, _log, _method_params, _preprocess_overrides, _size, _target
+from cli._common import SEED_HELP, _emit, _floats, _log, _method_params, _preprocess_overrides, _size, _target, integer, number, seed
 from engine.core.errors import UserError
 from engine.core.jsonable import dumps
+from engine.models.architectures import MAX_CLASSES
 
 
 def add_parsers(commands) -> None:
@@ -23,16 +24,16 @@ def add_parsers(commands) -> None:
     ex.add_argument("--labels", help="class names: one per line, or JSON")
     ex.add_argument("--trust", action="store_true", help="allow unpickling a whole-model file (it can run arbitrary code)")
     ex.add_argument("--allow-download", action="store_true", help="allow torchvision to download named weights that are not cached")
-    ex.add_argument("--num-classes", type=int, help="output classes of a randomly initialised architecture")
+    ex.add_argument("--num-classes", type=integer(1, MAX_CLASSES), help="output classes of a randomly initialised architecture")
     ex.add_argument("--input", required=True, help="an image, a folder or ImageFolder of images, or a preprocessed C x H x W .npy")
     ex.add_argument("--method", nargs="+", action="extend", default=None, metavar="NAME", help="explanation method(s), several allowed (see info); default saliency")
     ex.add_argument("--compare", action="store_true", help="with several methods, write DIR/<stem>.compare.json with their pairwise agreement")
-    ex.add_argument("--compare-top", type=float, default=10.0, metavar="PERCENT", help="top-percent of pixels whose overlap (IoU) --compare reports (default 10)")
+    ex.add_argument("--compare-top", type=number(0, 100, low_open=True), default=10.0, metavar="PERCENT", help="top-percent of pixels whose overlap (IoU) --compare reports (default 10)")
     ex.add_argument("--target", type=_target, default=None, help="'pred' (default) or a class index")
     ex.add_argument("--layer", help="layer name for methods that take one")
     ex.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a method parameter, repeatable; METHOD.KEY=VALUE sets it for one method only")
     ex.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    ex.add_argument("--seed", type=int, default=0, help="seed for random initialisation and random methods")
+    ex.add_argument("--seed", type=seed, default=0, help=f"seed for random initialisation and random methods {SEED_HELP}")
     ex.add_argument("--out", default="sensiscope-out", help="folder for the .npy, .png and .json results")
     ex.add_argument("--json", action="store_true", help="print the JSON records to stdout and nothing else")
     ex.add_argument("--overwrite", action="store_true", help="replace existing result files that Sensiscope did not write (refused otherwise)")

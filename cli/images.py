@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli._common import _log, _method_params, _progress_printer
+from cli._common import _log, _method_params, _progress_printer, integer, number, seed
 from engine.core.errors import UserError
 from engine.core.jsonable import dumps
 
@@ -16,12 +16,12 @@ def add_parsers(commands) -> None:
     train = commands.add_parser("train-images", help="train or fine-tune an image classifier on an ImageFolder or the ultrasound phantom")
     train.add_argument("--arch", default="sonocnn", help="sonocnn (the small demo CNN) or a torchvision architecture (resnet18, vgg16, ...)")
     train.add_argument("--data", required=True, help="an ImageFolder (class sub-folders), or demo:ultrasound to train on generated phantom images")
-    train.add_argument("--n", type=int, default=900, help="with demo:ultrasound: how many phantom images (classes in turn)")
-    train.add_argument("--size", type=int, default=128, help="images are resized and centre-cropped to size x size")
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle schedule)")
-    train.add_argument("--batch", type=int, default=32)
-    train.add_argument("--seed", type=int, default=0, help="seed for the split, the initialisation, the augmentation and the phantom")
+    train.add_argument("--n", type=integer(3, 1_000_000), default=900, help="with demo:ultrasound: how many phantom images (classes in turn)")
+    train.add_argument("--size", type=integer(8, 2048), default=128, help="images are resized and centre-cropped to size x size")
+    train.add_argument("--epochs", type=integer(1, 100_000), default=30)
+    train.add_argument("--lr", type=number(0, 10, low_open=True), default=3e-3, help="peak learning rate (one-cycle schedule)")
+    train.add_argument("--batch", type=integer(1, 65536), default=32)
+    train.add_argument("--seed", type=seed, default=0, help="seed for the split, the initialisation, the augmentation and the phantom")
     train.add_argument("--no-augment", action="store_true", help="train without flips, shifts and gain changes")
     train.add_argument("--device", default="auto")
     train.add_argument("--out", required=True, help="OUT.safetensors and OUT.json (architecture, classes, preprocessing) are written")
@@ -35,11 +35,11 @@ def add_parsers(commands) -> None:
     ev.add_argument("--data", required=True, help="an ImageFolder with NAME_mask.png beside the images, or demo:ultrasound")
     ev.add_argument("--methods", default="gradcam,local,actmax,pertmap", help="comma-separated methods (default: gradcam,local,actmax,pertmap)")
     ev.add_argument("--param", action="append", default=[], metavar="[METHOD.]KEY=VALUE", help="method parameter, repeatable (as for explain)")
-    ev.add_argument("--n", type=int, default=12, help="how many images (taken in turn from each class)")
-    ev.add_argument("--steps", type=int, default=50, help="steps of the deletion and insertion curves")
+    ev.add_argument("--n", type=integer(1, 1_000_000), default=12, help="how many images (taken in turn from each class)")
+    ev.add_argument("--steps", type=integer(2, 10_000), default=50, help="steps of the deletion and insertion curves")
     ev.add_argument("--baseline", choices=("blur", "zero"), default="blur", help="what deleted pixels become")
-    ev.add_argument("--sanity-images", type=int, default=1, help="images on which the model-randomisation check runs (0 = skip)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--sanity-images", type=integer(0, 1_000_000), default=1, help="images on which the model-randomisation check runs (0 = skip)")
+    ev.add_argument("--seed", type=seed, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--out", help="folder for evaluation.csv, curves.png and evaluation.json")
     ev.add_argument("--json", action="store_true", help="print the JSON report to stdout and nothing else")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cli._common import _log, _print_json
 from engine.core.errors import UserError
+from engine.core.vocab import ACTIVATIONS, DISTRIBUTIONS, MISSING_POLICIES, TABULAR_TRAINING
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -27,21 +28,21 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="a CSV file, or demo:pima for the embedded Pima diabetes table")
     parser.add_argument("--target", required=True, help="the column to predict")
     parser.add_argument("--features", type=_names, help="comma-separated feature columns (default: all but the target and 'split')")
-    parser.add_argument("--missing", choices=("error", "drop", "impute"), default="error", help="what to do with missing values (default: refuse, naming the columns)")
+    parser.add_argument("--missing", choices=MISSING_POLICIES, default="error", help="what to do with missing values (default: refuse, naming the columns)")
     parser.add_argument("--task", choices=("auto", "classification", "regression"), default="auto")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the split, the initialisation and the sampling")
+    parser.add_argument("--seed", type=int, default=TABULAR_TRAINING["seed"], help="seed for the split, the initialisation and the sampling")
     parser.add_argument("--json", action="store_true", help="print a JSON result to stdout and nothing else")
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training")
-    group.add_argument("--hidden", type=_ints, default=(32, 16), help="hidden layer widths, e.g. 32,16")
-    group.add_argument("--activation", default="relu", choices=("relu", "tanh", "gelu", "sigmoid", "elu"))
-    group.add_argument("--dropout", type=float, default=0.1)
-    group.add_argument("--weight-decay", type=float, default=1e-4)
-    group.add_argument("--lr", type=float, default=3e-3)
-    group.add_argument("--epochs", type=int, default=300, help="maximum epochs (early stopping decides)")
-    group.add_argument("--patience", type=int, default=30, help="epochs without validation improvement before stopping")
+    group.add_argument("--hidden", type=_ints, default=TABULAR_TRAINING["hidden"], help="hidden layer widths, e.g. 32,16")
+    group.add_argument("--activation", default=TABULAR_TRAINING["activation"], choices=ACTIVATIONS)
+    group.add_argument("--dropout", type=float, default=TABULAR_TRAINING["dropout"])
+    group.add_argument("--weight-decay", type=float, default=TABULAR_TRAINING["weight_decay"])
+    group.add_argument("--lr", type=float, default=TABULAR_TRAINING["lr"])
+    group.add_argument("--epochs", type=int, default=TABULAR_TRAINING["epochs"], help="maximum epochs (early stopping decides)")
+    group.add_argument("--patience", type=int, default=TABULAR_TRAINING["patience"], help="epochs without validation improvement before stopping")
     group.add_argument("--no-class-weights", action="store_true", help="do not weight classes by inverse frequency")
 
 
@@ -75,7 +76,7 @@ def _sobol_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Sobol analysis")
     group.add_argument("--n", type=int, default=1024, help="base sample size N (a power of two; others are rounded up)")
     group.add_argument("--second-order", action="store_true", help="also compute S2 (costs N(2D+2) instead of N(D+2) evaluations)")
-    group.add_argument("--dist", choices=("uniform", "normal", "truncnorm", "empirical"), default="uniform", help="input distribution built from the data")
+    group.add_argument("--dist", choices=DISTRIBUTIONS, default="uniform", help="input distribution built from the data")
     group.add_argument("--class", dest="class_name", help="class whose probability is analysed (default: the positive class)")
 
 
@@ -163,6 +164,25 @@ def _model_for(args, data):
     return trained.model, trained.metrics
 
 
+def _sobol_report(out: dict, order: list[str], metrics: dict) -> dict:
+    """The `sobol --json` document, from SobolResult.to_dict(): features sorted by ST, then the rest."""
+    index = {name: i for i, name in enumerate(out["names"])}
+    return {
+        "output": out["output_name"],
+        "distribution": out["distribution"],
+        "metrics": metrics,
+        "features": [{"name": name, **{k: out[k][index[name]] for k in ("S1", "S1_conf", "ST", "ST_conf")}} for name in order],
+        "S2": out["S2"],
+        "S2_conf": out["S2_conf"],
+        "names": out["names"],
+        "n": out["n"],
+        "n_evaluations": out["n_evaluations"],
+        "timings_s": out["timings_s"],
+        "convergence": out["convergence"],
+        "seed": out["seed"],
+    }
+
+
 def cmd_sobol(args) -> int:
     from engine.tabular.report import write_sobol_files
     from engine.tabular.sensitivity import tabular_sobol
@@ -172,22 +192,7 @@ def cmd_sobol(args) -> int:
     result = tabular_sobol(model, data, n=args.n, second_order=args.second_order, dist=args.dist, class_name=args.class_name, seed=args.seed)
     for note in result.notes:
         _log(f"note: {note}")
-    order = result.ranking("ST")
-    out = result.to_dict()
-    report = {
-        "output": result.output_name,
-        "distribution": result.distribution,
-        "metrics": metrics,
-        "features": [{"name": n, **{k: out[k][result.names.index(n)] for k in ("S1", "S1_conf", "ST", "ST_conf")}} for n in order],
-        "S2": out["S2"],
-        "S2_conf": out["S2_conf"],
-        "names": result.names,
-        "n": result.n,
-        "n_evaluations": result.n_evaluations,
-        "timings_s": out["timings_s"],
-        "convergence": out["convergence"],
-        "seed": result.seed,
-    }
+    report = _sobol_report(result.to_dict(), result.ranking("ST"), metrics)
     if args.out:
         report["files"] = write_sobol_files(result, args.out)
     if args.json:
@@ -197,7 +202,7 @@ def cmd_sobol(args) -> int:
     print(f"{'feature':<16}{'S1':>9}{'+-':>8}{'ST':>9}{'+-':>8}")
     for row in report["features"]:
         print(f"{row['name']:<16}{row['S1']:>9.3f}{row['S1_conf']:>8.3f}{row['ST']:>9.3f}{row['ST_conf']:>8.3f}")
-    t = out["timings_s"]
+    t = report["timings_s"]
     print(f"time: sampling {t['sampling']:.2f} s, evaluation {t['evaluation']:.2f} s, analysis {t['analysis']:.2f} s")
     if args.out:
         print(f"files in {Path(args.out)}")
@@ -218,7 +223,8 @@ def cmd_reduce(args) -> int:
     ranking = sobol.ranking(args.rank_by)
     _log(f"ranking by {args.rank_by}: {', '.join(ranking)}")
     result = input_reduction(data, ranking, rank_by=args.rank_by, config=config, seeds=args.seeds, tolerance=args.tolerance, random_baseline=not args.no_random, progress=lambda f, m: None)
-    report = result.to_dict() | {"sobol": {"names": sobol.names, "S1": sobol.S1.tolist(), "ST": sobol.ST.tolist()}}
+    indices = sobol.to_dict()
+    report = result.to_dict() | {"sobol": {key: indices[key] for key in ("names", "S1", "ST")}}
     if args.out:
         report["files"] = write_reduction_files(result, args.out)
     if args.json:

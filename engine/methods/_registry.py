@@ -2,7 +2,8 @@
 
 Every method is one public module of ``engine.methods`` that calls :func:`register` with a
 :class:`MethodSpec`: a name, a frozen parameter dataclass and an ``explain`` function with the
-signature ``explain(model, inputs, target, params, *, progress, cancel) -> Explanation``.
+signature ``explain(model, inputs, target, params, *, progress, cancel) -> Explanation``. Methods
+start and end through ``_base`` and leave ``elapsed_s`` at 0: ``runner.explain`` times the run.
 """
 
 from __future__ import annotations

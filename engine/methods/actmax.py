@@ -13,22 +13,23 @@ change the image. The optimised images themselves are in the extras.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
-from engine.core.progress import resolve
+from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.io.blur import gaussian_blur
 from engine.methods._actmax_image import FourierImage, PixelImage, jitter, random_rescale, total_variation
+from engine.methods._base import OPTIMIZERS, Setup, apply_gradients, begin, finish, predict, report_step, to_size
 from engine.methods._registry import MethodSpec, register
 from engine.models.layers import default_cam_layer, get_layer
-from engine.models.outputs import as_batch, check_target, logits_of, prediction
+from engine.models.outputs import check_target, logits_of
 
 # Standard deviation of the init=noise start, in normalised units (display: mean + 0.1 * std * z).
 _NOISE_STD = 0.1
@@ -154,6 +155,15 @@ class _Objective:
         return picked[:, :, row, col]
 
 
+def _choose_objective(model, params: ActmaxParams, setup: Setup, target: int | None) -> tuple[Setup, _Objective]:
+    """What is maximised, one unit per image; for class logits the first unit is the explained class."""
+    units = _units(params, None if target is None else setup.target, setup.predicted, setup.n_classes)
+    if params.objective == "logit":
+        return setup.retarget(units[0]), _Objective(model, "logit", units, None, params.row, params.col)
+    layer_name = params.layer or default_cam_layer(model, tuple(setup.batch.shape[1:]))
+    return setup, _Objective(model, params.objective, units, layer_name, params.row, params.col)
+
+
 def _start(init: str, display: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, count: int, size: tuple[int, int]) -> torch.Tensor:
     """The display-space start images, count x C x size."""
     channels = display.shape[1]
@@ -166,83 +176,86 @@ def _start(init: str, display: torch.Tensor, mean: torch.Tensor, std: torch.Tens
     return image.clamp(0.0, 1.0).contiguous()
 
 
-def _to_input_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(maps.shape[-2:]) == size:
-        return maps
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-
-
-def explain(model, inputs, target, params: ActmaxParams, *, progress=None, cancel=None) -> Explanation:
-    """Optimise one image per target to maximise the objective; the map is where it changed most."""
-    progress, cancel = resolve(progress, cancel)
-    start = time.perf_counter()
-    x_in = as_batch(inputs).detach()
-    progress(0.0, "preparing")
-    cancel.check()
-    channels, height, width = x_in.shape[1:]
-    mean = _per_channel(params.mean, "mean", channels, x_in)
-    std = _per_channel(params.std, "std", channels, x_in)
-    with torch.inference_mode():
-        logits = logits_of(model(x_in))
-    predicted, probability = prediction(logits)
-    n_classes = logits.shape[1]
-    target = check_target(target, n_classes)
-    explained_class = predicted if target is None else target
-    units = _units(params, target, predicted, n_classes)
-    if params.objective == "logit":
-        explained_class = units[0]
-    target_probability = float(torch.softmax(logits[0].float(), 0)[explained_class])
-    layer_name = None
-    if params.objective != "logit":
-        layer_name = params.layer or default_cam_layer(model, (channels, height, width))
-    objective = _Objective(model, params.objective, units, layer_name, params.row, params.col)
-
-    size = (height, width) if params.size == 0 else (params.size, params.size)
-    x_start = _start(params.init, (x_in * std + mean), mean, std, len(units), size)
+def _parametrisation(params: ActmaxParams, start: torch.Tensor, mean: torch.Tensor) -> PixelImage | FourierImage:
     if params.fourier:
-        noise = _FOURIER_NOISE_STD if params.init == "noise" else None
-        image = FourierImage(x_start, mean, noise_std=noise)
-    else:
-        image = PixelImage(x_start)
-    with torch.no_grad():
-        x_start = image.image().detach().clone()
-    optim_cls = torch.optim.Adam if params.optimizer == "adam" else torch.optim.SGD
-    optimizer = optim_cls(image.parameters(), lr=params.lr)
+        return FourierImage(start, mean, noise_std=_FOURIER_NOISE_STD if params.init == "noise" else None)
+    return PixelImage(start)
 
+
+def _loss(image, objective: _Objective, mean: torch.Tensor, std: torch.Tensor, params: ActmaxParams, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each unit's objective on its own image, and the loss: minus their sum plus the regularisers."""
+    x = image.image()
+    normalised = (x - mean) / std
+    seen = random_rescale(jitter(normalised, params.jitter), params.scale)
+    try:
+        values = objective.scores(seen).diagonal()
+    except RuntimeError as exc:
+        if step == 0 and params.size:
+            raise UserError(f"the model does not accept {params.size} x {params.size} inputs ({str(exc).splitlines()[0]}); use size=0") from None
+        raise
+    loss = -values.sum()
+    if params.l2 > 0:
+        loss = loss + params.l2 * normalised.pow(2).flatten(1).mean(1).sum()
+    if params.tv > 0:
+        loss = loss + params.tv * total_variation(x).sum()
+    return values, loss
+
+
+def _ascend(image, objective: _Objective, mean: torch.Tensor, std: torch.Tensor, params: ActmaxParams, progress, cancel) -> np.ndarray:
+    """Optimise the images; returns every step's objective values, steps x units (before that step's update)."""
+    optimizer = OPTIMIZERS[params.optimizer](image.parameters(), lr=params.lr)
     curve = []
     with torch.enable_grad():
         for step in range(params.steps):
             cancel.check()
-            x = image.image()
-            normalised = (x - mean) / std
-            seen = random_rescale(jitter(normalised, params.jitter), params.scale)
-            try:
-                values = objective.scores(seen).diagonal()
-            except RuntimeError as exc:
-                if step == 0 and params.size:
-                    raise UserError(f"the model does not accept {size[0]} x {size[1]} inputs ({str(exc).splitlines()[0]}); use size=0") from None
-                raise
-            loss = -values.sum()
-            if params.l2 > 0:
-                loss = loss + params.l2 * normalised.pow(2).flatten(1).mean(1).sum()
-            if params.tv > 0:
-                loss = loss + params.tv * total_variation(x).sum()
-            grads = torch.autograd.grad(loss, image.parameters())
-            for tensor, grad in zip(image.parameters(), grads, strict=True):
-                tensor.grad = grad
-            optimizer.step()
+            values, loss = _loss(image, objective, mean, std, params, step)
+            apply_gradients(optimizer, image.parameters(), torch.autograd.grad(loss, image.parameters()))
             image.project()
             if params.blur_every and (step + 1) % params.blur_every == 0:
                 with torch.no_grad():
                     image.set_image(gaussian_blur(image.image(), params.blur_sigma))
             curve.append(values.detach().float().cpu())
-            progress((step + 1) / (params.steps + 1), f"step {step + 1}/{params.steps}")
-    cancel.check()
+            report_step(progress, step + 1, params.steps, float(curve[-1][0]), params.objective)
+    return torch.stack(curve).numpy()
 
+
+def _optimised(image, start: torch.Tensor, objective: _Objective, mean: torch.Tensor, std: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The optimised images (N x C x h x w), their final scores and their change maps at the input's size."""
     with torch.inference_mode():
         x_opt = image.image().detach().clamp(0.0, 1.0)
         final_scores = objective.scores((x_opt - mean) / std).float().cpu().numpy()
-        change = _to_input_size((x_opt - x_start).abs().sum(1), (height, width)).float().cpu().numpy()
+        change = to_size((x_opt - start).abs().sum(1), size).float().cpu().numpy()
+    return x_opt, final_scores, change
+
+
+def explain(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | None,
+    params: ActmaxParams,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Explanation:
+    """Optimise one image per target to maximise the objective; the map is where it changed most.
+
+    Every step's progress report carries the first (explained) unit's objective as an
+    :class:`~engine.core.progress.ObjectiveValue`; step k of it is row k - 1 of ``extras["objective"]``.
+    """
+    progress, cancel = resolve(progress, cancel)
+    x_in = begin(inputs, progress, cancel, "preparing")
+    channels, height, width = x_in.shape[1:]
+    mean = _per_channel(params.mean, "mean", channels, x_in)
+    std = _per_channel(params.std, "std", channels, x_in)
+    setup, objective = _choose_objective(model, params, predict(model, x_in, target), target)
+    size = (height, width) if params.size == 0 else (params.size, params.size)
+    image = _parametrisation(params, _start(params.init, (x_in * std + mean), mean, std, len(objective.units), size), mean)
+    with torch.no_grad():
+        x_start = image.image().detach().clone()
+    curve = _ascend(image, objective, mean, std, params, progress, cancel)
+    cancel.check()
+
+    x_opt, final_scores, change = _optimised(image, x_start, objective, mean, std, (height, width))
     images = x_opt.permute(0, 2, 3, 1).float().cpu().numpy()
     extras = {
         "image": images[0],
@@ -250,25 +263,13 @@ def explain(model, inputs, target, params: ActmaxParams, *, progress=None, cance
         "start_image": x_start[0].permute(1, 2, 0).float().cpu().numpy(),
         "change_map": change[0],
         "change_maps": change,
-        "objective": torch.stack(curve).numpy(),
+        "objective": curve,
         "final_scores": final_scores,
-        "targets": list(units),
+        "targets": list(objective.units),
         "objective_kind": params.objective,
-        "layer": layer_name,
+        "layer": objective.layer_name,
     }
-    progress(1.0, "done")
-    return Explanation(
-        map=change[0],
-        method=SPEC.name,
-        params=params,
-        target=explained_class,
-        predicted=predicted,
-        probability=probability,
-        target_probability=target_probability,
-        device=str(x_in.device),
-        elapsed_s=time.perf_counter() - start,
-        extras=extras,
-    )
+    return finish(setup, SPEC.name, params, change[0], progress, extras)
 
 
 SPEC = register(

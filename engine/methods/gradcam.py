@@ -12,19 +12,20 @@ They differ only in the weights:
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
-from engine.core.progress import resolve
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.methods._base import Setup, begin, finish, to_size
 from engine.methods._registry import MethodSpec, register
 from engine.models.layers import LayerRecorder, default_cam_layer, get_layer
-from engine.models.outputs import OUTPUT_CHOICES, as_batch, check_target, logits_of, prediction, select_output
+from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
 
 
 @dataclass(frozen=True)
@@ -66,36 +67,36 @@ def _gradcam_pp_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.T
     return (alpha * torch.relu(grad)).sum(dim=(1, 2))
 
 
-def _resolve_layer(model, name: str, input_shape: tuple[int, ...]) -> tuple[str, torch.nn.Module]:
+def _resolve_layer(model, name: str, input_shape: tuple[int, ...]) -> tuple[str, nn.Module]:
     if isinstance(model, torch.jit.ScriptModule):
         raise UserError("Grad-CAM needs hooks on a layer, which a TorchScript model cannot have; load the architecture with its weights instead")
     name = name or default_cam_layer(model, input_shape)
     return name, get_layer(model, name)
 
 
-def _explain(model, inputs, target, params: GradCamParams, progress, cancel, name: str, weigh) -> Explanation:
+def _feature_map(activation: torch.Tensor | None, layer_name: str, method: str) -> torch.Tensor:
+    """The recorded activation, checked to be one feature map of shape 1 x C x h x w."""
+    if activation is None:
+        raise UserError(f"layer '{layer_name}' did not run during the forward pass; choose a layer the model uses")
+    if activation.ndim != 4 or activation.shape[0] != 1:
+        raise UserError(f"layer '{layer_name}' outputs shape {tuple(activation.shape)}; {method} needs a feature map of shape N x C x h x w")
+    return activation
+
+
+def _explain(model, inputs, target, params: GradCamParams, progress, cancel, name: str, weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Explanation:
     progress, cancel = resolve(progress, cancel)
-    start = time.perf_counter()
-    x = as_batch(inputs)
-    progress(0.0, "forward")
-    cancel.check()
+    x = begin(inputs, progress, cancel, "forward")
     layer_name, layer = _resolve_layer(model, params.layer, tuple(x.shape[1:]))
     # The input requires grad so the recorded activation is in the graph even when the
     # model's parameters do not require grad.
-    x = x.detach().clone().requires_grad_(True)
+    x = x.clone().requires_grad_(True)
     with torch.enable_grad(), _UntouchedRecorder(layer) as recorder:
         logits = logits_of(model(x))
-        predicted, probability = prediction(logits)
-        target = check_target(target, logits.shape[1])
-        target = predicted if target is None else target
-        activation = recorder.activation
-        if activation is None:
-            raise UserError(f"layer '{layer_name}' did not run during the forward pass; choose a layer the model uses")
-        if activation.ndim != 4 or activation.shape[0] != 1:
-            raise UserError(f"layer '{layer_name}' outputs shape {tuple(activation.shape)}; {name} needs a feature map of shape N x C x h x w")
+        setup = Setup.from_logits(x, logits, target)
+        activation = _feature_map(recorder.activation, layer_name, name)
         cancel.check()
         progress(0.5, "backward")
-        (grad,) = torch.autograd.grad(select_output(logits, target, params.output).sum(), activation, allow_unused=True)
+        (grad,) = torch.autograd.grad(select_output(logits, setup.target, params.output).sum(), activation, allow_unused=True)
     if grad is None:
         raise UserError(f"the target output does not depend on layer '{layer_name}'; choose a layer on the path to the output")
     feature = activation.detach()[0].float()
@@ -103,34 +104,37 @@ def _explain(model, inputs, target, params: GradCamParams, progress, cancel, nam
     raw = torch.einsum("k,khw->hw", weights, feature)
     if params.relu:
         raw = torch.relu(raw)
-    upsampled = F.interpolate(raw[None, None], size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)[0, 0]
-    target_probability = float(torch.softmax(logits.detach()[0].float(), 0)[target])
-    progress(1.0, "done")
-    return Explanation(
-        map=upsampled.cpu().numpy(),
-        method=name,
-        params=params,
-        target=target,
-        predicted=predicted,
-        probability=probability,
-        target_probability=target_probability,
-        device=str(x.device),
-        elapsed_s=time.perf_counter() - start,
-        extras={
-            "layer": layer_name,
-            "activations": feature.cpu().numpy(),
-            "weights": weights.cpu().numpy(),
-            "raw_map": raw.cpu().numpy(),
-        },
-    )
+    extras = {
+        "layer": layer_name,
+        "activations": feature.cpu().numpy(),
+        "weights": weights.cpu().numpy(),
+        "raw_map": raw.cpu().numpy(),
+    }
+    return finish(setup, name, params, to_size(raw[None], tuple(x.shape[2:]))[0], progress, extras)
 
 
-def explain_gradcam(model, inputs, target, params: GradCamParams, *, progress=None, cancel=None) -> Explanation:
+def explain_gradcam(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | None,
+    params: GradCamParams,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Explanation:
     """Grad-CAM map of one input: feature maps of a layer weighted by their mean gradient."""
     return _explain(model, inputs, target, params, progress, cancel, "gradcam", _gradcam_weights)
 
 
-def explain_gradcam_pp(model, inputs, target, params: GradCamParams, *, progress=None, cancel=None) -> Explanation:
+def explain_gradcam_pp(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | None,
+    params: GradCamParams,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Explanation:
     """Grad-CAM++ map of one input: feature maps weighted by positive gradients with per-position alphas."""
     return _explain(model, inputs, target, params, progress, cancel, "gradcam++", _gradcam_pp_weights)
 

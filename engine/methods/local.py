@@ -18,18 +18,19 @@ all the windows that cover it (0 where none does, possible only when the stride 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
-from engine.core.progress import resolve
+from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.io.blur import gaussian_blur
+from engine.methods._base import Setup, begin, finish
 from engine.methods._registry import MethodSpec, register
-from engine.models.outputs import OUTPUT_CHOICES, as_batch, check_target, logits_of, prediction, select_output
+from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
 from engine.runtime.batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, run_in_batches
 
 
@@ -117,103 +118,142 @@ def _check(params: LocalParams, height: int, width: int) -> int:
     return params.stride or params.window
 
 
-def explain(model, inputs, target, params: LocalParams, *, progress=None, cancel=None) -> Explanation:
+@dataclass(frozen=True)
+class _Windows:
+    """The windows as products of a row and a column membership matrix (n_rows x H and n_cols x W).
+
+    Perturbation i belongs to window i // per_window. Additive central differences need x + delta
+    and x - delta per window, stored next to each other (2w is +delta, 2w + 1 is -delta).
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    per_window: int
+
+    @classmethod
+    def build(cls, height: int, width: int, window: int, stride: int, per_window: int, device: torch.device) -> _Windows:
+        rows = _membership(window_starts(height, window, stride), window, height, device)
+        cols = _membership(window_starts(width, window, stride), window, width, device)
+        return cls(rows, cols, per_window)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.rows.shape[0], self.cols.shape[0]
+
+    @property
+    def count(self) -> int:
+        return self.rows.shape[0] * self.cols.shape[0]
+
+    @property
+    def perturbations(self) -> int:
+        return self.count * self.per_window
+
+    def masks(self, index: torch.Tensor) -> torch.Tensor:
+        """B x 1 x H x W mask of each perturbation's window, built by broadcasting, no loop."""
+        window_index = index // self.per_window
+        n_cols = self.cols.shape[0]
+        return (self.rows[window_index // n_cols][:, :, None] & self.cols[window_index % n_cols][:, None, :]).unsqueeze(1)
+
+
+def _perturb(x: torch.Tensor, index: torch.Tensor, windows: _Windows, baseline: torch.Tensor | None, delta: float) -> torch.Tensor:
+    """The perturbed images numbered ``index``: windows replaced by the baseline, or shifted by delta."""
+    mask = windows.masks(index)
+    if baseline is not None:
+        return torch.where(mask, baseline, x)
+    sign = 1.0 - 2.0 * (index % windows.per_window).to(x.dtype)  # +1, or -1 for the second of a central pair
+    return x + (delta * sign).view(-1, 1, 1, 1) * mask.to(x.dtype)
+
+
+def _batch_size(params: LocalParams, per_image: int, device: torch.device) -> tuple[int, int | None]:
+    """The batch size to start with and the memory budget (bytes, None if unknown) it was fitted to."""
+    budget = params.memory_budget_mb * 2**20 if params.memory_budget_mb else default_budget_bytes(device)
+    return batch_for_budget(params.batch_size or automatic_batch_size(device), per_image, budget), budget
+
+
+def _perturbed_outputs(model, x: torch.Tensor, target: int, windows: _Windows, params: LocalParams, batch_size: int, progress, cancel) -> tuple[torch.Tensor, int]:
+    """The target output of every perturbed image (float64), and the batch size that fitted."""
+    device = x.device
+    baseline = _baseline(x, params) if params.mode == "occlusion" else None
+    # Outputs are kept in float64; MPS has no float64, so there they are gathered on the CPU.
+    outputs = torch.empty(windows.perturbations, dtype=torch.float64, device=device if device.type != "mps" else "cpu")
+
+    def evaluate(start: int, stop: int) -> None:
+        batch = _perturb(x, torch.arange(start, stop, device=device), windows, baseline, params.delta)
+        outputs[start:stop] = select_output(_scores(model(_channels_last(batch))), target, params.output).to(outputs.device, outputs.dtype)
+
+    used = run_in_batches(
+        windows.perturbations,
+        batch_size,
+        evaluate,
+        cancel=cancel,
+        progress=progress,
+        message="perturbed images",
+        device=device,
+        progress_span=(0.01, 0.99),
+    )
+    return outputs, used
+
+
+def _window_values(outputs: torch.Tensor, f_x: float, windows: _Windows, params: LocalParams) -> torch.Tensor:
+    """n_rows x n_cols values, in float64 so that small finite differences keep their digits."""
+    out = outputs.double()
+    if params.mode == "occlusion":
+        values = f_x - out
+    else:
+        rows, cols = windows.rows.to(out.device).double(), windows.cols.to(out.device).double()
+        area = (rows.sum(1)[:, None] * cols.sum(1)[None, :]).reshape(-1)  # pixels per (cut-off) window
+        if params.central:
+            values = (out[0::2] - out[1::2]) / (2.0 * params.delta * area)
+        else:
+            values = (out - f_x) / (params.delta * area)
+    return values.view(*windows.grid)
+
+
+def _pixel_map(values: torch.Tensor, windows: _Windows) -> torch.Tensor:
+    """Each pixel's mean over the values of the windows covering it (0 where none does)."""
+    # sum = R^T V C and coverage = R^T 1 C, where R and C are the row and column membership
+    # matrices (windows are products of the two).
+    rows, cols = windows.rows.to(values.device).double(), windows.cols.to(values.device).double()
+    summed = rows.T @ values @ cols
+    coverage = rows.sum(0)[:, None] * cols.sum(0)[None, :]
+    return torch.where(coverage > 0, summed / coverage.clamp(min=1.0), torch.zeros_like(summed))
+
+
+def explain(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | None,
+    params: LocalParams,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Explanation:
     """Map of the change of the target output when each window of the input is perturbed."""
     progress, cancel = resolve(progress, cancel)
-    start_time = time.perf_counter()
-    x = as_batch(inputs).detach()
-    _, channels, height, width = x.shape
+    x = begin(inputs, progress, cancel, "forward")
+    height, width = x.shape[2:]
     stride = _check(params, height, width)
-    device = x.device
-    progress(0.0, "forward")
-    cancel.check()
+    per_window = 2 if (params.mode == "additive" and params.central) else 1
+    windows = _Windows.build(height, width, params.window, stride, per_window, x.device)
     with torch.inference_mode():
         raw, per_image = forward_with_memory_estimate(model, _channels_last(x))
-        logits = logits_of(raw)
-        predicted, probability = prediction(logits)
-        target = check_target(target, logits.shape[1])
-        target = predicted if target is None else target
-        f_x = select_output(_scores(logits), target, params.output)[0]
-        target_probability = float(torch.softmax(logits[0].float(), 0)[target])
-
-        row_starts, col_starts = window_starts(height, params.window, stride), window_starts(width, params.window, stride)
-        rows = _membership(row_starts, params.window, height, device)  # n_rows x H
-        cols = _membership(col_starts, params.window, width, device)  # n_cols x W
-        n_rows, n_cols = len(row_starts), len(col_starts)
-        n_windows = n_rows * n_cols
-        occlusion = params.mode == "occlusion"
-        baseline = _baseline(x, params) if occlusion else None
-        # Additive central differences need x + delta and x - delta per window, stored next to
-        # each other (perturbation 2w is +delta, 2w + 1 is -delta); otherwise one per window.
-        per_window = 2 if (not occlusion and params.central) else 1
-        total = n_windows * per_window
-        # Outputs are kept in float64; MPS has no float64, so there they are gathered on the CPU.
-        outputs = torch.empty(total, dtype=torch.float64, device=device if device.type != "mps" else "cpu")
-
-        def evaluate(begin: int, end: int) -> None:
-            index = torch.arange(begin, end, device=device)
-            window_index = index // per_window
-            # B x 1 x H x W mask of each perturbation's window, built by broadcasting, no loop.
-            mask = (rows[window_index // n_cols][:, :, None] & cols[window_index % n_cols][:, None, :]).unsqueeze(1)
-            if occlusion:
-                batch = torch.where(mask, baseline, x)
-            else:
-                sign = 1.0 - 2.0 * (index % per_window).to(x.dtype)  # +1, or -1 for the second of a central pair
-                batch = x + (params.delta * sign).view(-1, 1, 1, 1) * mask.to(x.dtype)
-            outputs[begin:end] = select_output(_scores(model(_channels_last(batch))), target, params.output).to(outputs.device, outputs.dtype)
-
-        budget = params.memory_budget_mb * 2**20 if params.memory_budget_mb else default_budget_bytes(device)
-        batch = batch_for_budget(params.batch_size or automatic_batch_size(device), per_image, budget)
-        used = run_in_batches(
-            total,
-            batch,
-            evaluate,
-            cancel=cancel,
-            progress=progress,
-            message="perturbed images",
-            device=device,
-            progress_span=(0.01, 0.99),
-        )
+        setup = Setup.from_logits(x, logits_of(raw), target)
+        f_x = float(select_output(_scores(setup.logits), setup.target, params.output)[0])
+        batch_size, budget = _batch_size(params, per_image, x.device)
+        outputs, used = _perturbed_outputs(model, x, setup.target, windows, params, batch_size, progress, cancel)
     cancel.check()
-
-    # Per-window values, in float64 so that small finite differences keep their digits.
-    out = outputs.double()
-    area = (rows.sum(1).double()[:, None] * cols.sum(1).double()[None, :]).reshape(-1)  # pixels per (cut-off) window
-    if occlusion:
-        values = float(f_x) - out
-    elif params.central:
-        values = (out[0::2] - out[1::2]) / (2.0 * params.delta * area)
-    else:
-        values = (out - float(f_x)) / (params.delta * area)
-    grid = values.view(n_rows, n_cols)
-    # Accumulate every window's value onto its pixels: sum = R^T V C and coverage = R^T 1 C, where
-    # R and C are the row and column membership matrices (windows are products of the two).
-    rows64, cols64 = rows.to(out.device).double(), cols.to(out.device).double()
-    summed = rows64.T @ grid @ cols64
-    coverage = rows64.sum(0)[:, None] * cols64.sum(0)[None, :]
-    local_map = torch.where(coverage > 0, summed / coverage.clamp(min=1.0), torch.zeros_like(summed))
-    progress(1.0, "done")
-    return Explanation(
-        map=local_map.float().cpu().numpy(),
-        method=SPEC.name,
-        params=params,
-        target=target,
-        predicted=predicted,
-        probability=probability,
-        target_probability=target_probability,
-        device=str(device),
-        elapsed_s=time.perf_counter() - start_time,
-        extras={
-            "forward_passes": total + 1,
-            "windows": n_windows,
-            "batch_size_used": used,
-            "memory_per_image_mb": per_image / 2**20,
-            "memory_budget_mb": None if budget is None else budget / 2**20,
-            "window_values": grid.float().cpu().numpy(),
-            "f_x": float(f_x),
-            "stride": stride,
-        },
-    )
+    values = _window_values(outputs, f_x, windows, params)
+    extras = {
+        "forward_passes": windows.perturbations + 1,
+        "windows": windows.count,
+        "batch_size_used": used,
+        "memory_per_image_mb": per_image / 2**20,
+        "memory_budget_mb": None if budget is None else budget / 2**20,
+        "window_values": values.float().cpu().numpy(),
+        "f_x": f_x,
+        "stride": stride,
+    }
+    return finish(setup, SPEC.name, params, _pixel_map(values, windows), progress, extras)
 
 
 SPEC = register(

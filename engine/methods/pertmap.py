@@ -15,20 +15,19 @@ the map is ``w_max - w`` averaged over channels.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
-from engine.core.progress import resolve
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.methods._base import OPTIMIZERS, apply_gradients, begin, finish, predict, report_step
 from engine.methods._registry import MethodSpec, register
-from engine.models.outputs import as_batch, check_target, logits_of, prediction
+from engine.models.outputs import logits_of
 from engine.runtime.batching import is_out_of_memory
-
-OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,95 @@ def _penalty(logits: torch.Tensor, target: int, margin: str) -> torch.Tensor:
     return hinge.sum(dim=1).mean() / logits.shape[1]
 
 
-def explain(model, inputs, target, params: PertmapParams, *, progress=None, cancel=None) -> Explanation:
+class _Trace:
+    """J and its two terms, and the changed-decision fraction, at the recorded steps."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.rows: list[list[float]] = []
+
+    def record(self, step: int, objective: torch.Tensor, mean_w: torch.Tensor, penalty: torch.Tensor, changed: torch.Tensor) -> float:
+        """Keep one step's values and return its objective."""
+        # One transfer from the device for the four values.
+        row = torch.stack([objective.detach().float(), mean_w.detach().float(), penalty.detach().float(), changed]).cpu().tolist()
+        self.steps.append(step)
+        self.rows.append(row)
+        return row[0]
+
+    def extras(self) -> dict[str, list]:
+        columns = ("objective", "mean_w", "penalty", "changed_fraction")
+        return {"steps": self.steps, **{name: [row[i] for row in self.rows] for i, name in enumerate(columns)}}
+
+
+def _objective(model, x, target: int, w, noise, bounds, params: PertmapParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """J = mean_w - lam * penalty on one batch of noisy copies of x; returns J, mean_w, penalty and the logits."""
+    # One random draw per step, in place on the device (global RNG, seeded by the caller).
+    noise.uniform_(-1.0, 1.0)
+    w_full = _upsample(w, params.patch, *x.shape[2:])
+    perturbed = torch.addcmul(x, noise, w_full)
+    if bounds is not None:
+        perturbed = torch.clamp(perturbed, bounds[0], bounds[1])
+    logits = logits_of(model(perturbed)).float()
+    penalty = _penalty(logits, target, params.margin)
+    mean_w = w_full.mean()
+    return mean_w - params.lam * penalty, mean_w, penalty, logits
+
+
+def _halved(batch_size: int, device: torch.device) -> int:
+    """The batch size to retry with after running out of memory."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if batch_size == 1:
+        raise UserError(f"out of memory on {device} even with a batch of one; try the CPU or a smaller input") from None
+    return max(1, batch_size // 2)
+
+
+def _optimise(model, x: torch.Tensor, target: int, params: PertmapParams, progress, cancel) -> tuple[torch.Tensor, _Trace, int]:
+    """Projected stochastic gradient ascent on J; returns w (one per patch), the trace and the batch size that fitted."""
+    bounds = _clip_bounds(x, params)
+    grid = (x.shape[1], math.ceil(x.shape[2] / params.patch), math.ceil(x.shape[3] / params.patch))
+    w = torch.full(grid, params.w_init, dtype=x.dtype, device=x.device, requires_grad=True)
+    optimizer = OPTIMIZERS[params.optimizer]([w], lr=params.lr)
+    # The gradient is taken on J times the number of variables: the same optimum, but the
+    # mean(w) term then pushes each variable with a gradient of about 1, so that lr means
+    # "half-width gained per step" for sgd as it does for adam (rmsprop and adam are scale-free).
+    scale = float(w.numel())
+    noise = torch.empty((params.batch_size, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    trace = _Trace()
+    step = 0
+    with torch.enable_grad():
+        while step < params.steps:
+            cancel.check()
+            try:
+                objective, mean_w, penalty, logits = _objective(model, x, target, w, noise, bounds, params)
+                (grad,) = torch.autograd.grad(-objective * scale, w)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                noise = noise[: _halved(noise.shape[0], x.device)]
+                continue
+            apply_gradients(optimizer, [w], [grad])
+            with torch.no_grad():
+                w.clamp_(0.0, params.w_max)  # the projection of the projected gradient method
+            value = None
+            # Only recorded steps report their objective: reading it waits for the device.
+            if step % params.record_every == 0 or step == params.steps - 1:
+                changed = (logits.detach().argmax(dim=1) != target).float().mean()
+                value = trace.record(step, objective, mean_w, penalty, changed)
+            step += 1
+            report_step(progress, step, params.steps, value)
+    return w.detach(), trace, noise.shape[0]
+
+
+def explain(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | None,
+    params: PertmapParams,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Explanation:
     """Invariant-perturbation map of one input: w_max minus the channel mean of the optimised half-widths.
 
     Each step draws ``batch_size`` noise images with one in-place uniform draw on the device, runs
@@ -85,103 +172,22 @@ def explain(model, inputs, target, params: PertmapParams, *, progress=None, canc
     (J and its two terms, J = mean_w - lam * penalty, estimated on that step's batch with w as it
     was before that step's update), ``changed_fraction`` (share of that batch whose top class is
     not the target), ``w`` (final half-widths, C x H x W) and ``batch_size`` (after any halving
-    for lack of memory).
+    for lack of memory). Each recorded step's progress report carries its J as an
+    :class:`~engine.core.progress.ObjectiveValue` whose ``step`` counts the steps done, so recorded
+    step s arrives as step s + 1.
     """
     progress, cancel = resolve(progress, cancel)
-    start = time.perf_counter()
-    x = as_batch(inputs).detach()
-    device = x.device
-    _, channels, height, width = x.shape
-    progress(0.0, "predicting")
-    cancel.check()
+    x = begin(inputs, progress, cancel, "predicting")
     if params.w_init > params.w_max:
         raise UserError(f"w_init ({params.w_init}) must not exceed w_max ({params.w_max})")
-    with torch.inference_mode():
-        logits0 = logits_of(model(x)).detach().float()
-    predicted, probability = prediction(logits0)
-    target = check_target(target, logits0.shape[1])
-    target = predicted if target is None else target
-    target_probability = float(torch.softmax(logits0[0].detach(), 0)[target])
-    bounds = _clip_bounds(x, params)
-
-    grid = (channels, math.ceil(height / params.patch), math.ceil(width / params.patch))
-    w = torch.full(grid, params.w_init, dtype=x.dtype, device=device, requires_grad=True)
-    optimizer = OPTIMIZERS[params.optimizer]([w], lr=params.lr)
-    # The gradient is taken on J times the number of variables: the same optimum, but the
-    # mean(w) term then pushes each variable with a gradient of about 1, so that lr means
-    # "half-width gained per step" for sgd as it does for adam (rmsprop and adam are scale-free).
-    scale = float(w.numel())
-    batch_size = params.batch_size
-    noise = torch.empty((batch_size, channels, height, width), dtype=x.dtype, device=device)
-    records: list[torch.Tensor] = []
-    recorded_steps: list[int] = []
-
-    step = 0
-    with torch.enable_grad():
-        while step < params.steps:
-            cancel.check()
-            record = step % params.record_every == 0 or step == params.steps - 1
-            try:
-                # One random draw per step, in place on the device (global RNG, seeded by the caller).
-                noise.uniform_(-1.0, 1.0)
-                w_full = _upsample(w, params.patch, height, width)
-                perturbed = torch.addcmul(x, noise, w_full)
-                if bounds is not None:
-                    perturbed = torch.clamp(perturbed, bounds[0], bounds[1])
-                logits = logits_of(model(perturbed)).float()
-                penalty = _penalty(logits, target, params.margin)
-                mean_w = w_full.mean()
-                objective = mean_w - params.lam * penalty
-                (grad,) = torch.autograd.grad(-objective * scale, w)
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if batch_size == 1:
-                    raise UserError(f"out of memory on {device} even with a batch of one; try the CPU or a smaller input") from None
-                batch_size = max(1, batch_size // 2)
-                noise = noise[:batch_size]
-                continue
-            w.grad = grad
-            optimizer.step()
-            with torch.no_grad():
-                w.clamp_(0.0, params.w_max)  # the projection of the projected gradient method
-            if record:
-                # Kept on the device: no synchronisation inside the loop.
-                changed = (logits.detach().argmax(dim=1) != target).float().mean()
-                records.append(torch.stack([objective.detach().float(), mean_w.detach().float(), penalty.detach().float(), changed]))
-                recorded_steps.append(step)
-            step += 1
-            progress(step / (params.steps + 1), f"step {step}/{params.steps}")
-
-    w.grad = None
+    setup = predict(model, x, target)
+    w, trace, batch_size = _optimise(model, x, setup.target, params, progress, cancel)
     with torch.no_grad():
-        w_full = _upsample(w.detach(), params.patch, height, width)
+        w_full = _upsample(w, params.patch, *x.shape[2:])
         # Mean of (w_max - w) rather than w_max - mean(w): exactly 0 where every channel is saturated.
         relevance = (params.w_max - w_full).mean(dim=0)
-    table = torch.stack(records).cpu().tolist() if records else []
-    progress(1.0, "done")
-    return Explanation(
-        map=relevance.float().cpu().numpy(),
-        method=SPEC.name,
-        params=params,
-        target=target,
-        predicted=predicted,
-        probability=probability,
-        target_probability=target_probability,
-        device=str(device),
-        elapsed_s=time.perf_counter() - start,
-        extras={
-            "steps": recorded_steps,
-            "objective": [row[0] for row in table],
-            "mean_w": [row[1] for row in table],
-            "penalty": [row[2] for row in table],
-            "changed_fraction": [row[3] for row in table],
-            "w": w_full.float().cpu().numpy(),
-            "batch_size": batch_size,
-        },
-    )
+    extras = {**trace.extras(), "w": w_full.float().cpu().numpy(), "batch_size": batch_size}
+    return finish(setup, SPEC.name, params, relevance, progress, extras)
 
 
 SPEC = register(

@@ -17,7 +17,9 @@ batches under ``torch.inference_mode()`` with ``run_in_batches`` (halving on out
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -125,6 +127,60 @@ def _scores(output, target: int, kind: str) -> torch.Tensor:
     return select_output(logits, target, kind)
 
 
+def _check_settings(curves: tuple[str, ...], steps: Any, n_pixels: int, output: str) -> tuple[tuple[str, ...], int]:
+    """The curves and step count, checked against the image's pixel count."""
+    curves = tuple(curves)
+    if not curves or any(c not in CURVES for c in curves) or len(set(curves)) != len(curves):
+        raise UserError(f"curves must name deletion and/or insertion, not {', '.join(map(str, curves)) or 'nothing'}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= n_pixels:
+        raise UserError(f"steps must be an integer from 1 to the number of pixels ({n_pixels}), not {steps}")
+    if output not in OUTPUT_CHOICES:
+        raise UserError(f"unknown output '{output}'; choose one of {', '.join(OUTPUT_CHOICES)}")
+    return curves, int(steps)
+
+
+def _importance_rank(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    """rank[i, j] = position of pixel (i, j) in the importance order (0 = most important)."""
+    height, width = values.shape
+    order = np.argsort(-values.ravel(), kind="stable")
+    rank = np.empty(height * width, dtype=np.int64)
+    rank[order] = np.arange(height * width)
+    return torch.from_numpy(rank).view(height, width).to(device)
+
+
+def _curve_scores(
+    module: nn.Module,
+    x: torch.Tensor,
+    base: torch.Tensor,
+    rank: torch.Tensor,
+    steps: int,
+    curves: tuple[str, ...],
+    score: Callable[[Any], torch.Tensor],
+    batch_size: int,
+    progress: ProgressFn,
+    cancel: CancelToken,
+) -> tuple[np.ndarray, int]:
+    """The target's score at every step of every curve (curves x (steps + 1)) and the batch size that worked."""
+    device = x.device
+    _, _, height, width = x.shape
+    counts = torch.from_numpy(step_counts(height * width, steps)).to(device)
+    points = steps + 1
+    insertion_row = torch.tensor([c == "insertion" for c in curves], device=device)
+    total = points * len(curves)
+    scores = torch.empty(total, dtype=torch.float64)  # on the CPU: MPS has no float64
+
+    def evaluate(begin: int, end: int) -> None:
+        index = torch.arange(begin, end, device=device)
+        changed = rank[None] < counts[index % points][:, None, None]  # B x H x W: the top-k pixels
+        # Deletion puts the baseline on the changed pixels; insertion puts the image there.
+        from_baseline = (changed ^ insertion_row[index // points][:, None, None]).unsqueeze(1)
+        batch = torch.where(from_baseline, base, x)
+        scores[begin:end] = score(module(batch)).cpu()
+
+    used = run_in_batches(total, batch_size, evaluate, cancel=cancel, progress=progress, message="perturbed images", device=device, progress_span=(0.02, 0.99))
+    return scores.numpy().reshape(len(curves), points), used
+
+
 def deletion_insertion(
     model: nn.Module | LoadedModel,
     inputs: torch.Tensor,
@@ -158,15 +214,8 @@ def deletion_insertion(
         raise UserError(f"the map is {values.shape[0]} x {values.shape[1]} but the image is {height} x {width}; they must match")
     if absolute:
         values = np.abs(values)
-    curves = tuple(curves)
-    if not curves or any(c not in CURVES for c in curves) or len(set(curves)) != len(curves):
-        raise UserError(f"curves must name deletion and/or insertion, not {', '.join(map(str, curves)) or 'nothing'}")
     n_pixels = height * width
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= n_pixels:
-        raise UserError(f"steps must be an integer from 1 to the number of pixels ({n_pixels}), not {steps}")
-    if output not in OUTPUT_CHOICES:
-        raise UserError(f"unknown output '{output}'; choose one of {', '.join(OUTPUT_CHOICES)}")
-    steps = int(steps)
+    curves, steps = _check_settings(curves, steps, n_pixels, output)
 
     progress(0.0, "forward")
     cancel.check()
@@ -177,41 +226,11 @@ def deletion_insertion(
         target = int(torch.argmax(logits[0])) if target is None else target
         original_score = float(_scores(logits, target, output)[0])
         baseline_score = float(_scores(module(base), target, output)[0])
-
-        # rank[i, j] = position of pixel (i, j) in the importance order (0 = most important).
-        order = np.argsort(-values.ravel(), kind="stable")
-        rank = np.empty(n_pixels, dtype=np.int64)
-        rank[order] = np.arange(n_pixels)
-        rank = torch.from_numpy(rank).view(height, width).to(device)
-        counts = torch.from_numpy(step_counts(n_pixels, steps)).to(device)
-        points = steps + 1
-        insertion_row = torch.tensor([c == "insertion" for c in curves], device=device)
-        total = points * len(curves)
-        scores = torch.empty(total, dtype=torch.float64)  # on the CPU: MPS has no float64
-
-        def evaluate(begin: int, end: int) -> None:
-            index = torch.arange(begin, end, device=device)
-            changed = rank[None] < counts[index % points][:, None, None]  # B x H x W: the top-k pixels
-            # Deletion puts the baseline on the changed pixels; insertion puts the image there.
-            from_baseline = (changed ^ insertion_row[index // points][:, None, None]).unsqueeze(1)
-            batch = torch.where(from_baseline, base, x)
-            scores[begin:end] = _scores(module(batch), target, output).cpu()
-
-        used = run_in_batches(
-            total,
-            batch_size,
-            evaluate,
-            cancel=cancel,
-            progress=progress,
-            message="perturbed images",
-            device=device,
-            progress_span=(0.02, 0.99),
-        )
+        scores, used = _curve_scores(module, x, base, _importance_rank(values, device), steps, curves, partial(_scores, target=target, kind=output), batch_size, progress, cancel)
     cancel.check()
 
     fractions = step_counts(n_pixels, steps) / n_pixels
-    values_by_curve = scores.numpy().reshape(len(curves), points)
-    result = {kind: Curve(kind, fractions, values_by_curve[i], trapezoid_auc(fractions, values_by_curve[i])) for i, kind in enumerate(curves)}
+    result = {kind: Curve(kind, fractions, scores[i], trapezoid_auc(fractions, scores[i])) for i, kind in enumerate(curves)}
     progress(1.0, "done")
     return FaithfulnessResult(
         target=target,
@@ -224,7 +243,7 @@ def deletion_insertion(
         deletion=result.get("deletion"),
         insertion=result.get("insertion"),
         batch_size_used=used,
-        forward_passes=total + 2,
+        forward_passes=scores.size + 2,
         device=str(device),
         elapsed_s=time.perf_counter() - start_time,
     )

@@ -225,52 +225,32 @@ def _verdict(method: str, steps: list[SanityStep], threshold: float) -> tuple[fl
     return final, True, text
 
 
-def cascading_randomisation(
-    model: nn.Module | LoadedModel,
-    inputs: torch.Tensor,
-    explain_fn: ExplainFn,
-    *,
-    threshold: float = 0.5,
-    group: str = "module",
-    max_layers: int | None = None,
-    layers: list[list[str]] | None = None,
-    seed: int = 0,
-    keep_maps: bool = False,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> SanityReport:
-    """Adebayo et al.'s cascading randomisation test of one map function on one input.
-
-    ``explain_fn(model) -> H x W map`` is called on a deep copy of the model (the original is never
-    touched): first intact, then after each step of the cascade (``layers`` or, by default,
-    :func:`parameter_layers`). The method passes when, with every step randomised, the larger of
-    |Spearman| and Spearman-of-magnitudes is at most ``threshold``. ``inputs`` is the image for the
-    dry run that finds the execution order.
-    """
-    progress, cancel = resolve(progress, cancel)
-    start_time = time.perf_counter()
-    module = model.module if isinstance(model, LoadedModel) else model
-    if not 0 <= threshold <= 1:
-        raise UserError(f"the correlation threshold must be in [0, 1], not {threshold}")
-    working = copy.deepcopy(module)
-    order, unused = _execution_order(working, inputs)
+def _cascade_steps(working: nn.Module, order: list[str], layers: list[list[str]] | None, group: str, max_layers: int | None) -> list[list[str]]:
+    """The steps to randomise: the given ``layers`` (checked against the model) or those of :func:`parameter_layers`."""
     if layers is None:
-        steps_layers = _group_steps(order, group, max_layers)
-    else:
-        named = dict(working.named_modules())
-        missing = [name for step in layers for name in step if name not in named]
-        if missing or not layers:
-            raise UserError(f"the model has no layer(s) {', '.join(missing)}" if missing else "the list of layers to randomise is empty")
-        steps_layers = _merge([list(step) for step in layers], max_layers)
+        return _group_steps(order, group, max_layers)
+    named = dict(working.named_modules())
+    missing = [name for step in layers for name in step if name not in named]
+    if missing or not layers:
+        raise UserError(f"the model has no layer(s) {', '.join(missing)}" if missing else "the list of layers to randomise is empty")
+    return _merge([list(step) for step in layers], max_layers)
+
+
+def _run_cascade(
+    working: nn.Module,
+    explain_fn: ExplainFn,
+    original: np.ndarray,
+    steps_layers: list[list[str]],
+    order: list[str],
+    seed: int,
+    keep_maps: bool,
+    progress: ProgressFn,
+    cancel: CancelToken,
+) -> tuple[list[SanityStep], list[np.ndarray]]:
+    """Randomise ``working`` step by step (in place), comparing each new map with the original."""
     modules = dict(working.named_modules())
     n_owners = len(order) or 1
-    method = getattr(explain_fn, "method", getattr(explain_fn, "__name__", type(explain_fn).__name__))
     total = len(steps_layers) + 1
-
-    progress(0.0, "original map")
-    cancel.check()
-    original = as_map(explain_fn(working), "original map")
-    progress(1 / total, "original map")
     device = model_device(working)
     devices = [device.index or 0] if device.type == "cuda" else []
     results: list[SanityStep] = []
@@ -300,6 +280,46 @@ def cascading_randomisation(
             )
         )
         progress((index + 2) / total, f"randomised {index + 1}/{len(steps_layers)}: {', '.join(step)}")
+    return results, maps
+
+
+def cascading_randomisation(
+    model: nn.Module | LoadedModel,
+    inputs: torch.Tensor,
+    explain_fn: ExplainFn,
+    *,
+    threshold: float = 0.5,
+    group: str = "module",
+    max_layers: int | None = None,
+    layers: list[list[str]] | None = None,
+    seed: int = 0,
+    keep_maps: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> SanityReport:
+    """Adebayo et al.'s cascading randomisation test of one map function on one input.
+
+    ``explain_fn(model) -> H x W map`` is called on a deep copy of the model (the original is never
+    touched): first intact, then after each step of the cascade (``layers`` or, by default,
+    :func:`parameter_layers`). The method passes when, with every step randomised, the larger of
+    |Spearman| and Spearman-of-magnitudes is at most ``threshold``. ``inputs`` is the image for the
+    dry run that finds the execution order.
+    """
+    progress, cancel = resolve(progress, cancel)
+    start_time = time.perf_counter()
+    module = model.module if isinstance(model, LoadedModel) else model
+    if not 0 <= threshold <= 1:
+        raise UserError(f"the correlation threshold must be in [0, 1], not {threshold}")
+    working = copy.deepcopy(module)
+    order, unused = _execution_order(working, inputs)
+    steps_layers = _cascade_steps(working, order, layers, group, max_layers)
+    method = getattr(explain_fn, "method", getattr(explain_fn, "__name__", type(explain_fn).__name__))
+
+    progress(0.0, "original map")
+    cancel.check()
+    original = as_map(explain_fn(working), "original map")
+    progress(1 / (len(steps_layers) + 1), "original map")
+    results, maps = _run_cascade(working, explain_fn, original, steps_layers, order, seed, keep_maps, progress, cancel)
     if np.ptp(original) == 0:
         final, passed, verdict = None, None, "NOT JUDGED: the original map is constant, so rank correlations are undefined"
     else:

@@ -3,7 +3,6 @@ or on the ultrasound phantom, with a seeded split, augmentation, progress and ca
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.core.errors import UserError
-from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.core.jsonable import dumps
+from engine.core.progress import CancelToken, EpochLosses, ProgressFn, resolve
 from engine.demo.catalogue import DEMO_RECIPES
 from engine.demo.phantom import CLASSES, generate
 from engine.io.images import read_image, scan_inputs
@@ -86,7 +86,7 @@ class ImageTrainResult:
             weights.parent.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
             save_file(state, str(weights))
-            sidecar.write_text(json.dumps(self.meta(), indent=2), encoding="utf-8")
+            sidecar.write_text(dumps(self.meta()), encoding="utf-8")
         except OSError as exc:
             raise UserError(f"cannot save the model to {weights}: {exc}") from None
         return weights, sidecar
@@ -223,7 +223,9 @@ def train_image_model(
             if val_accuracy >= best_accuracy:
                 best_accuracy = val_accuracy
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            progress((epoch + 1) / config.epochs * 0.98, f"epoch {epoch + 1}/{config.epochs}: loss {history['train_loss'][-1]:.3f}, validation accuracy {val_accuracy:.3f}")
+            # Model selection here is by validation accuracy; no validation loss is computed, so none is reported.
+            losses = EpochLosses(epoch + 1, config.epochs, history["train_loss"][-1])
+            progress((epoch + 1) / config.epochs * 0.98, f"epoch {epoch + 1}/{config.epochs}: loss {losses.loss:.3f}, validation accuracy {val_accuracy:.3f}", losses)
     model.load_state_dict(best_state)
     model.eval()
     probabilities = _predict(model, images[test_rows], preprocess, device)

@@ -8,6 +8,7 @@ import torch
 
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn
+from engine.runtime.device import cpu_memory_bytes
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -69,14 +70,7 @@ def available_memory_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return cpu_memory_bytes()[1]
 
 
 def default_budget_bytes(device: torch.device) -> int | None:

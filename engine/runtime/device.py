@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import platform
 import re
+import sys
 from dataclasses import asdict, dataclass
 
+import psutil
 import torch
 
 from engine.core.errors import UserError
@@ -71,29 +74,25 @@ def select_device(spec: str | torch.device | None = "auto") -> torch.device:
 
 
 def cpu_name() -> str:
-    """The processor's model name, as the OS reports it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
+    """The processor's model name: /proc/cpuinfo on Linux (best effort), else what ``platform`` knows."""
+    if sys.platform.startswith("linux"):
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as handle:
+                for line in handle:
+                    if line.startswith("model name"):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            pass  # a container may hide /proc; the platform module still knows the architecture
     return platform.processor() or platform.machine() or "CPU"
 
 
-def _cpu_memory() -> tuple[int | None, int | None]:
+def cpu_memory_bytes() -> tuple[int | None, int | None]:
+    """(total, available) RAM from psutil, which knows it on Linux, Windows and macOS alike."""
     try:
-        values = {}
-        with open("/proc/meminfo", encoding="utf-8") as handle:
-            for line in handle:
-                key, rest = line.split(":", 1)
-                values[key] = int(rest.split()[0]) * 1024
-        return values.get("MemTotal"), values.get("MemAvailable")
-    except (OSError, ValueError):
+        memory = psutil.virtual_memory()
+    except (OSError, RuntimeError):  # a sandbox that hides the figures: report them as unknown
         return None, None
+    return int(memory.total), int(memory.available)
 
 
 def describe_device(device: torch.device) -> DeviceInfo:
@@ -108,7 +107,7 @@ def describe_device(device: torch.device) -> DeviceInfo:
         return DeviceInfo(f"cuda:{index}", "cuda", props.name, total, free)
     if device.type == "mps":
         return DeviceInfo("mps", "mps", "Apple MPS")
-    total, free = _cpu_memory()
+    total, free = cpu_memory_bytes()
     return DeviceInfo("cpu", "cpu", cpu_name(), total, free)
 
 

@@ -3,10 +3,12 @@ confidence intervals and a convergence view. SALib is the reference; no estimato
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -14,10 +16,28 @@ from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn, resolve
 
 MIN_CONVERGENCE_N = 2**8
+_INDEX_ARRAYS = ("S1", "S1_conf", "ST", "ST_conf", "S2", "S2_conf")
+_CONVERGENCE_KEYS = ("S1", "ST", "S1_conf", "ST_conf")
+
+
+def _as_list(array: np.ndarray | None) -> list | None:
+    # NaN stays NaN here; engine.core.jsonable turns it into null when the dict becomes JSON.
+    return None if array is None else np.asarray(array, dtype=np.float64).tolist()
+
+
+def _as_array(values: list | None) -> np.ndarray | None:
+    # numpy reads None as NaN in a float array, so a JSON null comes back as the NaN it was.
+    return None if values is None else np.array(values, dtype=np.float64)
+
+
+def _as_floats(values: list) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
 
 
 @dataclass
 class SobolResult:
+    """Sobol indices with their confidence half-widths, timings, the convergence view and notes."""
+
     names: list[str]
     S1: np.ndarray
     S1_conf: np.ndarray
@@ -37,6 +57,8 @@ class SobolResult:
     convergence: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problem: dict = field(default_factory=dict)
+    output_name: str = "the output"  # what the model output is, e.g. "P(type = Yes)"
+    distribution: str = ""  # the input distribution's name, when the caller built it from data
 
     @property
     def total_s(self) -> float:
@@ -47,29 +69,55 @@ class SobolResult:
         values = self.ST if by == "ST" else self.S1
         return [self.names[i] for i in np.argsort(-values, kind="stable")]
 
-    def to_dict(self) -> dict:
-        def clean(array):
-            if array is None:
-                return None
-            return [None if not np.isfinite(v) else float(v) for v in np.asarray(array, dtype=float).ravel()] if np.ndim(array) == 1 else [clean(row) for row in array]
-
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (NaN kept; engine.core.jsonable makes it strict JSON); :meth:`from_dict` reads it back."""
         return {
             "names": list(self.names),
-            "S1": clean(self.S1),
-            "S1_conf": clean(self.S1_conf),
-            "ST": clean(self.ST),
-            "ST_conf": clean(self.ST_conf),
-            "S2": clean(self.S2),
-            "S2_conf": clean(self.S2_conf),
-            "n": self.n,
-            "n_evaluations": self.n_evaluations,
-            "second_order": self.second_order,
-            "seed": self.seed,
-            "conf_level": self.conf_level,
+            **{key: _as_list(getattr(self, key)) for key in _INDEX_ARRAYS},
+            "n": int(self.n),
+            "n_evaluations": int(self.n_evaluations),
+            "second_order": bool(self.second_order),
+            "seed": int(self.seed),
+            "conf_level": float(self.conf_level),
             "timings_s": {"sampling": self.sampling_s, "evaluation": self.evaluation_s, "analysis": self.analysis_s, "total": self.total_s, "convergence": self.convergence_s},
-            "convergence": self.convergence,
-            "notes": self.notes,
+            "convergence": [{"n": int(step["n"]), **{key: _as_list(step[key]) for key in _CONVERGENCE_KEYS}} for step in self.convergence],
+            "notes": list(self.notes),
+            "problem": copy.deepcopy(self.problem),
+            "output_name": self.output_name,
+            "distribution": self.distribution,
         }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> SobolResult:
+        """The result :meth:`to_dict` described, also after a trip through JSON (null reads as NaN).
+
+        Keys added since the first sessions (problem, output_name, ...) fall back to the defaults.
+        Raises KeyError, TypeError or ValueError when the record is damaged.
+        """
+        timings = record.get("timings_s") or {}
+        return cls(
+            names=[str(name) for name in record["names"]],
+            S1=_as_array(record["S1"]),
+            S1_conf=_as_array(record["S1_conf"]),
+            ST=_as_array(record["ST"]),
+            ST_conf=_as_array(record["ST_conf"]),
+            S2=_as_array(record.get("S2")),
+            S2_conf=_as_array(record.get("S2_conf")),
+            n=int(record["n"]),
+            n_evaluations=int(record.get("n_evaluations", 0)),
+            second_order=bool(record.get("second_order", False)),
+            sampling_s=float(timings.get("sampling", 0.0)),
+            evaluation_s=float(timings.get("evaluation", 0.0)),
+            analysis_s=float(timings.get("analysis", 0.0)),
+            convergence_s=float(timings.get("convergence", 0.0)),
+            seed=int(record.get("seed", 0)),
+            conf_level=float(record.get("conf_level", 0.95)),
+            convergence=[{"n": int(step["n"]), **{key: _as_floats(step[key]) for key in _CONVERGENCE_KEYS}} for step in record.get("convergence") or []],
+            notes=[str(note) for note in record.get("notes") or []],
+            problem=copy.deepcopy(record.get("problem") or {}),
+            output_name=str(record.get("output_name", "the output")),
+            distribution=str(record.get("distribution", "")),
+        )
 
 
 def power_of_two(n: int) -> tuple[int, str | None]:
@@ -96,6 +144,40 @@ def _check_problem(problem: dict) -> dict:
         if dist == "unif" and not b[0] < b[1]:
             raise UserError(f"input '{name}' has bounds {b}: the lower bound must be below the upper")
     return checked
+
+
+def _evaluate(fn: Callable[[np.ndarray], np.ndarray], samples: np.ndarray, batch_rows: int, progress: ProgressFn, cancel: CancelToken) -> np.ndarray:
+    """``fn`` over every sample row, ``batch_rows`` at a time; refuses outputs Sobol indices cannot use."""
+    outputs = np.empty(len(samples), dtype=np.float64)
+    for low in range(0, len(samples), batch_rows):
+        cancel.check()
+        high = min(len(samples), low + batch_rows)
+        values = np.asarray(fn(samples[low:high]), dtype=np.float64).reshape(-1)
+        if values.shape[0] != high - low:
+            raise UserError(f"the model returned {values.shape[0]} outputs for {high - low} rows")
+        outputs[low:high] = values
+        progress(0.05 + 0.6 * high / len(samples), f"evaluating {high}/{len(samples)}")
+    if not np.isfinite(outputs).all():
+        raise UserError("the model returned NaN or infinite outputs on some samples")
+    if np.ptp(outputs) == 0:
+        raise UserError("the output is constant over the whole input space, so every Sobol index is undefined")
+    return outputs
+
+
+def _convergence(sobol: SobolResult, outputs: np.ndarray, analyse: Callable[[np.ndarray], dict], progress: ProgressFn, cancel: CancelToken) -> None:
+    """Fill ``sobol.convergence`` with the indices at N = 256, 512, ... up to the result's own N."""
+    start = time.perf_counter()
+    # The first N' base points of a scrambled Sobol sequence are themselves balanced when N' is a
+    # power of two, so the leading rows of the Saltelli design are a valid smaller design.
+    rows_per_point = len(outputs) // sobol.n
+    sizes = [2**k for k in range(int(math.log2(MIN_CONVERGENCE_N)), int(math.log2(sobol.n)))]
+    for index, size in enumerate(sizes):
+        cancel.check()
+        part = analyse(outputs[: size * rows_per_point])
+        sobol.convergence.append({"n": size, **{key: part[key].tolist() for key in _CONVERGENCE_KEYS}})
+        progress(0.7 + 0.3 * (index + 1) / max(1, len(sizes)), f"convergence N = {size}")
+    sobol.convergence.append({"n": sobol.n, **{key: getattr(sobol, key).tolist() for key in _CONVERGENCE_KEYS}})
+    sobol.convergence_s = time.perf_counter() - start
 
 
 def sobol_indices(
@@ -125,7 +207,6 @@ def sobol_indices(
     if not 0 < conf_level < 1:
         raise UserError(f"the confidence level must be between 0 and 1, not {conf_level}")
     n, note = power_of_two(n)
-    notes = [note] if note else []
     progress(0.0, "sampling")
     start = time.perf_counter()
     samples = sobol_sample.sample(problem, n, calc_second_order=second_order, scramble=True, seed=seed)
@@ -133,24 +214,15 @@ def sobol_indices(
     cancel.check()
 
     start = time.perf_counter()
-    outputs = np.empty(len(samples), dtype=np.float64)
-    for low in range(0, len(samples), batch_rows):
-        cancel.check()
-        high = min(len(samples), low + batch_rows)
-        values = np.asarray(fn(samples[low:high]), dtype=np.float64).reshape(-1)
-        if values.shape[0] != high - low:
-            raise UserError(f"the model returned {values.shape[0]} outputs for {high - low} rows")
-        outputs[low:high] = values
-        progress(0.05 + 0.6 * high / len(samples), f"evaluating {high}/{len(samples)}")
+    outputs = _evaluate(fn, samples, batch_rows, progress, cancel)
     evaluation_s = time.perf_counter() - start
-    if not np.isfinite(outputs).all():
-        raise UserError("the model returned NaN or infinite outputs on some samples")
-    if np.ptp(outputs) == 0:
-        raise UserError("the output is constant over the whole input space, so every Sobol index is undefined")
+
+    def analyse(values: np.ndarray) -> dict:
+        return sobol_analyze.analyze(problem, values, calc_second_order=second_order, num_resamples=num_resamples, conf_level=conf_level, seed=seed)
 
     start = time.perf_counter()
     cancel.check()
-    result = sobol_analyze.analyze(problem, outputs, calc_second_order=second_order, num_resamples=num_resamples, conf_level=conf_level, seed=seed)
+    result = analyse(outputs)
     analysis_s = time.perf_counter() - start
     sobol = SobolResult(
         names=problem["names"],
@@ -168,21 +240,10 @@ def sobol_indices(
         analysis_s=analysis_s,
         seed=seed,
         conf_level=conf_level,
-        notes=notes,
+        notes=[note] if note else [],
         problem=problem,
     )
     if convergence:
-        start = time.perf_counter()
-        # The first N' base points of a scrambled Sobol sequence are themselves balanced when N' is a
-        # power of two, so the leading rows of the Saltelli design are a valid smaller design.
-        rows_per_point = len(samples) // n
-        sizes = [2**k for k in range(int(math.log2(MIN_CONVERGENCE_N)), int(math.log2(n)))]
-        for index, size in enumerate(sizes):
-            cancel.check()
-            part = sobol_analyze.analyze(problem, outputs[: size * rows_per_point], calc_second_order=second_order, num_resamples=num_resamples, conf_level=conf_level, seed=seed)
-            sobol.convergence.append({"n": size, "S1": part["S1"].tolist(), "ST": part["ST"].tolist(), "S1_conf": part["S1_conf"].tolist(), "ST_conf": part["ST_conf"].tolist()})
-            progress(0.7 + 0.3 * (index + 1) / max(1, len(sizes)), f"convergence N = {size}")
-        sobol.convergence.append({"n": n, "S1": sobol.S1.tolist(), "ST": sobol.ST.tolist(), "S1_conf": sobol.S1_conf.tolist(), "ST_conf": sobol.ST_conf.tolist()})
-        sobol.convergence_s = time.perf_counter() - start
+        _convergence(sobol, outputs, analyse, progress, cancel)
     progress(1.0, "done")
     return sobol

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 
 from engine.core.errors import UserError
+from engine.core.vocab import MISSING_POLICIES
 from engine.io.tables import Table
 
 SPLIT_COLUMN = "split"
-MISSING_POLICIES = ("error", "drop", "impute")
 
 
 @dataclass
@@ -66,6 +66,108 @@ def _stratified_split(y: np.ndarray, task: str, test_fraction: float, seed: int)
     return test
 
 
+def _feature_names(frame: pd.DataFrame, target: str, features: list[str] | None, use_split: bool) -> list[str]:
+    """The feature columns asked for (default: all but the target and the split), checked."""
+    if features is None:
+        return [c for c in frame.columns if c != target and not (use_split and c == SPLIT_COLUMN)]
+    unknown = [f for f in features if f not in frame.columns]
+    if unknown:
+        raise UserError(f"unknown feature column(s) {', '.join(unknown)}; the columns are: {', '.join(frame.columns)}")
+    if target in features:
+        raise UserError(f"the target '{target}' cannot also be a feature")
+    if use_split and SPLIT_COLUMN in features:
+        raise UserError(f"column '{SPLIT_COLUMN}' holds the train/test split, so it cannot be a feature")
+    repeated = sorted({f for f in features if features.count(f) > 1})
+    if repeated:
+        raise UserError(f"feature column(s) {', '.join(repeated)} listed more than once")
+    return features
+
+
+def _drop_missing(frame: pd.DataFrame, features: list[str], target: str, missing: str, notes: list[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Apply the missing-value policy's row drops; imputation is left to the column encoders."""
+    counts = {c: int(frame[c].isna().sum()) for c in [*features, target] if frame[c].isna().any()}
+    if counts:
+        listing = ", ".join(f"'{c}' ({n})" for c, n in counts.items())
+        if missing == "error":
+            raise UserError(f"missing values in column {listing}; choose --missing drop or --missing impute")
+        # A missing target cannot be imputed, so its rows go whatever the policy.
+        if target in counts or missing == "drop":
+            before = len(frame)
+            frame = frame.dropna(subset=[*features, target] if missing == "drop" else [target])
+            notes.append(f"dropped {before - len(frame)} row(s) with missing values in {listing}")
+    return frame, counts
+
+
+def _numeric_feature(name: str, series: pd.Series, missing_count: int, notes: list[str]) -> tuple[FeatureSpec, np.ndarray]:
+    values = series.astype(np.float64)
+    if values.isna().any():  # impute policy: the median of the column
+        values = values.fillna(values.median())
+        notes.append(f"imputed {missing_count} missing value(s) of '{name}' with its median")
+    array = values.to_numpy()
+    integer = bool(np.all(np.mod(array, 1) == 0))
+    spec = FeatureSpec(name, "numeric", integer=integer, mean=float(array.mean()), std=float(array.std()) or 1.0, minimum=float(array.min()), maximum=float(array.max()))
+    return spec, array
+
+
+def _categorical_feature(name: str, series: pd.Series, missing_count: int, notes: list[str]) -> tuple[FeatureSpec, np.ndarray]:
+    numeric_share = pd.to_numeric(series.dropna(), errors="coerce").notna().mean() if series.notna().any() else 0
+    # Mostly numbers with a few words is a typo or a stray label, not a categorical column.
+    if 0.5 <= numeric_share < 1:
+        bad = series[pd.to_numeric(series, errors="coerce").isna() & series.notna()].iloc[0]
+        raise UserError(f"column '{name}' is mostly numeric but holds non-numeric value(s) such as '{bad}'")
+    if series.isna().any():
+        series = series.fillna(series.mode().iloc[0])
+        notes.append(f"imputed {missing_count} missing value(s) of '{name}' with its most frequent category")
+    categories = sorted(str(v) for v in series.unique())
+    if len(categories) < 2:
+        raise UserError(f"column '{name}' has a single category ('{categories[0]}'); it carries no information")
+    array = series.astype(str).map({c: i for i, c in enumerate(categories)}).to_numpy(dtype=np.float64)
+    spec = FeatureSpec(name, "categorical", categories=categories, integer=True, minimum=0.0, maximum=float(len(categories) - 1))
+    return spec, array
+
+
+def _encode_target(series: pd.Series, target: str, numeric: bool, task: str) -> tuple[str, list[str], np.ndarray]:
+    """(task, classes, y): 'auto' becomes regression for a numeric target with over ten values."""
+    if task == "auto":
+        task = "regression" if numeric and series.nunique() > 10 else "classification"
+    if task == "classification":
+        classes = sorted(str(v) for v in series.unique()) if not numeric else [str(v) for v in sorted(series.unique())]
+        if len(classes) < 2:
+            raise UserError(f"the target '{target}' has a single class ('{classes[0]}'); a classifier needs at least two")
+        lookup = {c: i for i, c in enumerate(classes)}
+        return task, classes, series.map(lambda v: lookup[str(v)]).to_numpy(dtype=np.int64)
+    if task == "regression":
+        if not numeric:
+            raise UserError(f"the target '{target}' is not numeric, so it cannot be regressed; use a classification target")
+        return task, [], series.to_numpy(dtype=np.float32)
+    raise UserError(f"task must be auto, classification or regression, not '{task}'")
+
+
+def _test_rows(frame: pd.DataFrame, use_split: bool, y: np.ndarray, task: str, test_fraction: float, seed: int) -> tuple[np.ndarray, str]:
+    """The test-row mask and where it came from: the split column, else a stratified random split."""
+    if use_split:
+        split = frame[SPLIT_COLUMN].astype(str).str.strip().str.lower()
+        unknown = sorted(set(split) - {"train", "test"})
+        if unknown:
+            raise UserError(f"column '{SPLIT_COLUMN}' must hold train or test, not {', '.join(unknown)}")
+        test, source = (split == "test").to_numpy(), f"the '{SPLIT_COLUMN}' column"
+    else:
+        test = _stratified_split(y, task, test_fraction, seed)
+        source = f"a stratified random split ({test_fraction:.0%} test, seed {seed})"
+    if test.all() or not test.any():
+        raise UserError("the split leaves no training or no test rows")
+    return test, source
+
+
+def _fit_scaling(specs: list[FeatureSpec], x: np.ndarray, train: np.ndarray) -> None:
+    # The scaling stored in the model is learnt from the training rows only, never the test rows.
+    for index, spec in enumerate(specs):
+        if spec.kind == "numeric":
+            train_values = x[train, index].astype(np.float64)
+            spec.mean, spec.std = float(train_values.mean()), float(train_values.std()) or 1.0
+            spec.minimum, spec.maximum = float(train_values.min()), float(train_values.max())
+
+
 def prepare(
     table: Table,
     target: str,
@@ -82,96 +184,25 @@ def prepare(
     if target not in frame.columns:
         raise UserError(f"no target column '{target}'; the columns are: {', '.join(frame.columns)}")
     use_split = SPLIT_COLUMN in frame.columns and target != SPLIT_COLUMN
-    if features is None:
-        features = [c for c in frame.columns if c != target and not (use_split and c == SPLIT_COLUMN)]
-    else:
-        unknown = [f for f in features if f not in frame.columns]
-        if unknown:
-            raise UserError(f"unknown feature column(s) {', '.join(unknown)}; the columns are: {', '.join(frame.columns)}")
-        if target in features:
-            raise UserError(f"the target '{target}' cannot also be a feature")
-        if use_split and SPLIT_COLUMN in features:
-            raise UserError(f"column '{SPLIT_COLUMN}' holds the train/test split, so it cannot be a feature")
-        repeated = sorted({f for f in features if features.count(f) > 1})
-        if repeated:
-            raise UserError(f"feature column(s) {', '.join(repeated)} listed more than once")
+    features = _feature_names(frame, target, features, use_split)
     if not features:
         raise UserError("no feature columns are left besides the target")
     if missing not in MISSING_POLICIES:
         raise UserError(f"missing-value policy must be one of {', '.join(MISSING_POLICIES)}")
     notes: list[str] = []
     frame = frame[[*features, target] + ([SPLIT_COLUMN] if use_split else [])].copy()
-    missing_counts = {c: int(frame[c].isna().sum()) for c in [*features, target] if frame[c].isna().any()}
-    if missing_counts:
-        listing = ", ".join(f"'{c}' ({n})" for c, n in missing_counts.items())
-        if missing == "error":
-            raise UserError(f"missing values in column {listing}; choose --missing drop or --missing impute")
-        if target in missing_counts or missing == "drop":
-            before = len(frame)
-            frame = frame.dropna(subset=[*features, target] if missing == "drop" else [target])
-            notes.append(f"dropped {before - len(frame)} row(s) with missing values in {listing}")
+    frame, missing_counts = _drop_missing(frame, features, target, missing, notes)
     declared = {c.name: c for c in table.columns}
     specs, columns = [], []
     for name in features:
-        series = frame[name]
-        if declared[name].kind == "numeric":
-            values = series.astype(np.float64)
-            if values.isna().any():  # impute policy: the median of the column
-                values = values.fillna(values.median())
-                notes.append(f"imputed {missing_counts[name]} missing value(s) of '{name}' with its median")
-            array = values.to_numpy()
-            integer = bool(np.all(np.mod(array, 1) == 0))
-            spec = FeatureSpec(name, "numeric", integer=integer, mean=float(array.mean()), std=float(array.std()) or 1.0, minimum=float(array.min()), maximum=float(array.max()))
-        else:
-            numeric_share = pd.to_numeric(series.dropna(), errors="coerce").notna().mean() if series.notna().any() else 0
-            if 0.5 <= numeric_share < 1:
-                bad = series[pd.to_numeric(series, errors="coerce").isna() & series.notna()].iloc[0]
-                raise UserError(f"column '{name}' is mostly numeric but holds non-numeric value(s) such as '{bad}'")
-            if series.isna().any():
-                series = series.fillna(series.mode().iloc[0])
-                notes.append(f"imputed {missing_counts[name]} missing value(s) of '{name}' with its most frequent category")
-            categories = sorted(str(v) for v in series.unique())
-            if len(categories) < 2:
-                raise UserError(f"column '{name}' has a single category ('{categories[0]}'); it carries no information")
-            array = series.astype(str).map({c: i for i, c in enumerate(categories)}).to_numpy(dtype=np.float64)
-            spec = FeatureSpec(name, "categorical", categories=categories, integer=True, minimum=0.0, maximum=float(len(categories) - 1))
+        encode = _numeric_feature if declared[name].kind == "numeric" else _categorical_feature
+        spec, array = encode(name, frame[name], missing_counts.get(name, 0), notes)
         specs.append(spec)
         columns.append(array)
     if not any(spec.kind == "numeric" for spec in specs) and not any(c.kind == "numeric" for c in table.columns):
         raise UserError("the table has no numeric column at all; check its delimiter and decimal separator")
-    target_series = frame[target]
-    numeric_target = declared[target].kind == "numeric"
-    if task == "auto":
-        task = "regression" if numeric_target and target_series.nunique() > 10 else "classification"
-    if task == "classification":
-        classes = sorted(str(v) for v in target_series.unique()) if not numeric_target else [str(v) for v in sorted(target_series.unique())]
-        if len(classes) < 2:
-            raise UserError(f"the target '{target}' has a single class ('{classes[0]}'); a classifier needs at least two")
-        lookup = {c: i for i, c in enumerate(classes)}
-        y = target_series.map(lambda v: lookup[str(v)]).to_numpy(dtype=np.int64)
-    elif task == "regression":
-        if not numeric_target:
-            raise UserError(f"the target '{target}' is not numeric, so it cannot be regressed; use a classification target")
-        classes, y = [], target_series.to_numpy(dtype=np.float32)
-    else:
-        raise UserError(f"task must be auto, classification or regression, not '{task}'")
-    if use_split:
-        split = frame[SPLIT_COLUMN].astype(str).str.strip().str.lower()
-        unknown = sorted(set(split) - {"train", "test"})
-        if unknown:
-            raise UserError(f"column '{SPLIT_COLUMN}' must hold train or test, not {', '.join(unknown)}")
-        test = (split == "test").to_numpy()
-        source = f"the '{SPLIT_COLUMN}' column"
-    else:
-        test = _stratified_split(y, task, test_fraction, seed)
-        source = f"a stratified random split ({test_fraction:.0%} test, seed {seed})"
-    if test.all() or not test.any():
-        raise UserError("the split leaves no training or no test rows")
+    task, classes, y = _encode_target(frame[target], target, declared[target].kind == "numeric", task)
+    test, source = _test_rows(frame, use_split, y, task, test_fraction, seed)
     x = np.stack(columns, axis=1).astype(np.float32)
-    # The scaling stored in the model is learnt from the training rows only, never the test rows.
-    for index, spec in enumerate(specs):
-        if spec.kind == "numeric":
-            train_values = x[~test, index].astype(np.float64)
-            spec.mean, spec.std = float(train_values.mean()), float(train_values.std()) or 1.0
-            spec.minimum, spec.maximum = float(train_values.min()), float(train_values.max())
+    _fit_scaling(specs, x, ~test)
     return TabularData(specs, target, task, classes, x, y, ~test, test, source, notes)

@@ -10,10 +10,13 @@ import torch
 from torch import nn
 
 from engine.core.errors import UserError
+from engine.core.jsonable import dumps
+from engine.core.vocab import ACTIVATIONS
 from engine.models.weights import load_weights_into, read_state_dict
 from engine.tabular.dataset import FeatureSpec
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "elu": nn.ELU}
+# The layer of each name in engine.core.vocab.ACTIVATIONS (a test checks that the two agree).
+ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "elu": nn.ELU}
 FORMAT_VERSION = 1
 
 
@@ -32,7 +35,7 @@ class TabularNet(nn.Module):
         width = len(numeric) + sum(n for _, n in self.categorical)
         layers: list[nn.Module] = []
         for size in hidden:
-            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(width, size), ACTIVATION_LAYERS[activation]()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size
@@ -61,7 +64,7 @@ def save_tabular_model(model: TabularNet, meta: dict, path: str | Path) -> tuple
     try:
         weights.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-        sidecar.write_text(json.dumps({"format": "sensiscope-tabular", "version": FORMAT_VERSION, **meta}, indent=2), encoding="utf-8")
+        sidecar.write_text(dumps({"format": "sensiscope-tabular", "version": FORMAT_VERSION, **meta}), encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot save the model to {path}: {exc}") from None
     return weights, sidecar

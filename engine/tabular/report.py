@@ -1,9 +1,13 @@
-"""Files for the tabular workflow: CSV tables and PNG charts of Sobol indices and input reduction."""
+"""Files for the tabular workflow: CSV tables and PNG charts of Sobol indices and input reduction.
+
+Both writers read the results through their ``to_dict()``, the one serialisation each result type has."""
 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,78 +25,91 @@ def _pyplot():
     return plt
 
 
+def _cell(value: float | None) -> str:
+    """Six decimals, or an empty cell for a missing or non-finite value (spreadsheets read "nan" as text)."""
+    return "" if value is None or not math.isfinite(value) else f"{value:.6f}"
+
+
+def _write_csv(path: str, header: list[str], rows: list[list[Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _sobol_chart(record: dict[str, Any], order: np.ndarray, path: str) -> None:
+    """S1 and ST bars with their confidence intervals, most influential input first."""
+    plt = _pyplot()
+    s1, s1_conf, st, st_conf = (np.asarray(record[key], dtype=np.float64)[order] for key in ("S1", "S1_conf", "ST", "ST_conf"))
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(order) + 2), 3.6), dpi=110)
+    positions = np.arange(len(order))
+    ax.bar(positions - 0.2, s1, 0.4, yerr=s1_conf, label="S1 (first order)", color="#4477aa", capsize=3)
+    ax.bar(positions + 0.2, st, 0.4, yerr=st_conf, label="ST (total)", color="#ee6677", capsize=3)
+    ax.set_xticks(positions, [record["names"][i] for i in order], rotation=30, ha="right")
+    ax.set_ylabel("Sobol index")
+    ax.set_title(f"Sobol indices, N = {record['n']} ({record['n_evaluations']} evaluations), {int(record['conf_level'] * 100)}% intervals")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_sobol_files(result: SobolResult, out_dir: str | Path) -> dict[str, str]:
     """indices.csv (sorted by ST), s2.csv when computed, convergence.csv and indices.png."""
     out = Path(out_dir)
+    record = result.to_dict()
+    names = record["names"]
+    order = np.argsort(-np.asarray(record["ST"], dtype=np.float64), kind="stable")
+    files = {"indices_csv": str(out / "sobol_indices.csv"), "convergence_csv": str(out / "sobol_convergence.csv"), "chart_png": str(out / "sobol_indices.png")}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        order = np.argsort(-result.ST, kind="stable")
-        files = {"indices_csv": str(out / "sobol_indices.csv"), "convergence_csv": str(out / "sobol_convergence.csv"), "chart_png": str(out / "sobol_indices.png")}
-        with open(files["indices_csv"], "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["feature", "S1", "S1_conf", "ST", "ST_conf"])
-            for i in order:
-                writer.writerow([result.names[i], f"{result.S1[i]:.6f}", f"{result.S1_conf[i]:.6f}", f"{result.ST[i]:.6f}", f"{result.ST_conf[i]:.6f}"])
-        if result.S2 is not None:
+        columns = ("S1", "S1_conf", "ST", "ST_conf")
+        _write_csv(files["indices_csv"], ["feature", *columns], [[names[i], *(_cell(record[key][i]) for key in columns)] for i in order])
+        if record["S2"] is not None:
             files["s2_csv"] = str(out / "sobol_s2.csv")
-            with open(files["s2_csv"], "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["", *result.names])
-                for name, row in zip(result.names, result.S2, strict=True):
-                    writer.writerow([name, *("" if not np.isfinite(v) else f"{v:.6f}" for v in row)])
-        with open(files["convergence_csv"], "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["N", *(f"S1_{n}" for n in result.names), *(f"ST_{n}" for n in result.names)])
-            for step in result.convergence:
-                writer.writerow([step["n"], *(f"{v:.6f}" for v in step["S1"]), *(f"{v:.6f}" for v in step["ST"])])
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(order) + 2), 3.6), dpi=110)
-        positions = np.arange(len(order))
-        ax.bar(positions - 0.2, result.S1[order], 0.4, yerr=result.S1_conf[order], label="S1 (first order)", color="#4477aa", capsize=3)
-        ax.bar(positions + 0.2, result.ST[order], 0.4, yerr=result.ST_conf[order], label="ST (total)", color="#ee6677", capsize=3)
-        ax.set_xticks(positions, [result.names[i] for i in order], rotation=30, ha="right")
-        ax.set_ylabel("Sobol index")
-        ax.set_title(f"Sobol indices, N = {result.n} ({result.n_evaluations} evaluations), {int(result.conf_level * 100)}% intervals")
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(files["chart_png"])
-        plt.close(fig)
+            _write_csv(files["s2_csv"], ["", *names], [[name, *map(_cell, row)] for name, row in zip(names, record["S2"], strict=True)])
+        header = ["N", *(f"S1_{n}" for n in names), *(f"ST_{n}" for n in names)]
+        _write_csv(files["convergence_csv"], header, [[step["n"], *map(_cell, step["S1"]), *map(_cell, step["ST"])] for step in record["convergence"]])
+        _sobol_chart(record, order, files["chart_png"])
     except OSError as exc:
         raise UserError(f"cannot write the Sobol results to {out}: {exc}") from None
     return files
 
 
+def _reduction_chart(record: dict[str, Any], path: str) -> None:
+    """The metric against k, ranked and random selections, with the tolerance line and the recommended k."""
+    plt = _pyplot()
+    metric = record["metric"]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for selection, colour in (("ranked", "#4477aa"), ("random", "#bbbbbb")):
+        chosen = [row for row in record["rows"] if row["selection"] == selection]
+        if chosen:
+            ks = [row["k"] for row in chosen]
+            means = np.array([row[f"{metric}_mean"] for row in chosen], dtype=np.float64)
+            spreads = np.array([row[f"{metric}_std"] for row in chosen], dtype=np.float64)
+            ax.errorbar(ks, means, yerr=spreads, marker="o", capsize=3, color=colour, label=f"top-k by {record['rank_by']}" if selection == "ranked" else "random k inputs")
+    ax.axhline(record["full_score"] - record["tolerance"], color="#ee6677", linestyle="--", linewidth=1, label=f"full model - {record['tolerance']:g}")
+    ax.axvline(record["recommended_k"], color="#228833", linestyle=":", label=f"recommended k = {record['recommended_k']}")
+    ax.set_xlabel("number of inputs k")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_reduction_files(result: ReductionResult, out_dir: str | Path) -> dict[str, str]:
     """reduction.csv (k, selection, metric means and spreads) and reduction.png (metric against k)."""
     out = Path(out_dir)
+    record = result.to_dict()
+    files = {"table_csv": str(out / "reduction.csv"), "chart_png": str(out / "reduction.png")}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        files = {"table_csv": str(out / "reduction.csv"), "chart_png": str(out / "reduction.png")}
-        rows = [r.to_dict() for r in result.rows]
+        rows = record["rows"]
         columns = [c for c in rows[0] if c != "features"] + ["features"]
-        with open(files["table_csv"], "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([" | ".join(",".join(f) for f in row[c]) if c == "features" else row[c] for c in columns])
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-        for selection, colour in (("ranked", "#4477aa"), ("random", "#bbbbbb")):
-            chosen = [r for r in result.rows if r.selection == selection]
-            if chosen:
-                ks = [r.k for r in chosen]
-                means = np.array([r.metrics[result.metric][0] for r in chosen])
-                spreads = np.array([r.metrics[result.metric][1] for r in chosen])
-                ax.errorbar(ks, means, yerr=spreads, marker="o", capsize=3, color=colour, label=f"top-k by {result.rank_by}" if selection == "ranked" else "random k inputs")
-        ax.axhline(result.full_score - result.tolerance, color="#ee6677", linestyle="--", linewidth=1, label=f"full model - {result.tolerance:g}")
-        ax.axvline(result.recommended_k, color="#228833", linestyle=":", label=f"recommended k = {result.recommended_k}")
-        ax.set_xlabel("number of inputs k")
-        ax.set_ylabel(result.metric)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(files["chart_png"])
-        plt.close(fig)
+        _write_csv(files["table_csv"], columns, [[" | ".join(",".join(f) for f in row[c]) if c == "features" else row[c] for c in columns] for row in rows])
+        _reduction_chart(record, files["chart_png"])
     except OSError as exc:
         raise UserError(f"cannot write the reduction results to {out}: {exc}") from None
     return files

@@ -3,9 +3,11 @@ reduction study (retrain on the top-k inputs, against random choices of k)."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,11 +15,10 @@ from torch import nn
 
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.core.vocab import DISTRIBUTIONS
 from engine.stats.sobol import SobolResult, sobol_indices
 from engine.tabular.dataset import TabularData
 from engine.tabular.train import TrainConfig, train_tabular
-
-DISTRIBUTIONS = ("uniform", "normal", "truncnorm", "empirical")
 
 
 def _category(values: np.ndarray, count: int) -> np.ndarray:
@@ -142,11 +143,19 @@ class ReductionRow:
     features: list[list[str]]  # per seed
     metrics: dict[str, tuple[float, float]]  # name -> (mean, std over seeds)
 
-    def to_dict(self) -> dict:
-        flat = {"k": self.k, "selection": self.selection, "features": self.features}
+    def to_dict(self) -> dict[str, Any]:
+        """k, selection, features and NAME_mean / NAME_std per metric (the columns of reduction.csv)."""
+        flat = {"k": self.k, "selection": self.selection, "features": [list(f) for f in self.features]}
         for name, (mean, std) in self.metrics.items():
             flat[f"{name}_mean"], flat[f"{name}_std"] = mean, std
         return flat
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> ReductionRow:
+        """The row :meth:`to_dict` described; a JSON null reads as NaN."""
+        names = [key[: -len("_mean")] for key in record if key.endswith("_mean")]
+        metrics = {name: (_float(record[f"{name}_mean"]), _float(record.get(f"{name}_std", 0.0))) for name in names}
+        return cls(int(record["k"]), str(record["selection"]), [[str(name) for name in f] for f in record.get("features", [])], metrics)
 
 
 @dataclass
@@ -160,9 +169,10 @@ class ReductionResult:
     rows: list[ReductionRow] = field(default_factory=list)
     elapsed_s: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (NaN kept; engine.core.jsonable makes it strict JSON); :meth:`from_dict` reads it back."""
         return {
-            "ranking": self.ranking,
+            "ranking": list(self.ranking),
             "rank_by": self.rank_by,
             "metric": self.metric,
             "full_score": self.full_score,
@@ -172,6 +182,27 @@ class ReductionResult:
             "rows": [r.to_dict() for r in self.rows],
             "elapsed_s": self.elapsed_s,
         }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> ReductionResult:
+        """The result :meth:`to_dict` described (recommended_features is derived, so not read).
+
+        Raises KeyError, TypeError or ValueError when the record is damaged.
+        """
+        return cls(
+            ranking=[str(name) for name in record["ranking"]],
+            rank_by=str(record.get("rank_by", "ST")),
+            metric=str(record["metric"]),
+            full_score=_float(record["full_score"]),
+            tolerance=float(record["tolerance"]),
+            recommended_k=int(record["recommended_k"]),
+            rows=[ReductionRow.from_dict(row) for row in record.get("rows", [])],
+            elapsed_s=float(record.get("elapsed_s", 0.0)),
+        )
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _score_names(task: str) -> list[str]:

@@ -11,25 +11,26 @@ import torch
 from torch import nn
 
 from engine.core.errors import UserError
-from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.core.progress import CancelToken, EpochLosses, ProgressFn, resolve
+from engine.core.vocab import ACTIVATIONS, TABULAR_TRAINING
 from engine.stats.scores import classification_metrics, regression_metrics
 from engine.tabular.dataset import TabularData
-from engine.tabular.network import ACTIVATIONS, TabularNet, save_tabular_model
+from engine.tabular.network import TabularNet, save_tabular_model
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    hidden: tuple[int, ...] = (32, 16)
-    activation: str = "relu"
-    dropout: float = 0.1
-    weight_decay: float = 1e-4
-    lr: float = 3e-3
-    epochs: int = 300
-    batch_size: int = 64
-    patience: int = 30
-    validation_fraction: float = 0.2
-    class_weights: bool = True
-    seed: int = 0
+    hidden: tuple[int, ...] = TABULAR_TRAINING["hidden"]
+    activation: str = TABULAR_TRAINING["activation"]
+    dropout: float = TABULAR_TRAINING["dropout"]
+    weight_decay: float = TABULAR_TRAINING["weight_decay"]
+    lr: float = TABULAR_TRAINING["lr"]
+    epochs: int = TABULAR_TRAINING["epochs"]
+    batch_size: int = TABULAR_TRAINING["batch_size"]
+    patience: int = TABULAR_TRAINING["patience"]
+    validation_fraction: float = TABULAR_TRAINING["validation_fraction"]
+    class_weights: bool = TABULAR_TRAINING["class_weights"]
+    seed: int = TABULAR_TRAINING["seed"]
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -157,7 +158,8 @@ def _fit(data: TabularData, config: TrainConfig, fit_rows, val_rows, progress, c
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
             else:
                 stale += 1
-            progress(min(0.99, (epoch + 1) / config.epochs), f"epoch {epoch + 1}: loss {history['train_loss'][-1]:.4f}, validation {val_loss:.4f}")
+            losses = EpochLosses(epoch + 1, config.epochs, history["train_loss"][-1], val_loss)
+            progress(min(0.99, (epoch + 1) / config.epochs), f"epoch {epoch + 1}: loss {losses.loss:.4f}, validation {val_loss:.4f}", losses)
             if stale >= config.patience:
                 break
         if best_state is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -12,8 +13,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cli.main import build_parser
 from cli.main import main as cli
+from cli.tabular import _config
+from engine.core.errors import UserError
+from engine.core.vocab import ACTIVATIONS, DISTRIBUTIONS, MISSING_POLICIES, TABULAR_TRAINING
 from engine.demo.catalogue import resolve_table
+from engine.tabular import TrainConfig
+from engine.tabular.network import ACTIVATION_LAYERS
 
 PIMA = ["--data", "demo:pima", "--target", "type"]
 FEATURES = ["npreg", "glu", "bp", "skin", "bmi", "ped", "age"]
@@ -145,6 +152,20 @@ def test_reduce_json_and_files(capsys, tmp_path):
     assert recommended["accuracy_mean"] >= report["full_score"] - report["tolerance"]
     assert all(r["accuracy_mean"] < report["full_score"] - report["tolerance"] for r in rows if r["selection"] == "ranked" and r["k"] < report["recommended_k"])
     assert (tmp_path / "reduce" / "reduction.csv").is_file() and (tmp_path / "reduce" / "reduction.png").is_file()
+
+
+def test_defaults_and_choices_are_the_shared_vocabulary():
+    parser = build_parser()
+    args = parser.parse_args(["sobol", *PIMA, "--train"])
+    # The CLI's defaults build the engine's default configuration, and both are the vocabulary's.
+    assert _config(args) == TrainConfig() and dataclasses.asdict(TrainConfig()) == TABULAR_TRAINING
+    assert args.dist == DISTRIBUTIONS[0] and args.missing == MISSING_POLICIES[0]
+    assert list(ACTIVATION_LAYERS) == list(ACTIVATIONS)
+    for option, values in (("--dist", DISTRIBUTIONS), ("--missing", MISSING_POLICIES), ("--activation", ACTIVATIONS)):
+        for value in values:
+            assert getattr(parser.parse_args(["sobol", *PIMA, "--train", option, value]), option[2:]) == value
+        with pytest.raises(UserError, match="invalid choice"):
+            parser.parse_args(["sobol", *PIMA, "--train", option, "other"])
 
 
 def _pima_lines() -> list[str]:

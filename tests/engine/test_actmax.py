@@ -8,6 +8,7 @@ import torch
 
 import engine
 from engine import Cancelled, CancelToken, UserError
+from engine.core.progress import ObjectiveValue
 from engine.io.blur import gaussian_blur
 from engine.methods._actmax_image import FourierImage, random_rescale, total_variation
 from engine.models.layers import default_cam_layer
@@ -167,6 +168,24 @@ def test_cancel_stops_within_one_step(linear):
     with pytest.raises(Cancelled):
         engine.explain(linear, torch.rand(3, 8, 8), "actmax", params={"steps": 50}, progress=progress, cancel=token)
     assert len(calls) == 3
+
+
+def test_every_step_reports_the_explained_units_objective_as_a_typed_payload(linear):
+    reports = []
+
+    def progress(fraction, message, data=None):
+        if data is not None:
+            reports.append((message, data))
+
+    params = {**CENTRED, "targets": "3,1", "steps": 6}
+    result = engine.explain(linear, torch.rand(3, 8, 8), "actmax", params=params, progress=progress)
+    payloads = [data for _, data in reports]
+    assert all(isinstance(data, ObjectiveValue) for data in payloads)
+    assert [data.step for data in payloads] == [1, 2, 3, 4, 5, 6]
+    # The first unit is the explained one: column 0 of the recorded curve.
+    assert [data.value for data in payloads] == result.extras["objective"][:, 0].tolist()
+    assert all(data.steps == 6 and data.name == "logit" for data in payloads)
+    assert [message for message, _ in reports] == [f"step {k}/6" for k in range(1, 7)]
 
 
 def test_size_optimises_a_square_image_and_upsamples_the_map():

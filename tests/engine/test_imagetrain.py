@@ -11,6 +11,7 @@ from PIL import Image
 
 import engine
 from engine import UserError
+from engine.core.progress import EpochLosses
 from engine.demo.catalogue import shipped_model
 from engine.demo.phantom import generate
 from engine.models.architectures import adapt_input_channels, build_architecture
@@ -52,6 +53,21 @@ def test_training_is_seeded():
     second = train_image_model(_stripes(n=24), config, device="cpu")
     for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_each_epoch_is_reported_with_a_typed_payload_equal_to_the_history():
+    reports = []
+    config = ImageTrainConfig(arch="sonocnn", size=24, epochs=3, batch=8, seed=2)
+    result = train_image_model(_stripes(n=24), config, device="cpu", progress=lambda f, message, data=None: reports.append((message, data)))
+    epochs = [(message, data) for message, data in reports if data is not None]
+    assert all(isinstance(data, EpochLosses) for _, data in epochs)
+    assert [(data.epoch, data.epochs) for _, data in epochs] == [(1, 3), (2, 3), (3, 3)]
+    assert [data.loss for _, data in epochs] == result.history["train_loss"]
+    # Training keeps the epoch with the best validation accuracy; there is no validation loss to report.
+    assert all(data.validation is None for _, data in epochs)
+    assert [message for message, _ in epochs] == [
+        f"epoch {e + 1}/3: loss {loss:.3f}, validation accuracy {accuracy:.3f}" for e, (loss, accuracy) in enumerate(zip(result.history["train_loss"], result.history["val_accuracy"], strict=True))
+    ]
 
 
 def test_cancel_stops_training():

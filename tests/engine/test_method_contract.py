@@ -8,10 +8,13 @@ import torch
 
 import engine
 from engine import Cancelled, CancelToken, UserError
+from engine.core.params import build_params
+from engine.core.progress import EpochLosses, ObjectiveValue, PartialMap
 from tests.cases import METHOD_CASES, all_cases
 
 CASES = list(all_cases())
 IDS = [f"{method}-{index}" for method, index, *_ in CASES]
+PAYLOADS = (EpochLosses, ObjectiveValue, PartialMap)
 
 
 def test_every_registered_method_has_cases():
@@ -22,14 +25,21 @@ def test_every_registered_method_has_cases():
 def test_map_shape_progress_and_record(method, index, factory, shape, params):
     model = factory()
     x = torch.rand(shape, generator=torch.Generator().manual_seed(index))
-    reports = []
-    result = engine.explain(model, x, method, params=params, progress=lambda f, m: reports.append(f))
+    reports, payloads = [], []
+
+    def progress(fraction, message, data=None):
+        reports.append(fraction)
+        payloads.append(data)
+
+    result = engine.explain(model, x, method, params=params, progress=progress)
     assert result.map.shape == shape[1:]
     assert result.map.dtype == np.float32
     assert np.isfinite(result.map).all()
     assert result.method == method
     assert reports and reports[-1] == pytest.approx(1.0)
     assert all(b >= a for a, b in zip(reports, reports[1:], strict=False)), "progress must not go backwards"
+    assert all(p is None or isinstance(p, PAYLOADS) for p in payloads), "payloads are typed, never ad-hoc values"
+    assert result.elapsed_s > 0.0  # set by the runner, which times every method
     with torch.no_grad():
         logits = model(x.unsqueeze(0))
     assert result.predicted == int(logits.argmax())
@@ -38,6 +48,13 @@ def test_map_shape_progress_and_record(method, index, factory, shape, params):
     summary = result.summary()
     assert summary["params"] == result.params_dict()
     assert summary["device"] == "cpu"
+
+
+@pytest.mark.parametrize("method,index,factory,shape,params", CASES, ids=IDS)
+def test_methods_leave_the_timing_to_the_runner(method, index, factory, shape, params):
+    spec = engine.get_method(method)
+    result = spec.explain(factory(), torch.rand(shape), None, build_params(spec.params_cls, params))
+    assert result.elapsed_s == 0.0
 
 
 @pytest.mark.parametrize("method,index,factory,shape,params", CASES, ids=IDS)
@@ -53,7 +70,7 @@ def test_cancel_from_first_progress_report_stops_the_run(method, index, factory,
     token = CancelToken()
     calls = []
 
-    def progress(fraction, message):
+    def progress(fraction, message):  # the older two-argument form still works
         calls.append(fraction)
         token.cancel()
 

@@ -9,6 +9,7 @@ from torch import nn
 
 import engine
 from engine import UserError
+from engine.core.progress import ObjectiveValue
 from tests.models import LinearModel, region_model
 
 SIZE = 16
@@ -244,3 +245,21 @@ def test_the_batch_is_halved_when_memory_runs_out():
     assert result.extras["batch_size"] == 2 and result.extras["steps"] == [0, 3]
     with pytest.raises(UserError, match="batch of one"):
         engine.explain(RunsOutOfMemory(model.model, limit=0), x, "pertmap", params={**REGION, "steps": 4})
+
+
+def test_each_recorded_step_reports_its_objective_as_a_typed_payload():
+    x = _input()
+    reports = []
+
+    def progress(fraction, message, data=None):
+        if data is not None:
+            reports.append((message, data))
+
+    result = engine.explain(_discriminative_region_model(x), x, "pertmap", params={**REGION, "steps": 25, "record_every": 10}, progress=progress)
+    payloads = [data for _, data in reports]
+    assert all(isinstance(data, ObjectiveValue) for data in payloads)
+    # A payload's step counts the steps done; the extras number the steps from 0.
+    assert [data.step for data in payloads] == [step + 1 for step in result.extras["steps"]] == [1, 11, 21, 25]
+    assert [data.value for data in payloads] == result.extras["objective"]
+    assert all(data.steps == 25 and data.name == "objective" for data in payloads)
+    assert [message for message, _ in reports] == ["step 1/25", "step 11/25", "step 21/25", "step 25/25"]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from cli.phantom import add_parsers as add_parser
+from cli.main import build_parser
 from cli.phantom import cmd_phantom
 from engine.core.errors import UserError
 from engine.demo._tissue import psf_sigma, speckle
@@ -130,9 +128,7 @@ def test_mean_brightness_does_not_separate_benign_from_malignant(sample):
 
 
 def _parse(*argv):
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["phantom", *argv])
+    return build_parser().parse_args(["phantom", *argv])  # the real parser: bad values are UserErrors
 
 
 def test_phantom_command_writes_an_imagefolder_that_reads_back_with_labels_and_masks(tmp_path, capsys):

@@ -1,14 +1,19 @@
-"""Sobol indices through SALib, against analytic answers."""
+"""engine.stats: Sobol indices through SALib against analytic answers, the result's serialisation,
+and the model scores (accuracy, ROC AUC, R^2) against hand counts."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import numpy as np
 import pytest
 
 from engine import Cancelled, CancelToken, UserError
-from engine.stats.sobol import power_of_two, sobol_indices
+from engine.core.jsonable import dumps
+from engine.stats.scores import classification_metrics, regression_metrics, roc_auc
+from engine.stats.sobol import SobolResult, power_of_two, sobol_indices
 
 ISHIGAMI = {"names": ["x1", "x2", "x3"], "bounds": [[-math.pi, math.pi]] * 3}
 
@@ -123,3 +128,126 @@ def test_cancel_stops_between_batches():
     with pytest.raises(Cancelled):
         sobol_indices(fn, ISHIGAMI, n=1024, batch_rows=512, cancel=token)
     assert len(seen) == 1
+
+
+# ---------------------------------------------------------------------------------------- serialisation
+
+
+def _assert_same(a: SobolResult, b: SobolResult) -> None:
+    """Field by field; arrays equal element for element, NaN equal to NaN."""
+    for f in dataclasses.fields(SobolResult):
+        left, right = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(left, np.ndarray) or isinstance(right, np.ndarray):
+            np.testing.assert_array_equal(left, right, err_msg=f.name)
+        elif f.name == "convergence":
+            assert [s["n"] for s in left] == [s["n"] for s in right]
+            for one, other in zip(left, right, strict=True):
+                for key in ("S1", "ST", "S1_conf", "ST_conf"):
+                    np.testing.assert_array_equal(one[key], other[key], err_msg=f"convergence {key}")
+        else:
+            assert left == right, f.name
+
+
+def _through_json(result: SobolResult) -> SobolResult:
+    # parse_constant refuses NaN and Infinity: the text must be strict JSON.
+    return SobolResult.from_dict(json.loads(dumps(result.to_dict()), parse_constant=lambda name: pytest.fail(f"{name} in the JSON")))
+
+
+def _awkward_result(**changes) -> SobolResult:
+    fields = {
+        "names": ["a", "b"],
+        "S1": np.array([0.25, np.nan]),
+        "S1_conf": np.array([0.01, np.inf]),
+        "ST": np.array([-np.inf, 0.75]),
+        "ST_conf": np.array([0.02, 0.03]),
+        "n": 256,
+        "n_evaluations": 1024,
+        "second_order": False,
+        "sampling_s": 0.5,
+        "evaluation_s": 1.25,
+        "analysis_s": 0.125,
+        "convergence_s": 0.0625,
+        "seed": 7,
+        "conf_level": 0.9,
+        "convergence": [{"n": 256, "S1": [0.25, math.nan], "ST": [0.5, 0.75], "S1_conf": [0.01, 0.02], "ST_conf": [0.02, 0.03]}],
+        "notes": ["a note"],
+        "problem": {"num_vars": 2, "names": ["a", "b"], "bounds": [[0.0, 1.0], [-1.0, 1.0]], "dists": ["unif", "unif"]},
+        "output_name": "P(y = 1)",
+        "distribution": "empirical",
+    }
+    return SobolResult(**fields | changes)
+
+
+def test_to_dict_and_from_dict_round_trip_exactly_with_nan_inf_and_no_s2():
+    result = _awkward_result()
+    record = result.to_dict()
+    assert record["S2"] is None and record["S2_conf"] is None
+    assert record["timings_s"] == {"sampling": 0.5, "evaluation": 1.25, "analysis": 0.125, "total": 1.875, "convergence": 0.0625}
+    _assert_same(SobolResult.from_dict(record), result)  # in memory: NaN and inf kept as they are
+    # Strict JSON has no NaN or inf: both become null, and null comes back as NaN; every finite value is exact.
+    text = dumps(record)
+    assert json.loads(text)["S1"] == [0.25, None] and json.loads(text)["ST"] == [None, 0.75]
+    _assert_same(_through_json(result), _awkward_result(S1_conf=np.array([0.01, np.nan]), ST=np.array([np.nan, 0.75])))
+
+
+def test_a_second_order_result_survives_json_exactly():
+    result = sobol_indices(ishigami, ISHIGAMI, n=256, second_order=True, seed=0, num_resamples=10)
+    assert np.isnan(result.S2).sum() == 6  # the diagonal and the lower triangle are undefined
+    _assert_same(_through_json(result), result)
+    _assert_same(_through_json(_through_json(result)), result)
+
+
+def test_from_dict_reads_a_record_from_before_the_newer_fields():
+    record = _awkward_result().to_dict()
+    for key in ("problem", "output_name", "distribution", "S2", "S2_conf"):
+        del record[key]
+    restored = SobolResult.from_dict(record)
+    assert restored.problem == {} and restored.output_name == "the output" and restored.distribution == "" and restored.S2 is None
+    with pytest.raises(KeyError):
+        SobolResult.from_dict({k: v for k, v in record.items() if k != "ST"})
+
+
+# ---------------------------------------------------------------------------------------- scores
+
+
+def test_roc_auc_against_a_hand_count_with_ties():
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.4])
+    positive = np.array([0, 1, 0, 1, 0, 1])
+    # Positives 0.4, 0.8, 0.4 against negatives 0.1, 0.35, 0.4: each 0.4 wins twice and ties once
+    # (2.5), 0.8 wins three times: (2.5 + 3 + 2.5) / 9 pairs.
+    assert roc_auc(scores, positive) == pytest.approx(8 / 9)
+    order = np.random.default_rng(0).permutation(6)
+    assert roc_auc(scores[order], positive[order]) == pytest.approx(8 / 9)
+
+
+def test_roc_auc_extremes():
+    positive = np.array([0, 0, 0, 1, 1])
+    assert roc_auc(np.array([0.1, 0.2, 0.3, 0.7, 0.9]), positive) == 1.0
+    assert roc_auc(np.array([0.9, 0.8, 0.7, 0.2, 0.1]), positive) == 0.0
+    assert roc_auc(np.full(5, 0.3), positive) == 0.5
+    assert np.isnan(roc_auc(np.array([0.1, 0.2]), np.array([1, 1])))
+
+
+def test_classification_metrics_by_hand():
+    classes = ["a", "b", "c"]
+    y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    probabilities = np.eye(3)[predicted] * 0.8 + 0.2 / 3
+    metrics = classification_metrics(probabilities, y, classes)
+    assert metrics["confusion_matrix"] == [[3, 1, 0], [0, 1, 1], [0, 0, 2]]
+    assert metrics["accuracy"] == pytest.approx(6 / 8)
+    assert metrics["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 2 + 2 / 2) / 3)
+    assert metrics["n_test"] == 8 and metrics["classes"] == classes
+    assert "roc_auc" not in metrics  # only for two classes
+    two = classification_metrics(np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3], [0.2, 0.8]]), np.array([0, 0, 1, 1]), ["No", "Yes"])
+    # Positives' P(Yes) 0.3, 0.8 against negatives' 0.1, 0.6: 0.3 beats one, 0.8 beats both.
+    assert two["roc_auc"] == pytest.approx(3 / 4)
+    assert two["confusion_matrix"] == [[1, 1], [1, 1]]
+
+
+def test_regression_metrics_by_hand():
+    metrics = regression_metrics(np.array([1.0, 2.0, 3.0, 5.0]), np.array([1.0, 2.0, 3.0, 4.0]))
+    # SS_res = 1, SS_tot = 2.25 + 0.25 + 0.25 + 2.25 = 5.
+    assert metrics["r2"] == pytest.approx(0.8)
+    assert metrics["rmse"] == pytest.approx(0.5)
+    assert metrics["n_test"] == 4

@@ -4,7 +4,10 @@ input reduction and the report files. Known answers first; trainings are kept sh
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -14,14 +17,15 @@ from PIL import Image
 from SALib.sample import sobol as sobol_sample
 
 from engine.core.errors import UserError
+from engine.core.jsonable import dumps
+from engine.core.progress import EpochLosses
 from engine.demo.catalogue import resolve_table
 from engine.io.tables import load_table
-from engine.stats.scores import classification_metrics, regression_metrics, roc_auc
 from engine.stats.sobol import sobol_indices
 from engine.tabular import TabularNet, TrainConfig, load_tabular_model, prepare, save_tabular_model, train_tabular
 from engine.tabular.dataset import FeatureSpec
 from engine.tabular.report import write_reduction_files, write_sobol_files
-from engine.tabular.sensitivity import build_problem, input_reduction, positive_class, tabular_sobol
+from engine.tabular.sensitivity import ReductionResult, ReductionRow, build_problem, input_reduction, positive_class, tabular_sobol
 from engine.tabular.train import predict
 
 # Full-batch training on the small synthetic tables: a fraction of the time, the same answers.
@@ -76,52 +80,6 @@ def reduction(tmp_path_factory):
     full = train_tabular(data, config)
     sobol = tabular_sobol(full.model, data, n=256, seed=0)
     return sobol, input_reduction(data, sobol.ranking("ST"), config=config, seeds=2, tolerance=0.01)
-
-
-# ---------------------------------------------------------------------------------------- metrics
-
-
-def test_roc_auc_against_a_hand_count_with_ties():
-    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.4])
-    positive = np.array([0, 1, 0, 1, 0, 1])
-    # Positives 0.4, 0.8, 0.4 against negatives 0.1, 0.35, 0.4: each 0.4 wins twice and ties once
-    # (2.5), 0.8 wins three times: (2.5 + 3 + 2.5) / 9 pairs.
-    assert roc_auc(scores, positive) == pytest.approx(8 / 9)
-    order = np.random.default_rng(0).permutation(6)
-    assert roc_auc(scores[order], positive[order]) == pytest.approx(8 / 9)
-
-
-def test_roc_auc_extremes():
-    positive = np.array([0, 0, 0, 1, 1])
-    assert roc_auc(np.array([0.1, 0.2, 0.3, 0.7, 0.9]), positive) == 1.0
-    assert roc_auc(np.array([0.9, 0.8, 0.7, 0.2, 0.1]), positive) == 0.0
-    assert roc_auc(np.full(5, 0.3), positive) == 0.5
-    assert np.isnan(roc_auc(np.array([0.1, 0.2]), np.array([1, 1])))
-
-
-def test_classification_metrics_by_hand():
-    classes = ["a", "b", "c"]
-    y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
-    predicted = np.array([0, 0, 0, 1, 1, 2, 2, 2])
-    probabilities = np.eye(3)[predicted] * 0.8 + 0.2 / 3
-    metrics = classification_metrics(probabilities, y, classes)
-    assert metrics["confusion_matrix"] == [[3, 1, 0], [0, 1, 1], [0, 0, 2]]
-    assert metrics["accuracy"] == pytest.approx(6 / 8)
-    assert metrics["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 2 + 2 / 2) / 3)
-    assert metrics["n_test"] == 8 and metrics["classes"] == classes
-    assert "roc_auc" not in metrics  # only for two classes
-    two = classification_metrics(np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3], [0.2, 0.8]]), np.array([0, 0, 1, 1]), ["No", "Yes"])
-    # Positives' P(Yes) 0.3, 0.8 against negatives' 0.1, 0.6: 0.3 beats one, 0.8 beats both.
-    assert two["roc_auc"] == pytest.approx(3 / 4)
-    assert two["confusion_matrix"] == [[1, 1], [1, 1]]
-
-
-def test_regression_metrics_by_hand():
-    metrics = regression_metrics(np.array([1.0, 2.0, 3.0, 5.0]), np.array([1.0, 2.0, 3.0, 4.0]))
-    # SS_res = 1, SS_tot = 2.25 + 0.25 + 0.25 + 2.25 = 5.
-    assert metrics["r2"] == pytest.approx(0.8)
-    assert metrics["rmse"] == pytest.approx(0.5)
-    assert metrics["n_test"] == 4
 
 
 # ---------------------------------------------------------------------------------------- network
@@ -208,6 +166,19 @@ def test_early_stopping_stops_before_the_maximum(pima):
     assert len(history["val_loss"]) == history["epochs_run"]
     patient = train_tabular(pima, TrainConfig(epochs=20, patience=1000, seed=0))
     assert patient.history["epochs_run"] == 20
+
+
+def test_each_epoch_is_reported_with_a_typed_payload_equal_to_the_history(pima):
+    reports = []
+    trained = train_tabular(pima, TrainConfig(epochs=300, patience=5, seed=0), progress=lambda f, message, data=None: reports.append((message, data)))
+    epochs = [(message, data) for message, data in reports if isinstance(data, EpochLosses)]
+    history = trained.history
+    assert [data.epoch for _, data in epochs] == list(range(1, history["epochs_run"] + 1)) and {data.epochs for _, data in epochs} == {300}
+    assert [data.loss for _, data in epochs] == history["train_loss"] and [data.validation for _, data in epochs] == history["val_loss"]
+    # The text is as before, so a view that still reads it keeps working.
+    message, data = epochs[-1]
+    assert message == f"epoch {data.epoch}: loss {data.loss:.4f}, validation {data.validation:.4f}"
+    assert re.fullmatch(r"epoch (\d+): loss ([-+0-9.eE]+), validation ([-+0-9.eE]+)", message)
 
 
 def test_regression_learns_a_linear_target_in_its_units(tmp_path):
@@ -432,6 +403,20 @@ def test_input_reduction_known_answer_two_of_five(reduction):
     assert result.full_score == ranked[5].metrics["accuracy"][0]
     assert all(len(r.features) == 2 and all(len(f) == r.k for f in r.features) for r in result.rows)
     assert result.to_dict()["recommended_features"] == sobol.ranking("ST")[:2]
+
+
+def test_reduction_to_dict_and_from_dict_round_trip_with_nan():
+    rows = [ReductionRow(2, "ranked", [["b", "a"]], {"accuracy": (0.75, 0.0), "roc_auc": (math.nan, math.nan)}), ReductionRow(1, "random", [["a"]], {"accuracy": (0.5, 0.125), "roc_auc": (0.5, 0.0)})]
+    result = ReductionResult(["b", "a"], "S1", "accuracy", 0.75, 0.01, 1, rows, 2.5)
+    record = result.to_dict()
+    first = record["rows"][0]
+    assert list(first) == ["k", "selection", "features", "accuracy_mean", "accuracy_std", "roc_auc_mean", "roc_auc_std"]
+    assert first["accuracy_mean"] == 0.75 and math.isnan(first["roc_auc_mean"]) and record["recommended_features"] == ["b"]
+    assert json.loads(dumps(record))["rows"][0]["roc_auc_mean"] is None  # strict JSON: NaN is null
+    for restored in (ReductionResult.from_dict(record), ReductionResult.from_dict(json.loads(dumps(record)))):
+        assert dumps(restored.to_dict()) == dumps(record)
+        assert restored.rows[1] == rows[1] and math.isnan(restored.rows[0].metrics["roc_auc"][0])
+        assert dataclasses.replace(restored, rows=[]) == dataclasses.replace(result, rows=[])
 
 
 def test_input_reduction_refuses_a_bad_ranking(step_table):

@@ -1,0 +1,122 @@
+"""What the explanation methods share: the prediction they start from, the Explanation they end
+with, and the small pieces of the optimising methods (pertmap, actmax)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.core.explanation import Explanation
+from engine.core.progress import CancelToken, ObjectiveValue, ProgressFn
+from engine.models.outputs import as_batch, check_target, logits_of, prediction
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
+
+
+def begin(inputs: torch.Tensor, progress: ProgressFn, cancel: CancelToken, message: str) -> torch.Tensor:
+    """The input as a detached 1 x C x H x W batch, once the run has reported that it started."""
+    batch = as_batch(inputs).detach()
+    progress(0.0, message)
+    cancel.check()
+    return batch
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a method starts from: the input batch and the model's prediction on it."""
+
+    batch: torch.Tensor
+    logits: torch.Tensor  # 1 x classes, detached
+    target: int
+    predicted: int
+    probability: float
+
+    @classmethod
+    def from_logits(cls, batch: torch.Tensor, logits: torch.Tensor, target: int | None) -> Setup:
+        """Check ``target`` against the classes; None means the predicted class."""
+        logits = logits.detach()
+        predicted, probability = prediction(logits)
+        target = check_target(target, logits.shape[1])
+        return cls(batch, logits, predicted if target is None else target, predicted, probability)
+
+    @property
+    def device(self) -> torch.device:
+        return self.batch.device
+
+    @property
+    def n_classes(self) -> int:
+        return self.logits.shape[1]
+
+    @property
+    def target_probability(self) -> float:
+        return float(torch.softmax(self.logits[0].float(), 0)[self.target])
+
+    def retarget(self, target: int) -> Setup:
+        return replace(self, target=target)
+
+
+def predict(model: nn.Module, batch: torch.Tensor, target: int | None) -> Setup:
+    """The model's prediction on ``batch``, without building a graph."""
+    with torch.inference_mode():
+        logits = logits_of(model(batch))
+    return Setup.from_logits(batch, logits, target)
+
+
+def finish(
+    setup: Setup,
+    method: str,
+    params: Any,
+    attribution: torch.Tensor | np.ndarray,
+    progress: ProgressFn,
+    extras: dict[str, Any] | None = None,
+) -> Explanation:
+    """Report that the run is done and wrap the map in an Explanation.
+
+    ``elapsed_s`` is left at 0: :func:`engine.methods.runner.explain` times the whole run.
+    """
+    if isinstance(attribution, torch.Tensor):
+        attribution = attribution.detach().float().cpu().numpy()
+    progress(1.0, "done")
+    return Explanation(
+        map=attribution,
+        method=method,
+        params=params,
+        target=setup.target,
+        predicted=setup.predicted,
+        probability=setup.probability,
+        target_probability=setup.target_probability,
+        device=str(setup.device),
+        elapsed_s=0.0,
+        extras=extras or {},
+    )
+
+
+def to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize N x h x w maps to N x size."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def apply_gradients(optimizer: torch.optim.Optimizer, tensors: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
+    """Take an optimiser step with gradients from ``torch.autograd.grad``.
+
+    The methods take gradients that way rather than with ``backward()``, which would also
+    accumulate into the ``.grad`` of the model's parameters.
+    """
+    for tensor, grad in zip(tensors, grads, strict=True):
+        tensor.grad = grad
+    optimizer.step()
+
+
+def report_step(progress: ProgressFn, done: int, steps: int, value: float | None = None, name: str = "objective") -> None:
+    """Report ``done`` of ``steps`` optimisation steps, with the objective when there is one."""
+    data = None if value is None else ObjectiveValue(step=done, steps=steps, value=value, name=name)
+    # Out of steps + 1, so that the bar reaches 1 only once the results are gathered.
+    progress(done / (steps + 1), f"step {done}/{steps}", data)
