@@ -151,7 +151,7 @@ def test_opening_an_image_makes_it_the_current_input(make_window, qtbot, tmp_pat
 
 
 def test_the_window_module_does_not_import_torch():
-    code = "import sys, gui.app, gui.main_window; assert 'torch' not in sys.modules and 'engine' not in sys.modules"
+    code = "import sys, gui.app, gui.main_window; assert 'torch' not in sys.modules"  # the engine's torch-free core may load
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
