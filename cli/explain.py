@@ -133,6 +133,9 @@ def cmd_explain(args) -> int:
             failures.append((item.path, str(exc)))
             _log(f"skipped {item.path}: {exc}")
             continue
+        for result in results:
+            for note in result.extras.get("notes", []):
+                _log(f"note ({result.method}, {item.path.name}): {note}")
         item_records = [write_result(result, display, out, item, loaded, context=context | {"input": str(item.path)}, overwrite=args.overwrite) for result in results]
         if args.compare:
             comparisons = pairwise_agreement({r.method: r.map for r in results}, args.compare_top)

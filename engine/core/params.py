@@ -7,6 +7,7 @@ method declares its parameters once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,8 +111,8 @@ def validate(spec: ParamSpec, value: Any) -> Any:
         options = ", ".join(str(c) for c in spec.choices)
         raise UserError(f"parameter '{spec.name}' must be one of {options}, not '{value}'")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value != value:  # NaN
-            raise UserError(f"parameter '{spec.name}' must be a number, not NaN")
+        if not math.isfinite(value):  # NaN or +-inf would turn a map into NaN without a word
+            raise UserError(f"parameter '{spec.name}' must be a finite number, not {value}")
         if spec.low is not None and value < spec.low:
             raise UserError(f"parameter '{spec.name}' must be at least {spec.low}, not {value}")
         if spec.high is not None and value > spec.high:

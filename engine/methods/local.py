@@ -148,6 +148,11 @@ class _Windows:
     def perturbations(self) -> int:
         return self.count * self.per_window
 
+    @property
+    def covered_pixels(self) -> int:
+        """Pixels inside at least one window (all of them unless the stride exceeds the window)."""
+        return int(self.rows.any(0).sum()) * int(self.cols.any(0).sum())
+
     def masks(self, index: torch.Tensor) -> torch.Tensor:
         """B x 1 x H x W mask of each perturbation's window, built by broadcasting, no loop."""
         window_index = index // self.per_window
@@ -252,7 +257,13 @@ def explain(
         "window_values": values.float().cpu().numpy(),
         "f_x": f_x,
         "stride": stride,
+        "covered_pixels": windows.covered_pixels,
     }
+    if windows.covered_pixels < height * width:
+        extras["notes"] = [
+            f"the windows cover only {windows.covered_pixels} of {height * width} pixels (stride {stride} is larger than the window {params.window}); "
+            "the others were never perturbed and are 0 in the map"
+        ]
     return finish(setup, SPEC.name, params, _pixel_map(values, windows), progress, extras)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,6 +17,7 @@ from engine.core.params import build_params
 from engine.core.progress import CancelToken, ProgressFn
 from engine.methods._registry import get_method
 from engine.models.loading import LoadedModel
+from engine.runtime.batching import is_out_of_memory, release_memory
 from engine.runtime.device import select_device
 
 
@@ -75,10 +78,21 @@ def explain(
             if seed is not None:
                 torch.manual_seed(seed)
             result = spec.explain(module, inputs, target, params, progress=progress, cancel=cancel)
-    except torch.OutOfMemoryError:
-        if target_device.type == "cuda":
-            torch.cuda.empty_cache()
-        raise UserError(f"out of memory on {target_device} while running {method}; try a smaller input or batch, or the CPU") from None
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        release_memory(target_device)
+        raise UserError(f"out of memory on {target_device} while running {method}; try a smaller input, batch or memory budget, or another device") from None
+    _check_finite(result, method)
     result.seed = seed
     result.elapsed_s = time.perf_counter() - start
     return result
+
+
+def _check_finite(result: Explanation, method: str) -> None:
+    """NaN weights or inputs give NaN maps silently; say so instead of returning garbage."""
+    if not math.isfinite(result.probability):
+        raise UserError(f"the model's output is not a finite number (NaN or infinite) for this input; its weights or the input hold invalid values, so {method} cannot explain it")
+    bad = int(np.size(result.map) - np.isfinite(result.map).sum())
+    if bad:
+        raise UserError(f"{method} produced a map with {bad} of {result.map.size} values NaN or infinite; check the parameters (a step or weight too large?) and the model's weights")

@@ -10,14 +10,21 @@ from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn
 from engine.runtime.device import cpu_memory_bytes
 
+# What allocators say when memory runs out: CUDA and MPS ("out of memory"), the CPU allocator on
+# Linux and macOS ("can't allocate memory") and on Windows ("not enough memory").
+_OUT_OF_MEMORY_WORDS = ("out of memory", "can't allocate memory", "not enough memory")
+
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
+    """Whether an exception means an allocation failed, on any device."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(words in text for words in _OUT_OF_MEMORY_WORDS)
 
 
-def _release(device: torch.device | None) -> None:
+def release_memory(device: torch.device | None) -> None:
+    """Give cached device memory back after an out-of-memory error."""
     if device is not None and device.type == "cuda":
         torch.cuda.empty_cache()
     elif device is not None and device.type == "mps":
@@ -55,7 +62,7 @@ def run_in_batches(
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            _release(device)
+            release_memory(device)
             if batch_size == 1:
                 raise UserError(f"out of memory on {device or 'the device'} even with a batch of one; try the CPU or a smaller input") from None
             batch_size = max(1, batch_size // 2)
