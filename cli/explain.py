@@ -8,7 +8,7 @@ import sys
 from cli._common import SEED_HELP, _emit, _floats, _log, _method_params, _preprocess_overrides, _size, _target, integer, number, seed
 from engine.core.errors import UserError
 from engine.core.jsonable import dumps
-from engine.models.architectures import MAX_CLASSES
+from engine.core.vocab import MAX_CLASSES
 
 
 def add_parsers(commands) -> None:

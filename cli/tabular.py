@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli._common import _log, _print_json
+from cli._common import _log, _print_json, integer, number, seed
 from engine.core.errors import UserError
 from engine.core.vocab import ACTIVATIONS, DISTRIBUTIONS, MISSING_POLICIES, TABULAR_TRAINING
+from engine.core.vocab import TABULAR_MAX_LAYERS as MAX_LAYERS
+from engine.core.vocab import TABULAR_MAX_WIDTH as MAX_WIDTH
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -15,8 +17,8 @@ def _ints(text: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' needs positive layer widths")
+    if not values or min(values) < 1 or max(values) > MAX_WIDTH or len(values) > MAX_LAYERS:
+        raise argparse.ArgumentTypeError(f"'{text}' needs 1 to {MAX_LAYERS} layer widths from 1 to {MAX_WIDTH}")
     return values
 
 
@@ -30,7 +32,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", type=_names, help="comma-separated feature columns (default: all but the target and 'split')")
     parser.add_argument("--missing", choices=MISSING_POLICIES, default="error", help="what to do with missing values (default: refuse, naming the columns)")
     parser.add_argument("--task", choices=("auto", "classification", "regression"), default="auto")
-    parser.add_argument("--seed", type=int, default=TABULAR_TRAINING["seed"], help="seed for the split, the initialisation and the sampling")
+    parser.add_argument("--seed", type=seed, default=TABULAR_TRAINING["seed"], help="seed for the split, the initialisation and the sampling")
     parser.add_argument("--json", action="store_true", help="print a JSON result to stdout and nothing else")
 
 
@@ -38,11 +40,11 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--hidden", type=_ints, default=TABULAR_TRAINING["hidden"], help="hidden layer widths, e.g. 32,16")
     group.add_argument("--activation", default=TABULAR_TRAINING["activation"], choices=ACTIVATIONS)
-    group.add_argument("--dropout", type=float, default=TABULAR_TRAINING["dropout"])
-    group.add_argument("--weight-decay", type=float, default=TABULAR_TRAINING["weight_decay"])
-    group.add_argument("--lr", type=float, default=TABULAR_TRAINING["lr"])
-    group.add_argument("--epochs", type=int, default=TABULAR_TRAINING["epochs"], help="maximum epochs (early stopping decides)")
-    group.add_argument("--patience", type=int, default=TABULAR_TRAINING["patience"], help="epochs without validation improvement before stopping")
+    group.add_argument("--dropout", type=number(0, 0.99), default=TABULAR_TRAINING["dropout"])
+    group.add_argument("--weight-decay", type=number(0, 10), default=TABULAR_TRAINING["weight_decay"])
+    group.add_argument("--lr", type=number(0, 10, low_open=True), default=TABULAR_TRAINING["lr"])
+    group.add_argument("--epochs", type=integer(1, 100_000), default=TABULAR_TRAINING["epochs"], help="maximum epochs (early stopping decides)")
+    group.add_argument("--patience", type=integer(1, 100_000), default=TABULAR_TRAINING["patience"], help="epochs without validation improvement before stopping")
     group.add_argument("--no-class-weights", action="store_true", help="do not weight classes by inverse frequency")
 
 
@@ -51,6 +53,7 @@ def add_parsers(commands) -> None:
     _data_arguments(train)
     _train_arguments(train)
     train.add_argument("--out", required=True, help="model path; MODEL.safetensors and MODEL.json are written")
+    train.add_argument("--overwrite", action="store_true", help="replace model files that Sensiscope did not write (refused otherwise)")
 
     sobol = commands.add_parser("sobol", help="Sobol global sensitivity of a tabular network (SALib)")
     _data_arguments(sobol)
@@ -66,15 +69,15 @@ def add_parsers(commands) -> None:
     _train_arguments(reduce)
     _sobol_arguments(reduce)
     reduce.add_argument("--rank-by", choices=("ST", "S1"), default="ST")
-    reduce.add_argument("--seeds", type=int, default=3, help="trainings per k (mean and spread are reported)")
-    reduce.add_argument("--tolerance", type=float, default=0.01, help="accepted loss of accuracy (R^2 for regression) against the full model")
+    reduce.add_argument("--seeds", type=integer(1, 100), default=3, help="trainings per k (mean and spread are reported)")
+    reduce.add_argument("--tolerance", type=number(0, 1), default=0.01, help="accepted loss of accuracy (R^2 for regression) against the full model")
     reduce.add_argument("--no-random", action="store_true", help="skip the random-selection baseline")
     reduce.add_argument("--out", help="folder for the table and chart")
 
 
 def _sobol_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Sobol analysis")
-    group.add_argument("--n", type=int, default=1024, help="base sample size N (a power of two; others are rounded up)")
+    group.add_argument("--n", type=integer(2, 2**20), default=1024, help="base sample size N from 2 to 2^20 (a power of two; others are rounded up)")
     group.add_argument("--second-order", action="store_true", help="also compute S2 (costs N(2D+2) instead of N(D+2) evaluations)")
     group.add_argument("--dist", choices=DISTRIBUTIONS, default="uniform", help="input distribution built from the data")
     group.add_argument("--class", dest="class_name", help="class whose probability is analysed (default: the positive class)")
@@ -115,10 +118,12 @@ def _metrics_line(metrics: dict) -> str:
 
 def cmd_train(args) -> int:
     from engine.tabular import train_tabular
+    from engine.tabular.network import check_model_output
 
+    check_model_output(args.out, args.overwrite)  # before the work: never replace a user's file
     data = _load_data(args)
     trained = train_tabular(data, _config(args))
-    weights, sidecar = trained.save(args.out)
+    weights, sidecar = trained.save(args.out, args.overwrite)
     summary = {
         "model": str(weights),
         "metadata": str(sidecar),

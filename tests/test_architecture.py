@@ -48,6 +48,12 @@ def test_lazy_attributes_resolve_to_the_real_objects():
         engine.no_such_name  # noqa: B018
 
 
+def test_the_cli_parser_starts_without_torch():
+    # `main.py --help` and `--version` must be instant: torch loads only inside a command.
+    loaded = _loaded_after("import cli.main\ncli.main.build_parser().format_help()")
+    assert "torch" not in loaded
+
+
 def test_the_cli_and_engine_load_no_qt_even_when_running_methods():
     loaded = _loaded_after("import cli.main, engine\nengine.available_methods()")
     assert not loaded & set(QT)

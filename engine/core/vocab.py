@@ -40,3 +40,9 @@ TABULAR_TRAINING = {
 # Colour maps a user can choose in the GUI and that the engine can render ("auto" picks the
 # sequential or diverging one by the map's sign).
 COLORMAPS = ("auto", "inferno", "viridis", "magma", "turbo", "RdBu_r", "coolwarm", "gray")
+# Limits of the tabular network's shape: beyond them a typo (--hidden 1e9) would allocate
+# gigabytes before failing.
+TABULAR_MAX_WIDTH = 65536
+TABULAR_MAX_LAYERS = 64
+# More outputs than any classification data set has; beyond it a typo would allocate gigabytes.
+MAX_CLASSES = 100_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from engine.core.errors import UserError
+from engine.core.files import regular_file
 
 MISSING_MARKERS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?", "-"]
 DELIMITERS = ",;\t"
@@ -67,7 +69,9 @@ def _describe(name: str, series: pd.Series) -> ColumnInfo:
     values = series.dropna().to_numpy(dtype=np.float64)
     if not values.size:
         return ColumnInfo(name, "numeric", missing)
-    return ColumnInfo(name, "numeric", missing, (), float(values.min()), float(values.max()), float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and 1e308 are reported when the column is used, not here
+        std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+        return ColumnInfo(name, "numeric", missing, (), float(values.min()), float(values.max()), float(values.mean()), std)
 
 
 def _sniff(path: Path) -> tuple[str, list[str]]:
@@ -82,15 +86,30 @@ def _sniff(path: Path) -> tuple[str, list[str]]:
     return sep, [name.strip() for name in header]
 
 
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
+
+
+def _decimal_comma_columns(frame: pd.DataFrame) -> list[str]:
+    """Text columns whose values are nearly all numbers with a decimal comma: read as categories
+    with hundreds of levels otherwise, and the analysis would be nonsense."""
+    found = []
+    for name in frame.columns:
+        series = frame[name]
+        if pd.api.types.is_numeric_dtype(series):
+            continue
+        present = series.dropna().astype(str).str.strip()
+        if len(present) and present.str.match(_DECIMAL_COMMA).mean() >= 0.8:
+            found.append(str(name))
+    return found
+
+
 def load_table(path: str | Path, target: str | None = None) -> Table:
     """Read a CSV (comma, semicolon or tab separated) and describe its columns.
 
     Numeric columns are those whose every present value parses as a number; the rest are
     categorical. Missing values are counted per column and reported, not silently dropped.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    path = regular_file(path, "table")
     try:
         sep, header = _sniff(path)
         # index_col=False: otherwise pandas silently makes the first column the index when the rows have
@@ -111,6 +130,12 @@ def load_table(path: str | Path, target: str | None = None) -> Table:
     duplicated = sorted({c for c in header if c and header.count(c) > 1})
     if duplicated or any(c.startswith("Unnamed:") for c in frame.columns):
         raise UserError(f"{path}: every column needs a unique name in the header ({', '.join(duplicated) or 'an empty header cell'})")
+    decimal_commas = _decimal_comma_columns(frame)
+    if decimal_commas:
+        raise UserError(
+            f"{path}: the column(s) {', '.join(decimal_commas)} hold numbers written with a decimal comma (such as 3,5); "
+            "save the table with decimal points (or with ';' between fields and '.' for decimals) and open it again"
+        )
     columns = [_describe(name, frame[name]) for name in frame.columns]
     table = Table(path=path, frame=frame, columns=columns)
     if target is not None:

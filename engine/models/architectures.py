@@ -11,9 +11,7 @@ import torchvision
 from torch import nn
 
 from engine.core.errors import UserError
-
-# More outputs than any classification data set has; beyond it a typo would allocate gigabytes.
-MAX_CLASSES = 100_000
+from engine.core.vocab import MAX_CLASSES
 
 
 class SonoCNN(nn.Module):

@@ -16,8 +16,9 @@ from torch import nn
 
 from engine.core.errors import UntrustedFile, UserError, WeightsMismatch
 from engine.core.files import read_text, regular_file
+from engine.core.vocab import MAX_CLASSES
 from engine.io.preprocess import Preprocess
-from engine.models.architectures import MAX_CLASSES, classification_models
+from engine.models.architectures import classification_models
 
 _MAX_LISTED = 8
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psutil
 
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn, resolve
@@ -129,6 +130,29 @@ def power_of_two(n: int) -> tuple[int, str | None]:
     return rounded, note
 
 
+def design_bytes(n: int, d: int, second_order: bool) -> int:
+    """Memory the Saltelli design and its outputs take: N(2D+2) or N(D+2) rows of D float64 values,
+    counted three times for SALib's working copies."""
+    rows = n * (2 * d + 2 if second_order else d + 2)
+    return 3 * rows * (d + 1) * 8
+
+
+def check_design_memory(n: int, d: int, second_order: bool, available: int | None = None) -> None:
+    """Refuse, before sampling, a design that cannot fit in the memory this machine has free."""
+    needed = design_bytes(n, d, second_order)
+    if available is None:
+        try:
+            available = int(psutil.virtual_memory().available)
+        except (OSError, RuntimeError):  # memory figures unavailable: let the run try
+            return
+    if needed > available // 2:
+        rows = n * (2 * d + 2 if second_order else d + 2)
+        raise UserError(
+            f"a Sobol design of N = {n} for {d} inputs has {rows:,} rows and needs about {needed / 2**30:.1f} GiB; "
+            f"{available / 2**30:.1f} GiB is free. Use a smaller N{', no second order' if second_order else ''} or fewer inputs"
+        )
+
+
 def _check_problem(problem: dict) -> dict:
     try:
         names = list(problem["names"])
@@ -207,6 +231,7 @@ def sobol_indices(
     if not 0 < conf_level < 1:
         raise UserError(f"the confidence level must be between 0 and 1, not {conf_level}")
     n, note = power_of_two(n)
+    check_design_memory(n, len(problem["names"]), second_order)
     progress(0.0, "sampling")
     start = time.perf_counter()
     samples = sobol_sample.sample(problem, n, calc_second_order=second_order, scramble=True, seed=seed)

@@ -98,8 +98,17 @@ def _drop_missing(frame: pd.DataFrame, features: list[str], target: str, missing
     return frame, counts
 
 
+# Beyond this, the mean and variance used for scaling overflow float64 (1e308 squared is inf).
+MAX_MAGNITUDE = 1e150
+
+
 def _numeric_feature(name: str, series: pd.Series, missing_count: int, notes: list[str]) -> tuple[FeatureSpec, np.ndarray]:
     values = series.astype(np.float64)
+    infinite = int(np.isinf(values.to_numpy()).sum())
+    if infinite:
+        raise UserError(f"column '{name}' holds {infinite} infinite value(s) (inf, or a number too large for a float); fix or remove them")
+    if values.abs().max() > MAX_MAGNITUDE:
+        raise UserError(f"column '{name}' holds values as large as {values.abs().max():.3g}; scaling them would overflow (rescale the column, e.g. to other units)")
     if values.isna().any():  # impute policy: the median of the column
         values = values.fillna(values.median())
         notes.append(f"imputed {missing_count} missing value(s) of '{name}' with its median")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from engine.core.errors import UserError
+from engine.core.files import atomic_path, check_output, read_text, write_text
 from engine.core.jsonable import dumps
 from engine.core.vocab import ACTIVATIONS
 from engine.models.weights import load_weights_into, read_state_dict
@@ -54,19 +55,29 @@ class TabularNet(nn.Module):
         return self.body(self.encode(x))
 
 
-def save_tabular_model(model: TabularNet, meta: dict, path: str | Path) -> tuple[Path, Path]:
-    """Write MODEL.safetensors and MODEL.json (features, encodings, scaling, classes, settings)."""
+def model_files(path: str | Path) -> tuple[Path, Path]:
+    """The MODEL.safetensors and MODEL.json a tabular model is saved as (either name, or the stem)."""
+    path = Path(path).expanduser()
+    if path.is_dir() or not path.name or path.name in (".", ".."):
+        raise UserError(f"{path}: is a folder; give a file name for the model, e.g. {path / 'model'}")
+    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+
+
+def check_model_output(path: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """Refuse, before training, a model name whose files would replace files Sensiscope did not write."""
+    weights, sidecar = model_files(path)
+    return check_output(weights, overwrite), check_output(sidecar, overwrite)
+
+
+def save_tabular_model(model: TabularNet, meta: dict, path: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write MODEL.safetensors and MODEL.json (features, encodings, scaling, classes, settings),
+    each atomically, never replacing a file Sensiscope did not write unless ``overwrite``."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    weights = path.with_suffix(".safetensors")
-    sidecar = path.with_suffix(".json")
-    try:
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-        sidecar.write_text(dumps({"format": "sensiscope-tabular", "version": FORMAT_VERSION, **meta}), encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot save the model to {path}: {exc}") from None
+    weights, sidecar = check_model_output(path, overwrite)
+    with atomic_path(weights, overwrite) as temporary:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(temporary))
+    write_text(sidecar, dumps({"format": "sensiscope-tabular", "version": FORMAT_VERSION, **meta}), overwrite)
     return weights, sidecar
 
 
@@ -77,8 +88,8 @@ def load_tabular_model(path: str | Path) -> tuple[TabularNet, dict]:
     if not sidecar.is_file() or not weights.is_file():
         raise UserError(f"{path}: a tabular model is a pair of files, {weights.name} and {sidecar.name}; one is missing")
     try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        meta = json.loads(read_text(sidecar, "model description"))
+    except json.JSONDecodeError as exc:
         raise UserError(f"{sidecar}: not valid JSON ({exc})") from None
     if meta.get("format") != "sensiscope-tabular":
         raise UserError(f"{sidecar}: not a Sensiscope tabular model description")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ from torch import nn
 
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken, EpochLosses, ProgressFn, resolve
-from engine.core.vocab import ACTIVATIONS, TABULAR_TRAINING
+from engine.core.vocab import ACTIVATIONS, TABULAR_MAX_LAYERS, TABULAR_MAX_WIDTH, TABULAR_TRAINING
 from engine.stats.scores import classification_metrics, regression_metrics
 from engine.tabular.dataset import TabularData
 from engine.tabular.network import TabularNet, save_tabular_model
@@ -33,8 +34,15 @@ class TrainConfig:
     seed: int = TABULAR_TRAINING["seed"]
 
     def __post_init__(self) -> None:
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            raise UserError(f"hidden layer widths must be positive integers, not {self.hidden}")
+        if not self.hidden or len(self.hidden) > TABULAR_MAX_LAYERS or any(not 1 <= h <= TABULAR_MAX_WIDTH for h in self.hidden):
+            raise UserError(f"hidden layers are 1 to {TABULAR_MAX_LAYERS} widths from 1 to {TABULAR_MAX_WIDTH}, not {self.hidden}")
+        for name in ("dropout", "weight_decay", "lr", "validation_fraction"):
+            if not math.isfinite(getattr(self, name)):
+                raise UserError(f"{name.replace('_', ' ')} must be a finite number, not {getattr(self, name)}")
+        if self.lr > 10:
+            raise UserError(f"a learning rate of {self.lr:g} only makes the network diverge; use a value up to 10")
+        if not 0 <= self.seed <= 2**32 - 1:
+            raise UserError(f"the seed must be from 0 to {2**32 - 1}, not {self.seed}")
         if self.activation not in ACTIVATIONS:
             raise UserError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         if not 0 <= self.dropout < 1:
@@ -67,8 +75,8 @@ class TrainedModel:
             "split": self.data.split_source,
         }
 
-    def save(self, path) -> tuple:
-        return save_tabular_model(self.model, self.meta(), path)
+    def save(self, path, overwrite: bool = False) -> tuple:
+        return save_tabular_model(self.model, self.meta(), path, overwrite)
 
 
 def _validation_rows(data: TabularData, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

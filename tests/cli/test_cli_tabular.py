@@ -203,7 +203,7 @@ def _single_class(tmp_path) -> Path:
         ("other features", ["sobol", *PIMA, "--features", "glu,bmi", "--model", "{model}"], "the model was trained on npreg, glu"),
         ("unknown class", ["sobol", *PIMA, "--model", "{model}", "--class", "Maybe", "--n", "64"], "no class 'Maybe' in 'type'"),
         ("no model", ["sobol", *PIMA, "--model", "{tmp}/nothing"], "one is missing"),
-        ("bad epochs", ["train", *PIMA, "--epochs", "0", "--out", "{tmp}/m"], "at least 1"),
+        ("bad epochs", ["train", *PIMA, "--epochs", "0", "--out", "{tmp}/m"], "outside 1 to 100000"),
         ("bad hidden", ["train", *PIMA, "--hidden", "32,x", "--out", "{tmp}/m"], "comma-separated list of integers"),
     ],
 )
