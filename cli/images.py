@@ -25,6 +25,7 @@ def add_parsers(commands) -> None:
     train.add_argument("--no-augment", action="store_true", help="train without flips, shifts and gain changes")
     train.add_argument("--device", default="auto")
     train.add_argument("--out", required=True, help="OUT.safetensors and OUT.json (architecture, classes, preprocessing) are written")
+    train.add_argument("--overwrite", action="store_true", help="replace model files that Sensiscope did not write (refused otherwise)")
     train.add_argument("--json", action="store_true", help="print a JSON result to stdout and nothing else")
 
     ev = commands.add_parser("evaluate", help="score explanation methods on images with masks: localisation, faithfulness, sanity, time")
@@ -46,11 +47,11 @@ def add_parsers(commands) -> None:
 
 
 def cmd_train_images(args) -> int:
-    from engine.models.training import ImageTrainConfig, folder_dataset, phantom_dataset, train_image_model
+    from engine.models.architectures import classification_models
+    from engine.models.training import ImageTrainConfig, check_image_model_output, folder_dataset, phantom_dataset, train_image_model
 
     config = ImageTrainConfig(arch=args.arch, size=args.size, epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed, augment=not args.no_augment)
-    from engine.models.architectures import classification_models
-
+    check_image_model_output(args.out, args.overwrite)  # before training, not after
     if args.arch not in classification_models():
         raise UserError(f"unknown architecture '{args.arch}'; `main.py info` lists them")
     if args.data == "demo:ultrasound":
@@ -66,7 +67,7 @@ def cmd_train_images(args) -> int:
     result = train_image_model(dataset, config, device=args.device, progress=None if args.json else _progress_printer())
     if not args.json:
         print(file=sys.stderr)
-    weights, sidecar = result.save(args.out)
+    weights, sidecar = result.save(args.out, args.overwrite)
     summary = {
         "model": str(weights),
         "metadata": str(sidecar),
@@ -104,6 +105,7 @@ def _pick(items, n: int):
 
 
 def cmd_evaluate(args) -> int:
+    from engine.core.files import check_output_folder
     from engine.core.params import parse_assignments
     from engine.demo.catalogue import resolve_image_data
     from engine.io.images import scan_inputs
@@ -111,6 +113,8 @@ def cmd_evaluate(args) -> int:
     from engine.models.loading import load_model
     from engine.runtime.device import select_device
 
+    if args.out:
+        check_output_folder(args.out)  # before the work, not after it
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise UserError("--methods needs at least one method")
@@ -160,20 +164,21 @@ def format_table(report) -> str:
 def write_evaluation_files(report, out_dir) -> dict[str, str]:
     import numpy as np
 
-    from engine.tabular.report import _pyplot
+    from engine.core.files import atomic_path, write_text
+    from engine.tabular.report import _pyplot, save_figure
 
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         files = {"table_csv": str(out / "evaluation.csv"), "curves_png": str(out / "curves.png"), "report_json": str(out / "evaluation.json")}
-        with open(files["table_csv"], "w", newline="", encoding="utf-8") as handle:
+        with atomic_path(files["table_csv"]) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             names = ["pointing", "energy", "iou", "deletion_auc", "insertion_auc", "time_s"]
             writer.writerow(["method", *[f"{n}_{s}" for n in names for s in ("mean", "std")], "sanity"])
             for summary in report.methods:
                 stats = summary.stats()
                 writer.writerow([summary.method, *["" if stats[n][s] is None else f"{stats[n][s]:.6f}" for n in names for s in ("mean", "std")], summary.sanity_verdict()])
-        Path(files["report_json"]).write_text(dumps(report.to_dict()), encoding="utf-8")
+        write_text(files["report_json"], dumps(report.to_dict()))
         plt = _pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
         for summary in report.methods:
@@ -187,7 +192,7 @@ def write_evaluation_files(report, out_dir) -> dict[str, str]:
             ax.set_ylabel("probability of the target")
             ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(files["curves_png"])
+        save_figure(fig, files["curves_png"])
         plt.close(fig)
     except OSError as exc:
         raise UserError(f"cannot write the evaluation to {out}: {exc}") from None

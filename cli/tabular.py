@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cli._common import _log, _print_json, integer, number, seed
 from engine.core.errors import UserError
+from engine.core.files import check_output_folder
 from engine.core.vocab import ACTIVATIONS, DISTRIBUTIONS, MISSING_POLICIES, TABULAR_TRAINING
 from engine.core.vocab import TABULAR_MAX_LAYERS as MAX_LAYERS
 from engine.core.vocab import TABULAR_MAX_WIDTH as MAX_WIDTH
@@ -192,6 +193,8 @@ def cmd_sobol(args) -> int:
     from engine.tabular.report import write_sobol_files
     from engine.tabular.sensitivity import tabular_sobol
 
+    if args.out:
+        check_output_folder(args.out)  # before the work, not after it
     data = _load_data(args)
     model, metrics = _model_for(args, data)
     result = tabular_sobol(model, data, n=args.n, second_order=args.second_order, dist=args.dist, class_name=args.class_name, seed=args.seed)
@@ -221,6 +224,8 @@ def cmd_reduce(args) -> int:
 
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    if args.out:
+        check_output_folder(args.out)  # before the work, not after it
     data = _load_data(args)
     config = _config(args)
     full = train_tabular(data, config)

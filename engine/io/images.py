@@ -81,6 +81,9 @@ def read_image(path: str | Path) -> np.ndarray:
     path = regular_file(path, "image")
     try:
         with warnings.catch_warnings():
+            # Damaged metadata (a corrupt EXIF block) is Pillow's warning, not the user's problem: the
+            # pixels decode or they do not, and that is what is reported.
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.seek(0)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.core.errors import UserError
+from engine.core.files import atomic_path, check_output, write_text
 from engine.core.jsonable import dumps
 from engine.core.progress import CancelToken, EpochLosses, ProgressFn, resolve
 from engine.demo.catalogue import DEMO_RECIPES
@@ -76,20 +77,26 @@ class ImageTrainResult:
             "training": asdict(self.config) | {"data": self.source, "epochs_run": len(self.history["train_loss"])},
         }
 
-    def save(self, out: str | Path) -> tuple[Path, Path]:
-        """Write OUT.safetensors and OUT.json, which `load_model` reads back with labels and transforms."""
+    def save(self, out: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+        """Write OUT.safetensors and OUT.json, which `load_model` reads back with labels and transforms;
+        each atomically, never replacing a file Sensiscope did not write unless ``overwrite``."""
         from safetensors.torch import save_file
 
-        weights = Path(out).with_suffix(".safetensors")
-        sidecar = weights.with_suffix(".json")
-        try:
-            weights.parent.mkdir(parents=True, exist_ok=True)
-            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-            save_file(state, str(weights))
-            sidecar.write_text(dumps(self.meta()), encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot save the model to {weights}: {exc}") from None
+        weights, sidecar = check_image_model_output(out, overwrite)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        with atomic_path(weights, overwrite) as temporary:
+            save_file(state, str(temporary))
+        write_text(sidecar, dumps(self.meta()), overwrite)
         return weights, sidecar
+
+
+def check_image_model_output(out: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """OUT.safetensors and OUT.json, refused before training when they would replace foreign files."""
+    out = Path(out).expanduser()
+    if out.is_dir() or out.name in ("", ".", ".."):
+        raise UserError(f"{out}: is a folder; give a file name for the model, e.g. {out / 'model'}")
+    weights = out.with_suffix(".safetensors")
+    return check_output(weights, overwrite), check_output(weights.with_suffix(".json"), overwrite)
 
 
 def phantom_dataset(n: int, size: int, seed: int) -> ImageDataset:

@@ -98,6 +98,9 @@ def _drop_missing(frame: pd.DataFrame, features: list[str], target: str, missing
     return frame, counts
 
 
+# Fewer rows than this leave nothing to split into training and test sets.
+MIN_ROWS = 4
+
 # Beyond this, the mean and variance used for scaling overflow float64 (1e308 squared is inf).
 MAX_MAGNITUDE = 1e150
 
@@ -127,9 +130,10 @@ def _categorical_feature(name: str, series: pd.Series, missing_count: int, notes
     if series.isna().any():
         series = series.fillna(series.mode().iloc[0])
         notes.append(f"imputed {missing_count} missing value(s) of '{name}' with its most frequent category")
-    categories = sorted(str(v) for v in series.unique())
+    categories = sorted(str(v) for v in series.dropna().unique())
     if len(categories) < 2:
-        raise UserError(f"column '{name}' has a single category ('{categories[0]}'); it carries no information")
+        only = f"a single category ('{categories[0]}')" if categories else "no values"
+        raise UserError(f"column '{name}' has {only}; it carries no information")
     array = series.astype(str).map({c: i for i, c in enumerate(categories)}).to_numpy(dtype=np.float64)
     spec = FeatureSpec(name, "categorical", categories=categories, integer=True, minimum=0.0, maximum=float(len(categories) - 1))
     return spec, array
@@ -201,6 +205,8 @@ def prepare(
     notes: list[str] = []
     frame = frame[[*features, target] + ([SPLIT_COLUMN] if use_split else [])].copy()
     frame, missing_counts = _drop_missing(frame, features, target, missing, notes)
+    if len(frame) < MIN_ROWS:
+        raise UserError(f"only {len(frame)} row(s) are left to learn from (at least {MIN_ROWS} are needed){'; ' + notes[-1] if notes else ''}")
     declared = {c.name: c for c in table.columns}
     specs, columns = [], []
     for name in features:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine.core.errors import UserError
+from engine.core.files import atomic_path
 from engine.stats.sobol import SobolResult
 from engine.tabular.sensitivity import ReductionResult
 
@@ -31,10 +32,16 @@ def _cell(value: float | None) -> str:
 
 
 def _write_csv(path: str, header: list[str], rows: list[list[Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+def save_figure(fig, path: str) -> None:
+    """Save a matplotlib figure atomically (the temporary name keeps the suffix that picks the format)."""
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary)
 
 
 def _sobol_chart(record: dict[str, Any], order: np.ndarray, path: str) -> None:
@@ -51,7 +58,7 @@ def _sobol_chart(record: dict[str, Any], order: np.ndarray, path: str) -> None:
     ax.axhline(0, color="black", linewidth=0.6)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -95,7 +102,7 @@ def _reduction_chart(record: dict[str, Any], path: str) -> None:
     ax.set_ylabel(metric)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
