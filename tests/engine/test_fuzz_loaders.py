@@ -60,7 +60,11 @@ CELL = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True, 
 
 
 @FUZZ
-@given(header=st.lists(st.text(alphabet="abcxyz_ ,;\"", min_size=0, max_size=5), min_size=1, max_size=5), rows=st.lists(st.lists(CELL, min_size=1, max_size=6), max_size=12), sep=st.sampled_from([",", ";", "\t"]))
+@given(
+    header=st.lists(st.text(alphabet="abcxyz_ ,;\"", min_size=0, max_size=5), min_size=1, max_size=5),
+    rows=st.lists(st.lists(CELL, min_size=1, max_size=6), max_size=12),
+    sep=st.sampled_from([",", ";", "\t"]),
+)
 def test_any_csv_gives_a_table_or_a_user_error_and_prepare_too(tmp_path_factory, header, rows, sep):
     text = "\n".join(sep.join(row) for row in [header, *rows]) + "\n"
     path = tmp_path_factory.mktemp("tab") / "table.csv"
