@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import math
 import sys
+import time
 
 from engine.core.errors import UserError
 from engine.core.jsonable import dumps
@@ -143,13 +144,22 @@ def _method_params(method_names: list[str], assignments: dict[str, str], layer: 
     return {name: build_params(spec.params_cls, values[name]) for name, spec in specs.items()}
 
 
-def _progress_printer():
-    state = {"last": ""}
+def _eta(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
-    def report(fraction: float, message: str) -> None:
-        text = f"[{fraction:4.0%}] {message}"
+
+def _progress_printer(prefix: str = ""):
+    """A progress line on stderr, rewritten in place, with the time left once it can be estimated."""
+    state = {"last": "", "start": time.perf_counter()}
+
+    def report(fraction: float, message: str = "", data=None) -> None:
+        elapsed = time.perf_counter() - state["start"]
+        eta = f", {_eta(elapsed * (1 - fraction) / fraction)} left" if 0.02 <= fraction < 1 and elapsed > 2 else ""
+        text = f"{prefix}[{fraction:4.0%}] {message}{eta}"
         if text != state["last"]:
-            print("\r" + text.ljust(78), end="", file=sys.stderr, flush=True)
+            print("\r" + text[:110].ljust(78), end="", file=sys.stderr, flush=True)
             state["last"] = text
 
     return report

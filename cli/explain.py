@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli._common import SEED_HELP, _emit, _floats, _log, _method_params, _preprocess_overrides, _size, _target, integer, number, seed
+from cli._common import SEED_HELP, _emit, _floats, _log, _method_params, _preprocess_overrides, _progress_printer, _size, _target, integer, number, seed
 from engine.core.errors import UserError
 from engine.core.jsonable import dumps
 from engine.core.vocab import MAX_CLASSES
@@ -87,6 +87,23 @@ def cmd_info(args) -> int:
     return 0
 
 
+# Runs with more model passes than this are announced, and show a progress line with the time left.
+LONG_RUN_PASSES = 500
+
+
+def _announce_cost(method: str, params, size: tuple[int, int], announced: set[str]) -> bool:
+    """Say before a long run what it will cost (once per method and input size); True when long."""
+    from engine.methods._registry import get_method
+
+    cost = get_method(method).estimate(params, *size)
+    long_run = cost.forward + cost.backward > LONG_RUN_PASSES
+    key = f"{method}{size}"
+    if long_run and key not in announced:
+        announced.add(key)
+        _log(f"{method} on {size[0]} x {size[1]}: {cost.describe()} per input")
+    return long_run
+
+
 def cmd_explain(args) -> int:
     from engine.core.files import check_output_folder
     from engine.core.params import parse_assignments
@@ -123,10 +140,17 @@ def cmd_explain(args) -> int:
         _log(f"skipped {path}: {reason}")
     total = len(scan.items)
     context = {"model": args.model, "weights": args.weights}
+    announced: set[str] = set()
     for index, item in enumerate(scan.items, start=1):
         try:
             tensor, display = load_input(item, loaded.preprocess)
-            results = [explain(loaded, tensor, name, args.target, params[name], seed=args.seed) for name in method_names]
+            results = []
+            for name in method_names:
+                long_run = _announce_cost(name, params[name], tuple(tensor.shape[-2:]), announced)
+                progress = _progress_printer(f"{item.path.name} {name} ") if long_run and not args.json else None
+                results.append(explain(loaded, tensor, name, args.target, params[name], seed=args.seed, progress=progress))
+                if progress is not None:
+                    print(file=sys.stderr)
         except UserError as exc:
             if scan.layout == "file":
                 raise

@@ -18,6 +18,22 @@ from engine.core.params import ParamSpec, param_specs
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What a run will cost before it starts: model evaluations on one input of the given size."""
+
+    forward: int
+    backward: int = 0
+
+    def describe(self) -> str:
+        backward = f" and {self.backward:,} backward" if self.backward else ""
+        return f"{self.forward:,} forward{backward} passes"
+
+
+def _one_gradient(params, height: int, width: int) -> Cost:
+    return Cost(1, 1)
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
     summary: str
@@ -25,9 +41,14 @@ class MethodSpec:
     explain: Callable
     kind: str  # "gradient", "perturbation", "optimisation", ...
     needs_layer: bool = False
+    # cost(params, height, width) -> Cost: the passes a run will take, announced before long runs
+    cost: Callable[..., Cost] = _one_gradient
 
     def params(self) -> list[ParamSpec]:
         return param_specs(self.params_cls)
+
+    def estimate(self, params, height: int, width: int) -> Cost:
+        return self.cost(params, height, width)
 
     def to_dict(self) -> dict:
         return {

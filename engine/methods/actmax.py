@@ -27,7 +27,7 @@ from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.io.blur import gaussian_blur
 from engine.methods._actmax_image import FourierImage, PixelImage, jitter, random_rescale, total_variation
 from engine.methods._base import OPTIMIZERS, Setup, apply_gradients, begin, finish, predict, report_step, to_size
-from engine.methods._registry import MethodSpec, register
+from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.layers import default_cam_layer, get_layer
 from engine.models.outputs import check_target, logits_of
 
@@ -272,6 +272,12 @@ def explain(
     return finish(setup, SPEC.name, params, change[0], progress, extras)
 
 
+def cost(params: ActmaxParams, height: int, width: int) -> Cost:
+    """Each step evaluates and differentiates one image per optimised unit."""
+    units = max(1, len([v for v in params.targets.split(",") if v.strip()]))
+    return Cost(params.steps * units + 1, params.steps * units)
+
+
 SPEC = register(
     MethodSpec(
         name="actmax",
@@ -279,5 +285,6 @@ SPEC = register(
         params_cls=ActmaxParams,
         explain=explain,
         kind="optimisation",
+        cost=cost,
     )
 )

@@ -29,7 +29,7 @@ from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.io.blur import gaussian_blur
 from engine.methods._base import Setup, begin, finish
-from engine.methods._registry import MethodSpec, register
+from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
 from engine.runtime.batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, run_in_batches
 
@@ -267,6 +267,14 @@ def explain(
     return finish(setup, SPEC.name, params, _pixel_map(values, windows), progress, extras)
 
 
+def cost(params: LocalParams, height: int, width: int) -> Cost:
+    """One forward pass per window (two with central differences) and the unperturbed one."""
+    stride = params.stride or params.window
+    window = min(params.window, height, width)
+    windows = len(window_starts(height, window, stride)) * len(window_starts(width, window, stride))
+    return Cost(windows * (2 if params.mode == "additive" and params.central else 1) + 1)
+
+
 SPEC = register(
     MethodSpec(
         name="local",
@@ -274,5 +282,6 @@ SPEC = register(
         params_cls=LocalParams,
         explain=explain,
         kind="perturbation",
+        cost=cost,
     )
 )

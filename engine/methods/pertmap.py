@@ -25,7 +25,7 @@ from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.methods._base import OPTIMIZERS, apply_gradients, begin, finish, predict, report_step
-from engine.methods._registry import MethodSpec, register
+from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.outputs import logits_of
 from engine.runtime.batching import is_out_of_memory
 
@@ -190,6 +190,11 @@ def explain(
     return finish(setup, SPEC.name, params, relevance, progress, extras)
 
 
+def cost(params: PertmapParams, height: int, width: int) -> Cost:
+    """Each step evaluates and differentiates a batch of noisy copies."""
+    return Cost(params.steps * params.batch_size + 1, params.steps * params.batch_size)
+
+
 SPEC = register(
     MethodSpec(
         name="pertmap",
@@ -197,5 +202,6 @@ SPEC = register(
         params_cls=PertmapParams,
         explain=explain,
         kind="optimisation",
+        cost=cost,
     )
 )

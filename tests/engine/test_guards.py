@@ -70,3 +70,27 @@ def test_local_says_when_its_windows_leave_pixels_out():
     assert np.count_nonzero(result.map) <= covered
     full = engine.explain(tiny_cnn(seed=0), torch.rand(3, 20, 20), "local", params={"window": 4, "stride": 4})
     assert "notes" not in full.extras and full.extras["covered_pixels"] == 400
+
+
+@pytest.mark.parametrize(("params", "size"), [({"window": 4, "stride": 2}, (20, 20)), ({"window": 3, "stride": 5}, (17, 23)), ({"mode": "additive", "central": True, "window": 5}, (20, 15))])
+def test_the_announced_cost_of_local_is_what_it_spends(params, size):
+    spec = engine.get_method("local")
+    result = engine.explain(tiny_cnn(seed=0), torch.rand(3, *size), "local", params=params)
+    assert spec.estimate(result.params, *size).forward == result.extras["forward_passes"]
+
+
+def test_optimisation_methods_announce_steps_times_batch():
+    pertmap = engine.get_method("pertmap")
+    assert pertmap.estimate(pertmap.params_cls(steps=300, batch_size=16), 224, 224).forward == 300 * 16 + 1
+    actmax = engine.get_method("actmax")
+    assert actmax.estimate(actmax.params_cls(steps=10, targets="1,2,3"), 224, 224).backward == 30
+
+
+def test_a_long_explain_run_is_announced_with_its_passes(capsys, tmp_path, rgb_png, scripted_tiny):
+    from cli.main import main as cli
+
+    model, _ = scripted_tiny
+    code = cli(["explain", "--model", str(model), "--input", str(rgb_png), "--out", str(tmp_path / "o"), "--method", "local", "--param", "window=1", "--resize", "24", "--crop", "24"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "local on 24 x 24: 577 forward passes per input" in err
