@@ -3,7 +3,10 @@
 Usage: gui_child.py '{"model": "resnet18", "size": 224, "window": 16, "stride": 16}' (prints JSON).
 A QTimer fires every 10 ms on the main thread and records how late each tick is. The main thread
 imports no torch: as in the app, the first job imports the engine on its worker thread, so the
-first (cold) job includes that import and the second (warm) one is the analysis alone.
+first (cold) job includes that import and the second (warm) one is the analysis alone. Even on a
+worker, an import stalls the main thread while it holds the interpreter lock (the dynamic loading of
+torch's libraries, garbage-collector passes); gui/warmup.py, which every job manager's first job
+runs, keeps those stretches short, and the cold figure measures how well.
 """
 
 from __future__ import annotations

@@ -5,7 +5,12 @@ A job wraps a function ``fn(progress, cancel) -> result``. It runs on one of two
 worker thread talks to the main thread only through a private signal object; the manager checks
 each report there and re-emits it on the job's public :class:`JobSignals`, dropping the results of
 jobs that were cancelled or superseded meanwhile. Nothing here imports torch on the main thread:
-the cancel token is made inside the worker, on first use of the engine.
+the cancel token is made inside the worker, on first use of the engine, and the first job imports
+torch there in a way that keeps the main thread responsive (gui/warmup.py).
+
+A progress report carries the engine's typed payload (engine.core.progress: EpochLosses,
+ObjectiveValue, PartialMap) and a failure carries the exception itself, so that views decide from
+types and never parse text.
 """
 
 from __future__ import annotations
@@ -26,16 +31,52 @@ DEVICE_LANE = "device"
 FILE_LANE = "file"
 PROGRESS_INTERVAL_S = 0.1  # at most about ten progress signals a second
 
-JobFn = Callable[[Callable[[float, str], None], Any], Any]
+ProgressFn = Callable[[float, str, Any], None]
+JobFn = Callable[[ProgressFn, Any], Any]
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine could not be imported on the worker (a broken installation)."""
+
+
+def error_text(error: BaseException) -> str:
+    """The one line a user reads for a failed job.
+
+    A :class:`engine.core.errors.UserError` was written for the user and is shown as it is; any other
+    exception is a bug, so its type is named too.
+    """
+    if isinstance(error, EngineUnavailable) or _is_user_error(error):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _detached(error: BaseException) -> BaseException:
+    """The exception without its tracebacks: their frames hold the job's locals (models, tensors),
+    which must not live on in the jobs list. The log has the traceback already."""
+    seen = set()
+    link = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return error
+
+
+def _is_user_error(error: BaseException) -> bool:
+    try:
+        from engine.core.errors import UserError  # torch-free
+    except Exception:  # a broken engine raises nothing written for the user
+        return False
+    return isinstance(error, UserError)
 
 
 class JobSignals(QObject):
     """What a job tells the GUI; always emitted on the main thread."""
 
     started = Signal()
-    progress = Signal(float, str)
+    progress = Signal(float, str, object)  # fraction, message, payload (engine.core.progress) or None
     finished = Signal(object)
-    failed = Signal(str)
+    failed = Signal(object)  # the exception; error_text() makes the line to show
     cancelled = Signal()
 
 
@@ -43,9 +84,9 @@ class _WorkerSignals(QObject):
     """Raw reports from the worker thread, delivered (queued) to the manager."""
 
     started = Signal(object)
-    progress = Signal(object, float, str)
+    progress = Signal(object, float, str, object)
     done = Signal(object, object)
-    error = Signal(object, str)
+    error = Signal(object, object)
     aborted = Signal(object)
 
 
@@ -71,7 +112,8 @@ class Job(QRunnable):
         self.state = "queued"  # queued, running, finished, failed, cancelled
         self.fraction = 0.0
         self.message = ""
-        self.error = ""
+        self.error = ""  # error_text() of the failure, for lists and tooltips
+        self.exception: BaseException | None = None
         self.submitted_at = time.monotonic()
         self.started_at: float | None = None
         self.ended_at: float | None = None
@@ -101,9 +143,14 @@ class Job(QRunnable):
         raw = self._raw
         try:
             from engine.core.errors import Cancelled, UserError
-            from engine.core.progress import CancelToken  # first use of the engine happens here, off the main thread
+            from engine.core.progress import CancelToken
+
+            from .warmup import import_heavy_dependencies
+
+            import_heavy_dependencies()  # once per process, here and not on the main thread
         except Exception as exc:  # a broken installation must still give a message, not a dead thread
-            raw.error.emit(self, f"the engine cannot be imported: {type(exc).__name__}: {exc}")
+            log.error("the engine cannot be imported:\n%s", traceback.format_exc())
+            raw.error.emit(self, EngineUnavailable(f"the engine cannot be imported: {type(exc).__name__}: {exc}"))
             return
         with self._lock:
             self._token = CancelToken()
@@ -116,21 +163,24 @@ class Job(QRunnable):
         raw.started.emit(self)
         last = [0.0]
 
-        def progress(fraction: float, message: str = "") -> None:
+        def progress(fraction: float, message: str = "", data: Any = None) -> None:
+            # Text-only reports are throttled: the next one supersedes them. A payload is a datum a
+            # view accumulates (one epoch's losses, one step's objective), so it is never dropped; the
+            # engine sends at most one per epoch, step or batch.
             now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL_S or fraction >= 1.0:
+            if data is not None or now - last[0] >= PROGRESS_INTERVAL_S or fraction >= 1.0:
                 last[0] = now
-                raw.progress.emit(self, float(fraction), str(message))
+                raw.progress.emit(self, float(fraction), str(message), data)
 
         try:
             result = self.fn(progress, token)
         except Cancelled:
             raw.aborted.emit(self)
         except UserError as exc:
-            raw.error.emit(self, str(exc))
+            raw.error.emit(self, _detached(exc))
         except Exception as exc:  # any bug in a job becomes a message; the app keeps running
             log.error("job %r failed:\n%s", self.title, traceback.format_exc())
-            raw.error.emit(self, f"{type(exc).__name__}: {exc}")
+            raw.error.emit(self, _detached(exc))
         else:
             raw.done.emit(self, result)
 
@@ -222,8 +272,9 @@ class JobManager(QObject):
             job.fraction = 1.0
             job.signals.finished.emit(payload)
         elif state == "failed":
-            job.error = str(payload)
-            job.signals.failed.emit(job.error)
+            job.exception = payload
+            job.error = error_text(payload)
+            job.signals.failed.emit(payload)
         else:
             job.signals.cancelled.emit()
         self.job_ended.emit(job)
@@ -238,12 +289,12 @@ class JobManager(QObject):
         job.signals.started.emit()
         self.job_changed.emit(job)
 
-    @Slot(object, float, str)
-    def _on_progress(self, job: Job, fraction: float, message: str) -> None:
+    @Slot(object, float, str, object)
+    def _on_progress(self, job: Job, fraction: float, message: str, data: Any) -> None:
         if job.ended or job.cancel_requested:
             return
         job.fraction, job.message = fraction, message
-        job.signals.progress.emit(fraction, message)
+        job.signals.progress.emit(fraction, message, data)
         self.job_changed.emit(job)
 
     @Slot(object, object)
@@ -254,12 +305,12 @@ class JobManager(QObject):
         else:
             self._end(job, "finished", result)
 
-    @Slot(object, str)
-    def _on_error(self, job: Job, message: str) -> None:
+    @Slot(object, object)
+    def _on_error(self, job: Job, error: BaseException) -> None:
         if job.cancel_requested:
             self._end(job, "cancelled")
         else:
-            self._end(job, "failed", message)
+            self._end(job, "failed", error)
 
     @Slot(object)
     def _on_aborted(self, job: Job) -> None:

@@ -8,11 +8,13 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QTabWidget, QWidget
 
-from .jobs import JobManager
+from engine.core.errors import UntrustedFile
+
+from .jobs import JobManager, error_text
 from .panels.analysis_panel import AnalysisPanel
 from .panels.dataset_panel import IMAGE_FILTER, DatasetPanel
 from .panels.jobs_panel import JobsPanel
-from .panels.model_panel import ModelPanel, needs_trust
+from .panels.model_panel import ModelPanel
 from .panels.tabular_panel import PIMA, TabularPanel
 from .session import SessionActions
 from .widgets.map_grid import MapGrid
@@ -232,11 +234,11 @@ class MainWindow(QMainWindow):
     def _load_model(self, spec: str, weights: str, labels: str, trust: bool) -> None:
         self.model_panel.set_busy(True, f"Loading {Path(spec).name}...")
         job = self.workspace.load_model(spec, weights, labels, trust)
-        job.signals.failed.connect(lambda message: self._model_failed(spec, weights, labels, trust, message))
+        job.signals.failed.connect(lambda error: self._model_failed(spec, weights, labels, trust, error))
 
-    def _model_failed(self, spec: str, weights: str, labels: str, trust: bool, message: str) -> None:
-        self.model_panel.set_busy(False, message if self.workspace.model is None else "")
-        if not trust and needs_trust(message) and self.model_panel.confirm_trust(spec):
+    def _model_failed(self, spec: str, weights: str, labels: str, trust: bool, error: BaseException) -> None:
+        self.model_panel.set_busy(False, error_text(error) if self.workspace.model is None else "")
+        if not trust and isinstance(error, UntrustedFile) and self.model_panel.confirm_trust(spec):
             self._load_model(spec, weights, labels, True)
 
     def _model_loaded(self, state) -> None:
@@ -311,7 +313,7 @@ class MainWindow(QMainWindow):
         job.signals.progress.connect(cell.set_running)
         job.signals.progress.connect(self.analysis_panel.set_progress)
         job.signals.finished.connect(lambda result: self._analysis_done(cell, state, result))
-        job.signals.failed.connect(lambda message: self._analysis_failed(cell, message))
+        job.signals.failed.connect(lambda error: self._analysis_failed(cell, error_text(error)))
         job.signals.cancelled.connect(lambda: self._analysis_cancelled(cell))
         return cell
 
@@ -362,8 +364,13 @@ class MainWindow(QMainWindow):
             self.demo_failed.emit(f"{title}: {message}")
         self.show_error(title, message)
 
-    def show_error(self, title: str, message: str) -> None:
-        """A readable message in the status bar and a non-modal box; never raises."""
+    def show_error(self, title: str, message: str | BaseException) -> None:
+        """A readable message in the status bar and a non-modal box; never raises.
+
+        A failed job's exception may be passed as it is (``job.signals.failed`` connects here directly).
+        """
+        if isinstance(message, BaseException):
+            message = error_text(message)
         self.errors.append((title, message))
         self.statusBar().showMessage(f"{title}: {message}", 15000)
         if self._message_box is not None:

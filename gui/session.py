@@ -14,10 +14,11 @@ import json
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PySide6.QtWidgets import QFileDialog
+
+from engine.core.jsonable import jsonable
 
 from .jobs import FILE_LANE, Job
 from .tabular_results import rebuild_results, results_state
@@ -30,20 +31,6 @@ MAX_ARRAY_BYTES = 512 * 1024 * 1024
 
 class SessionError(ValueError):
     """A session file that cannot be read: corrupt, foreign or incomplete."""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(type(value).__name__)
 
 
 def cell_record(cell, index: int) -> tuple[dict, dict[str, np.ndarray]]:
@@ -62,14 +49,14 @@ def cell_record(cell, index: int) -> tuple[dict, dict[str, np.ndarray]]:
             array_extras.append(name)
             continue
         try:
-            extras[name] = _jsonable(value)
+            extras[name] = jsonable(value)
         except TypeError:
             continue  # an extra that is neither an array nor JSON (a tensor, an object) is left out
     summary = explanation.summary()
     record = {
         "method": request.method,
-        "params": _jsonable(request.params),
-        "defaults": _jsonable(request.defaults),
+        "params": jsonable(request.params),
+        "defaults": jsonable(request.defaults),
         "target": request.target,
         "target_label": request.target_label,
         "input_name": request.input_name,

@@ -5,15 +5,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import psutil
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QLabel, QMenu, QTreeWidget, QTreeWidgetItem, QVBoxLayout
 
+from engine.core.vocab import MODEL_FILE_SUFFIXES
 from gui.plotting import configure_pyqtgraph
 
 MAX_RECENT = 8
 RECENT_KINDS = (("models", "Recent &models"), ("data", "Recent &data"), ("tables", "Recent &tables"))
-MODEL_SUFFIXES = {".pt", ".pth", ".ts", ".jit", ".safetensors", ".bin", ".pkl"}
+MODEL_SUFFIXES = frozenset(MODEL_FILE_SUFFIXES)  # a dropped file with one of these goes to the model panel
 THEMES = ("light", "dark")
 MEMORY_INTERVAL_MS = 2000
 
@@ -76,12 +78,9 @@ def memory_text(device: str) -> str:
         except Exception:  # a device that went away: fall back to the process
             pass
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return f"RAM {int(line.split()[1]) / 1024:,.0f} MB"
-    except OSError:
-        pass
-    return "RAM ?"
+        return f"RAM {psutil.Process().memory_info().rss / 2**20:,.0f} MB"
+    except (psutil.Error, OSError):  # a sandbox that hides the process's own statistics
+        return "RAM ?"
 
 
 SHORTCUTS = (

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from .jobs import DEVICE_LANE, FILE_LANE, Job, JobManager
+from .jobs import DEVICE_LANE, FILE_LANE, Job, JobManager, error_text
 
 DEMO_MODEL = "demo:ultrasound"
 PREDICT_BATCH = 16
@@ -90,7 +90,7 @@ class Workspace(QObject):
         if on_done is not None:
             job.signals.finished.connect(on_done)
         if not quiet:
-            job.signals.failed.connect(lambda message: self.error.emit(error_title or f"{title} failed", message))
+            job.signals.failed.connect(lambda error: self.error.emit(error_title or f"{title} failed", error_text(error)))
         return job
 
     def label(self, index: int) -> str:

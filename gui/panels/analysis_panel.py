@@ -124,6 +124,7 @@ class AnalysisPanel(QWidget):
         if not running:
             self.progress.setValue(0 if not text else self.progress.value())
 
-    def set_progress(self, fraction: float, message: str) -> None:
+    def set_progress(self, fraction: float, message: str, data: object = None) -> None:
+        """A job's progress report (``job.signals.progress`` connects here); the payload is not shown."""
         self.progress.setValue(int(fraction * 1000))
         self.progress.setFormat(f"{message} (%p%)" if message else "%p%")

@@ -209,7 +209,7 @@ class DatasetPanel(QWidget):
     def set_predicting(self, job) -> None:
         self.predict_button.setEnabled(False)
         self.predict_button.setText("Predicting...")
-        job.signals.progress.connect(lambda fraction, _message: self.predict_button.setText(f"Predicting {fraction:.0%}"))
+        job.signals.progress.connect(lambda fraction, _message, _data: self.predict_button.setText(f"Predicting {fraction:.0%}"))
         for signal in (job.signals.finished, job.signals.failed, job.signals.cancelled):
             signal.connect(self._predicting_ended)
 

@@ -18,7 +18,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-MODEL_FILTER = "Models and weights (*.pt *.pth *.ts *.jit *.safetensors *.bin *.pkl);;All files (*)"
+from engine.core.vocab import MODEL_FILE_SUFFIXES
+
+MODEL_FILTER = f"Models and weights ({' '.join('*' + suffix for suffix in MODEL_FILE_SUFFIXES)});;All files (*)"
 LABELS_FILTER = "Labels (*.txt *.json);;All files (*)"
 TRUST_WARNING = (
     "<b>{name}</b> is a whole pickled model, not only weights.<br><br>"
@@ -27,11 +29,6 @@ TRUST_WARNING = (
     "Load it only if you made it yourself or trust its author. Safer: save a state dict or "
     "safetensors file and open it with its architecture."
 )
-
-
-def needs_trust(message: str) -> bool:
-    """Whether a load error is the engine's refusal to unpickle a whole model."""
-    return "refused to load" in message and "Python objects" in message
 
 
 def format_shape(shape) -> str:

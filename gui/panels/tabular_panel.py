@@ -7,9 +7,10 @@ device lane. One tabular job runs at a time; Cancel stops it through the job's C
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -29,16 +30,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..jobs import DEVICE_LANE, FILE_LANE, Job, JobManager
+from engine.core.progress import EpochLosses
+from engine.core.vocab import ACTIVATIONS, DISTRIBUTIONS, MISSING_POLICIES, TABULAR_TRAINING
+
+from ..jobs import DEVICE_LANE, FILE_LANE, Job, JobManager, error_text
 from ..widgets.table_model import FrameModel, StatsModel, compact, double_box, spin_box, table_view
 from ..widgets.tabular_plots import LossPlot, ReductionView, SobolView, metrics_html
 
 PIMA = "demo:pima"
 TABLE_FILTER = "CSV tables (*.csv *.tsv *.txt);;All files (*)"
-DISTRIBUTIONS = ("uniform", "normal", "truncnorm", "empirical")  # engine.tabular.sensitivity.DISTRIBUTIONS, without importing torch here
 SOBOL_SIZES = [2**k for k in range(6, 17)]
 TARGET_NAMES = ("type", "target", "class", "label", "outcome", "y")
-EPOCH_RE = re.compile(r"epoch (\d+): loss ([-+0-9.eE]+|nan|inf), validation ([-+0-9.eE]+|nan|inf)")
+# A fast training finishes an epoch every few milliseconds; the loss curve is redrawn at most this often.
+LOSS_REDRAW_MS = 100
 
 
 def default_target(columns: list[str]) -> str:
@@ -55,6 +59,26 @@ def parse_hidden(text: str) -> tuple[int, ...]:
     if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ValueError(f"hidden layer widths are positive integers separated by commas, not '{text}'")
     return tuple(int(p) for p in parts)
+
+
+def form_box(title: str, rows: list) -> QGroupBox:
+    """A titled group of form rows: (label, widget or layout) pairs, or a widget or layout spanning the row."""
+    box = QGroupBox(title)
+    form = QFormLayout(box)
+    compact(form)
+    for row in rows:
+        if isinstance(row, tuple):
+            form.addRow(*row)
+        else:
+            form.addRow(row)
+    return box
+
+
+def run_button(text: str, slot: Callable[[], object]) -> QPushButton:
+    button = QPushButton(text)
+    button.setObjectName("runButton")
+    button.clicked.connect(slot)
+    return button
 
 
 class TabularPanel(QWidget):
@@ -75,9 +99,52 @@ class TabularPanel(QWidget):
         self.job: Job | None = None
         self.pending_target: str | None = None  # a restored session's target, chosen when its table opens
         self.pending_results: tuple | None = None  # a restored session's (Sobol, reduction), kept when its table opens
-        self.losses: list[tuple[int, float, float]] = []
+        self.losses: list[EpochLosses] = []  # the running training's epochs, as the engine reports them
+        self._training_job: Job | None = None  # only its epochs feed the loss curve (a reduction trains too)
+        self._loss_redraw = QTimer(self)
+        self._loss_redraw.setSingleShot(True)
+        self._loss_redraw.setInterval(LOSS_REDRAW_MS)
+        self._loss_redraw.timeout.connect(self._draw_losses)
 
-        # ---- data
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self._build_controls())
+        layout.addWidget(self._build_results(), 1)
+        self._update_buttons()
+
+    # ---------------------------------------------------------------- building
+    def _build_controls(self) -> QWidget:
+        """The left column: the four groups of settings in a scroll area, then progress and Cancel."""
+        controls = QWidget()
+        controls_layout = QVBoxLayout(controls)
+        controls_layout.setContentsMargins(0, 0, 4, 0)
+        controls_layout.setSpacing(4)
+        for box in (self._build_data_box(), self._build_network_box(), self._build_sobol_box(), self._build_reduction_box()):
+            controls_layout.addWidget(box)
+        controls_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(controls)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setFormat("idle")
+        self.progress.setValue(0)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(scroll, 1)
+        left_layout.addWidget(self.progress)
+        left_layout.addWidget(self.cancel_button)
+        left.setMinimumWidth(250)
+        left.setMaximumWidth(330)
+        return left
+
+    def _build_data_box(self) -> QGroupBox:
         self.path_label = QLabel("No table open")
         self.path_label.setObjectName("hint")
         self.path_label.setWordWrap(True)
@@ -90,42 +157,32 @@ class TabularPanel(QWidget):
         self.target_box.setToolTip("The column the network predicts")
         self.target_box.currentTextChanged.connect(self._target_changed)
         self.missing_box = QComboBox()
-        self.missing_box.addItems(["error", "drop", "impute"])
+        self.missing_box.addItems(MISSING_POLICIES)
         self.missing_box.setToolTip("Missing values: refuse (error), drop the rows, or impute (median / most frequent category)")
-        data_box = QGroupBox("Data")
-        data_form = QFormLayout(data_box)
-        compact(data_form)
         buttons = QHBoxLayout()
         buttons.addWidget(self.open_button)
         buttons.addWidget(self.demo_button)
-        data_form.addRow(buttons)
-        data_form.addRow(self.path_label)
-        data_form.addRow("Target", self.target_box)
-        data_form.addRow("Missing", self.missing_box)
+        return form_box("Data", [buttons, self.path_label, ("Target", self.target_box), ("Missing", self.missing_box)])
 
-        # ---- training
-        self.hidden_edit = QLineEdit("32, 16")
+    def _build_network_box(self) -> QGroupBox:
+        defaults = TABULAR_TRAINING
+        self.hidden_edit = QLineEdit(", ".join(str(width) for width in defaults["hidden"]))
         self.hidden_edit.setToolTip("Widths of the hidden layers, comma separated")
-        self.epochs_spin = spin_box(1, 5000, 300, "Maximum epochs (training stops early when the validation loss stalls)")
-        self.lr_spin = double_box(1e-5, 1.0, 3e-3, 5, 1e-3, "Learning rate (AdamW)")
-        self.dropout_spin = double_box(0.0, 0.9, 0.1, 2, 0.05, "Dropout after each hidden layer")
-        self.patience_spin = spin_box(1, 5000, 30, "Early stopping: epochs without a better validation loss before training stops")
-        self.seed_spin = spin_box(0, 2**31 - 1, 0, "Seed of the initialisation, the batches and the validation split")
-        self.train_button = QPushButton("Train")
-        self.train_button.setObjectName("runButton")
-        self.train_button.clicked.connect(self.train)
-        train_box = QGroupBox("Network")
-        train_form = QFormLayout(train_box)
-        compact(train_form)
-        train_form.addRow("Hidden", self.hidden_edit)
-        train_form.addRow("Epochs", self.epochs_spin)
-        train_form.addRow("Learning rate", self.lr_spin)
-        train_form.addRow("Dropout", self.dropout_spin)
-        train_form.addRow("Patience", self.patience_spin)
-        train_form.addRow("Seed", self.seed_spin)
-        train_form.addRow(self.train_button)
+        self.activation_box = QComboBox()
+        self.activation_box.addItems(ACTIVATIONS)
+        self.activation_box.setCurrentText(defaults["activation"])
+        self.activation_box.setToolTip("Activation after each hidden layer")
+        self.epochs_spin = spin_box(1, 5000, defaults["epochs"], "Maximum epochs (training stops early when the validation loss stalls)")
+        self.lr_spin = double_box(1e-5, 1.0, defaults["lr"], 5, 1e-3, "Learning rate (AdamW)")
+        self.dropout_spin = double_box(0.0, 0.9, defaults["dropout"], 2, 0.05, "Dropout after each hidden layer")
+        self.patience_spin = spin_box(1, 5000, defaults["patience"], "Early stopping: epochs without a better validation loss before training stops")
+        self.seed_spin = spin_box(0, 2**31 - 1, defaults["seed"], "Seed of the initialisation, the batches and the validation split")
+        self.train_button = run_button("Train", self.train)
+        rows = [("Hidden", self.hidden_edit), ("Activation", self.activation_box), ("Epochs", self.epochs_spin), ("Learning rate", self.lr_spin)]
+        rows += [("Dropout", self.dropout_spin), ("Patience", self.patience_spin), ("Seed", self.seed_spin), self.train_button]
+        return form_box("Network", rows)
 
-        # ---- Sobol
+    def _build_sobol_box(self) -> QGroupBox:
         self.n_box = QComboBox()
         for n in SOBOL_SIZES:
             self.n_box.addItem(str(n), n)
@@ -135,62 +192,18 @@ class TabularPanel(QWidget):
         self.dist_box.addItems(DISTRIBUTIONS)
         self.dist_box.setToolTip("How inputs are drawn: uniform on the observed range, normal / truncated normal from mean and std, or the data's own (empirical)")
         self.s2_box = QCheckBox("second order (S2)")
-        self.sobol_button = QPushButton("Run Sobol")
-        self.sobol_button.setObjectName("runButton")
-        self.sobol_button.clicked.connect(self.run_sobol)
-        sobol_box = QGroupBox("Sobol sensitivity")
-        sobol_form = QFormLayout(sobol_box)
-        compact(sobol_form)
-        sobol_form.addRow("N", self.n_box)
-        sobol_form.addRow("Inputs", self.dist_box)
-        sobol_form.addRow(self.s2_box)
-        sobol_form.addRow(self.sobol_button)
+        self.sobol_button = run_button("Run Sobol", self.run_sobol)
+        return form_box("Sobol sensitivity", [("N", self.n_box), ("Inputs", self.dist_box), self.s2_box, self.sobol_button])
 
-        # ---- reduction
+    def _build_reduction_box(self) -> QGroupBox:
         self.seeds_spin = spin_box(1, 20, 3, "Trainings per k (their mean and spread are plotted)")
         self.tolerance_spin = double_box(0.0, 0.5, 0.01, 3, 0.005, "Largest accepted loss of accuracy against the full model")
-        self.reduce_epochs_spin = spin_box(1, 5000, 300, "Maximum epochs of each retraining")
-        self.reduce_button = QPushButton("Run reduction")
-        self.reduce_button.setObjectName("runButton")
-        self.reduce_button.clicked.connect(self.run_reduction)
-        reduce_box = QGroupBox("Input reduction")
-        reduce_form = QFormLayout(reduce_box)
-        compact(reduce_form)
-        reduce_form.addRow("Seeds", self.seeds_spin)
-        reduce_form.addRow("Tolerance", self.tolerance_spin)
-        reduce_form.addRow("Epochs", self.reduce_epochs_spin)
-        reduce_form.addRow(self.reduce_button)
+        self.reduce_epochs_spin = spin_box(1, 5000, TABULAR_TRAINING["epochs"], "Maximum epochs of each retraining")
+        self.reduce_button = run_button("Run reduction", self.run_reduction)
+        return form_box("Input reduction", [("Seeds", self.seeds_spin), ("Tolerance", self.tolerance_spin), ("Epochs", self.reduce_epochs_spin), self.reduce_button])
 
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setFormat("idle")
-        self.progress.setValue(0)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-
-        controls = QWidget()
-        controls_layout = QVBoxLayout(controls)
-        controls_layout.setContentsMargins(0, 0, 4, 0)
-        controls_layout.setSpacing(4)
-        for box in (data_box, train_box, sobol_box, reduce_box):
-            controls_layout.addWidget(box)
-        controls_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setWidget(controls)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(scroll, 1)
-        left_layout.addWidget(self.progress)
-        left_layout.addWidget(self.cancel_button)
-        left.setMinimumWidth(250)
-        left.setMaximumWidth(330)
-
-        # ---- results
+    def _build_results(self) -> QTabWidget:
+        """The right side: the table and its statistics, the training curves and metrics, Sobol and reduction."""
         self.frame_model = FrameModel(self)
         self.stats_model = StatsModel(self)
         self.table_view = table_view(self.frame_model)
@@ -219,12 +232,7 @@ class TabularPanel(QWidget):
         self.tabs.addTab(training, "Training")
         self.tabs.addTab(self.sobol_view, "Sobol")
         self.tabs.addTab(self.reduction_view, "Reduction")
-
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(left)
-        layout.addWidget(self.tabs, 1)
-        self._update_buttons()
+        return self.tabs
 
     def _update_buttons(self) -> None:
         busy = self.job is not None and not self.job.ended
@@ -241,16 +249,20 @@ class TabularPanel(QWidget):
         self.job = job
         self.progress.setValue(0)
         self.progress.setFormat(f"{title}: queued")
-        job.signals.progress.connect(lambda fraction, message: self._progress(job, fraction, message))
+        job.signals.progress.connect(lambda fraction, message, data: self._progress(job, fraction, message, data))
         job.signals.finished.connect(lambda result: self._ended(job, f"{title}: done", on_done, result))
-        job.signals.failed.connect(lambda message: self._ended(job, f"{title}: failed") or self.error.emit(f"{title} failed", message))
+        job.signals.failed.connect(lambda exc: self._ended(job, f"{title}: failed") or self.error.emit(f"{title} failed", error_text(exc)))
         job.signals.cancelled.connect(lambda: self._ended(job, f"{title}: cancelled"))
         self._update_buttons()
         return job
 
-    def _progress(self, job: Job, fraction: float, message: str) -> None:
+    def _progress(self, job: Job, fraction: float, message: str, data: object = None) -> None:
         self.progress.setValue(int(fraction * 1000))
         self.progress.setFormat(f"{message} (%p%)" if message else "%p%")
+        if isinstance(data, EpochLosses) and job is self._training_job:
+            self.losses.append(data)
+            if not self._loss_redraw.isActive():
+                self._loss_redraw.start()
 
     def _ended(self, job: Job, text: str, on_done=None, result=None) -> None:
         if job is self.job:
@@ -300,6 +312,8 @@ class TabularPanel(QWidget):
         self.target_box.setCurrentText(target)
         self.target_box.blockSignals(False)
         self.table_view.resizeColumnsToContents()
+        self.losses = []
+        self._loss_redraw.stop()
         self.loss_plot.reset()
         self.metrics_label.setText("Train a network to see its test metrics.")
         self.tabs.setCurrentIndex(0)
@@ -328,8 +342,15 @@ class TabularPanel(QWidget):
     # ---------------------------------------------------------------- training
     def train_settings(self, epochs: int | None = None) -> dict:
         """The TrainConfig arguments from the form (read on the main thread; the config is built in the job)."""
-        hidden, epochs = parse_hidden(self.hidden_edit.text()), epochs or self.epochs_spin.value()
-        return {"hidden": hidden, "epochs": epochs, "lr": self.lr_spin.value(), "dropout": self.dropout_spin.value(), "patience": self.patience_spin.value(), "seed": self.seed_spin.value()}
+        return {
+            "hidden": parse_hidden(self.hidden_edit.text()),
+            "activation": self.activation_box.currentText(),
+            "epochs": epochs or self.epochs_spin.value(),
+            "lr": self.lr_spin.value(),
+            "dropout": self.dropout_spin.value(),
+            "patience": self.patience_spin.value(),
+            "seed": self.seed_spin.value(),
+        }
 
     def train(self) -> Job | None:
         if self.table is None:
@@ -340,36 +361,28 @@ class TabularPanel(QWidget):
             self.error.emit("Cannot train", str(exc))
             return None
         table, target, missing = self.table, self.target(), self.missing_box.currentText()
-        losses: list[tuple[int, float, float]] = []
-        self.losses = losses
 
         def run(progress, cancel):
             from engine.tabular import TrainConfig, prepare, train_tabular
 
             config = TrainConfig(**settings)
             data = prepare(table, target, missing=missing, seed=config.seed)
+            return train_tabular(data, config, progress=progress, cancel=cancel)
 
-            def report(fraction: float, message: str = "") -> None:
-                match = EPOCH_RE.match(message)
-                if match:  # every epoch is kept, even those whose progress signal is throttled away
-                    losses.append((int(match[1]), float(match[2]), float(match[3])))
-                progress(fraction, message)
-
-            return train_tabular(data, config, progress=report, cancel=cancel)
-
+        self.losses = []
         self.loss_plot.reset()
         self.metrics_label.setText("Training...")
         self.tabs.setCurrentIndex(1)
         self.sobol = self.reduction = None
-        job = self._start(run, f"Training on {table.path.name}", DEVICE_LANE, self._trained)
-        job.signals.progress.connect(lambda *_: self._draw_losses(losses))
-        return job
+        self._training_job = self._start(run, f"Training on {table.path.name}", DEVICE_LANE, self._trained)
+        return self._training_job
 
-    def _draw_losses(self, losses: list) -> None:
-        rows = list(losses)
-        self.loss_plot.set_history([r[1] for r in rows], [r[2] for r in rows])
+    def _draw_losses(self) -> None:
+        validation = [epoch.validation for epoch in self.losses if epoch.validation is not None]
+        self.loss_plot.set_history([epoch.loss for epoch in self.losses], validation)
 
     def _trained(self, trained) -> None:
+        self._loss_redraw.stop()  # the history below has every epoch and the best one
         self.model_result = trained
         history = trained.history
         self.loss_plot.set_history(history.get("train_loss", []), history.get("val_loss", []), history.get("best_epoch"))
@@ -445,5 +458,5 @@ class TabularPanel(QWidget):
 
         job = self.jobs.submit(write, f"Exporting tabular results to {Path(folder).name}", lane=FILE_LANE)
         job.signals.finished.connect(lambda files: self.status.emit(f"Wrote {len(files)} file(s) to {folder}"))
-        job.signals.failed.connect(lambda message: self.error.emit("Cannot export the results", message))
+        job.signals.failed.connect(lambda exc: self.error.emit("Cannot export the results", error_text(exc)))
         return job

@@ -8,10 +8,15 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSlider, QToolButton, QVBoxLayout, QWidget
 
-from .map_view import DIVERGING_MAP, SEQUENTIAL_MAP, AnalysisRequest, MapCell, map_levels
+from .. import colours
+from .map_view import AnalysisRequest, MapCell, map_levels
 
-COLORMAPS = ["auto", "inferno", "viridis", "magma", "turbo", "CET-D1", "CET-L1"]
-COLORMAP_TIPS = "auto: a diverging blue-white-red map for signed maps, inferno otherwise"
+
+class ColormapBox(QComboBox):
+    """The colour map choice; a name an older session saved is shown as its nearest new one."""
+
+    def setCurrentText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        super().setCurrentText(colours.choice_name(text))
 
 
 class MapGrid(QWidget):
@@ -27,9 +32,41 @@ class MapGrid(QWidget):
         self.selected: MapCell | None = None  # the cell last clicked (copy, remove)
         self._next_id = 1
 
-        self.colormap_box = QComboBox()
-        self.colormap_box.addItems(COLORMAPS)
-        self.colormap_box.setToolTip(COLORMAP_TIPS)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(self._build_toolbar())
+        self.placeholder = QLabel("Maps appear here.\nChoose an input and a method, then press Run.")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setObjectName("placeholder")
+        self.grid_host = QWidget()
+        self.grid = QGridLayout(self.grid_host)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(6)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(self.grid_host)
+        # In shared-scale mode one colour bar beside the grid replaces the cells' identical ones.
+        self.shared_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=None, interactive=False, width=14)  # coloured when shown (see MapCell)
+        self.shared_bar_host = pg.GraphicsLayoutWidget()
+        self.shared_bar_host.setFixedWidth(78)
+        self.shared_bar_host.setToolTip("The colour scale shared by every map")
+        self.shared_bar_host.addItem(self.shared_bar)
+        self.shared_bar_host.hide()
+        body = QHBoxLayout()
+        body.setContentsMargins(0, 0, 0, 0)
+        body.addWidget(self.placeholder, 1)
+        body.addWidget(scroll, 1)
+        body.addWidget(self.shared_bar_host)
+        layout.addLayout(body, 1)
+        self.scroll = scroll
+        self._relayout()
+
+    def _build_toolbar(self) -> QHBoxLayout:
+        """The display settings every cell shares, and Fit and Clear."""
+        self.colormap_box = ColormapBox()
+        self.colormap_box.addItems(colours.CHOICES)
+        self.colormap_box.setToolTip(colours.TIP)
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(60)
@@ -57,7 +94,6 @@ class MapGrid(QWidget):
             widget.currentIndexChanged.connect(self.refresh_display)
         self.opacity_slider.valueChanged.connect(self.refresh_display)
         self.mask_box.toggled.connect(self.refresh_display)
-
         toolbar = QHBoxLayout()
         toolbar.addWidget(QLabel("Colour map"))
         toolbar.addWidget(self.colormap_box)
@@ -71,36 +107,7 @@ class MapGrid(QWidget):
         toolbar.addStretch(1)
         toolbar.addWidget(self.fit_button)
         toolbar.addWidget(self.clear_button)
-
-        self.placeholder = QLabel("Maps appear here.\nChoose an input and a method, then press Run.")
-        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.placeholder.setObjectName("placeholder")
-        self.grid_host = QWidget()
-        self.grid = QGridLayout(self.grid_host)
-        self.grid.setContentsMargins(0, 0, 0, 0)
-        self.grid.setSpacing(6)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setWidget(self.grid_host)
-        # In shared-scale mode one colour bar beside the grid replaces the cells' identical ones.
-        self.shared_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get(SEQUENTIAL_MAP), interactive=False, width=14)
-        self.shared_bar_host = pg.GraphicsLayoutWidget()
-        self.shared_bar_host.setFixedWidth(78)
-        self.shared_bar_host.setToolTip("The colour scale shared by every map")
-        self.shared_bar_host.addItem(self.shared_bar)
-        self.shared_bar_host.hide()
-        body = QHBoxLayout()
-        body.setContentsMargins(0, 0, 0, 0)
-        body.addWidget(self.placeholder, 1)
-        body.addWidget(scroll, 1)
-        body.addWidget(self.shared_bar_host)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(toolbar)
-        layout.addLayout(body, 1)
-        self.scroll = scroll
-        self._relayout()
+        return toolbar
 
     def add_cell(self, request: AnalysisRequest) -> MapCell:
         cell = MapCell(self._next_id, request)
@@ -178,9 +185,7 @@ class MapGrid(QWidget):
             cell.colorbar.setVisible(not shared)
         self.shared_bar_host.setVisible(levels is not None)
         if levels is not None:
-            if name == "auto":
-                name = DIVERGING_MAP if levels[0] < 0 < levels[1] else SEQUENTIAL_MAP
-            self.shared_bar.setColorMap(pg.colormap.get(name))
+            self.shared_bar.setColorMap(colours.colormap(colours.resolve(name, levels[0] < 0 < levels[1])))
             self.shared_bar.setLevels(levels)
 
     def visible_colour_bars(self) -> list:

@@ -11,8 +11,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QStyle, QToolButton, QVBoxLayout, QWidget
 
-DIVERGING_MAP = "CET-D1"
-SEQUENTIAL_MAP = "inferno"
+from .. import colours
+
 METHOD_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "local": "Local sensitivity", "saliency": "Saliency", "pertmap": "Perturbation map", "actmax": "Activation maximisation"}
 # Parameters worth naming in a title even at their default value.
 KEY_PARAMS = {"local": ("mode", "window", "stride"), "gradcam": ("layer",), "gradcam++": ("layer",), "pertmap": ("steps", "lam"), "actmax": ("objective", "steps")}
@@ -129,7 +129,9 @@ class MapCell(QFrame):
         for z, item in enumerate((self.base_item, self.map_item, self.mask_item)):
             item.setZValue(z)
             self.plot.addItem(item)
-        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get(SEQUENTIAL_MAP), interactive=False, width=12)
+        # No colour map until a result shows: colour maps come from matplotlib, which is then already imported
+        # (by the first job, on its worker), so the window neither loads it at start nor stalls for it.
+        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=None, interactive=False, width=12)
         self.colorbar.setImageItem(self.map_item, insert_in=self.plot)
         self.curve_plot = None
         self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
@@ -174,7 +176,8 @@ class MapCell(QFrame):
         self.title.setText(f"{line}<br><span style='font-size:small'>{' · '.join(info)}</span>")
         self.title.setToolTip(f"{name}: {params or 'default parameters'}\n{' · '.join(info)}")
 
-    def set_running(self, fraction: float = 0.0, message: str = "") -> None:
+    def set_running(self, fraction: float = 0.0, message: str = "", data: object = None) -> None:
+        """A job's progress report (``job.signals.progress`` connects here); the payload is not drawn yet."""
         self.state = "running"
         self.progress.show()
         self.progress.setValue(int(fraction * 1000))
@@ -200,7 +203,10 @@ class MapCell(QFrame):
         if image is not None:
             gray = image.mean(axis=2) if image.ndim == 3 else image
             self.base_item.setImage(np.ascontiguousarray(gray, dtype=np.float32), levels=(0.0, 1.0))
-        self.map_item.setImage(explanation.map, levels=map_levels([explanation.map]))
+        levels = map_levels([explanation.map])
+        if self.colorbar.colorMap() is None:  # coloured at once; the grid's display settings follow (apply_display)
+            self.colorbar.setColorMap(colours.colormap(colours.resolve("auto", levels[0] < 0 < levels[1])))
+        self.map_item.setImage(explanation.map, levels=levels)
         if mask is not None and mask.shape == explanation.map.shape and mask.any():
             self.mask_item.setImage(outline(mask), levels=(0, 255))
         else:
@@ -230,15 +236,12 @@ class MapCell(QFrame):
         self.setToolTip(f"objective: {values[0]:.4g} at the first record, {values[-1]:.4g} at the last ({len(values)} records)")
 
     def apply_display(self, colormap_name: str, opacity: float, levels: tuple[float, float] | None, show_mask: bool) -> None:
-        """Colour map ('auto': diverging for signed maps), opacity, levels (None: the map's own) and mask outline."""
+        """Colour map (a matplotlib name; 'auto': diverging for signed maps), opacity, levels (None: the map's own) and mask outline."""
         if self.explanation is None:
             return
         own = map_levels([self.explanation.map])
         low, high = levels or own
-        name = colormap_name
-        if name == "auto":
-            name = DIVERGING_MAP if low < 0 < high else SEQUENTIAL_MAP
-        self.colorbar.setColorMap(pg.colormap.get(name))
+        self.colorbar.setColorMap(colours.colormap(colours.resolve(colormap_name, low < 0 < high)))
         self.colorbar.setLevels((low, high))
         self.map_item.setOpacity(opacity)
         self.mask_item.setVisible(show_mask)

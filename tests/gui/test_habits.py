@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
+import psutil
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
+from engine.core.vocab import MODEL_FILE_SUFFIXES
+from gui.panels.model_panel import MODEL_FILTER
 from gui.widgets.map_view import AnalysisRequest
-from gui.window_actions import MAX_RECENT, SHORTCUTS
+from gui.window_actions import MAX_RECENT, SHORTCUTS, memory_text
 from tests.gui.conftest import wait_for_input
 
 
@@ -62,6 +66,17 @@ def test_the_status_bar_shows_memory_use(make_window):
     assert window.habits.timer.isActive() and window.habits.timer.interval() == 2000
 
 
+def test_memory_use_comes_from_psutil_on_every_platform(monkeypatch):
+    monkeypatch.setattr(psutil, "Process", lambda: SimpleNamespace(memory_info=lambda: SimpleNamespace(rss=1536 * 2**20)))
+    assert memory_text("cpu") == "RAM 1,536 MB"
+
+    def hidden():
+        raise psutil.AccessDenied(0)
+
+    monkeypatch.setattr(psutil, "Process", hidden)
+    assert memory_text("cpu") == "RAM ?"
+
+
 def test_predict_all_captions_and_the_outcome_filter(make_window, qtbot):
     window = make_window(demo=True, demo_analyses=False)
     wait_for_input(qtbot, window)
@@ -98,7 +113,12 @@ def test_cells_move_and_dropped_files_open(make_window, qtbot, tmp_path, monkeyp
     monkeypatch.setattr(window.model_panel, "open_file", lambda path: opened.append(("model", path)))
     monkeypatch.setattr(window.workspace, "open_dataset", lambda path: opened.append(("data", path)))
     mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "net.safetensors")), QUrl.fromLocalFile(str(tmp_path))])
+    mime.setUrls([QUrl.fromLocalFile(str(tmp_path / name)) for name in ("net.safetensors", "last.CKPT", "")])
     event = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     window.dropEvent(event)
-    assert opened == [("model", str(tmp_path / "net.safetensors")), ("data", str(tmp_path))]
+    assert opened == [("model", str(tmp_path / "net.safetensors")), ("model", str(tmp_path / "last.CKPT")), ("data", str(tmp_path))]
+
+
+def test_the_model_file_dialog_offers_every_suffix_the_engine_loads():
+    offered = re.search(r"\((.*?)\)", MODEL_FILTER)[1].split()
+    assert offered == [f"*{suffix}" for suffix in MODEL_FILE_SUFFIXES] and "*.ckpt" in offered

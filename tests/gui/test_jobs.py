@@ -7,7 +7,9 @@ import threading
 import pytest
 
 from engine import Cancelled, UserError
-from gui.jobs import DEVICE_LANE, FILE_LANE, JobManager
+from engine.core.errors import UntrustedFile
+from engine.core.progress import EpochLosses
+from gui.jobs import DEVICE_LANE, FILE_LANE, JobManager, error_text
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def test_a_job_reports_progress_and_its_result(manager, qtbot):
 
     job = manager.submit(work, "answer", lane=FILE_LANE)
     reports = []
-    job.signals.progress.connect(lambda f, m: reports.append((f, m)))
+    job.signals.progress.connect(lambda f, m, data: reports.append((f, m)))
     with qtbot.waitSignal(job.signals.finished, timeout=10000) as blocker:
         pass
     assert blocker.args == [42]
@@ -34,21 +36,43 @@ def test_a_job_reports_progress_and_its_result(manager, qtbot):
     assert reports and reports[-1] == (1.0, "done")
 
 
-def test_a_user_error_becomes_failed_with_its_message(manager, qtbot):
+def test_a_user_error_becomes_failed_with_the_exception_itself(manager, qtbot):
     def work(progress, cancel):
-        raise UserError("model.pt: not a readable PyTorch file")
+        raise UntrustedFile("whole.pt", "whole.pt: refused to load")
 
     job = manager.submit(work, "broken")
     with qtbot.waitSignal(job.signals.failed, timeout=10000) as blocker:
         pass
-    assert blocker.args == ["model.pt: not a readable PyTorch file"]
+    (error,) = blocker.args
+    assert isinstance(error, UntrustedFile) and str(error.path) == "whole.pt"  # views decide from the type
+    assert error_text(error) == job.error == "whole.pt: refused to load"  # written for the user: shown as it is
+    assert job.exception is error and error.__traceback__ is None  # no frames (and their tensors) kept alive
 
 
-def test_any_exception_becomes_failed(manager, qtbot):
+def test_any_exception_becomes_failed_and_its_text_names_the_type(manager, qtbot):
     job = manager.submit(lambda progress, cancel: 1 / 0, "bug")
     with qtbot.waitSignal(job.signals.failed, timeout=10000) as blocker:
         pass
-    assert "ZeroDivisionError" in blocker.args[0]
+    assert isinstance(blocker.args[0], ZeroDivisionError)
+    assert job.error.startswith("ZeroDivisionError: ") and not isinstance(blocker.args[0], UserError)
+
+
+def test_progress_carries_payloads_and_never_drops_them(manager, qtbot):
+    def work(progress, cancel):
+        for epoch in range(1, 51):  # far faster than the ten text reports a second that get through
+            progress(epoch / 50, f"epoch {epoch}", EpochLosses(epoch, 50, 1.0 / epoch, 2.0 / epoch))
+        for step in range(50):
+            progress(step / 50, f"text only {step}")
+        return "done"
+
+    job = manager.submit(work, "payloads", lane=FILE_LANE)
+    payloads, texts = [], []
+    job.signals.progress.connect(lambda f, m, data: payloads.append(data) if data is not None else texts.append(m))
+    with qtbot.waitSignal(job.signals.finished, timeout=10000):
+        pass
+    assert [p.epoch for p in payloads] == list(range(1, 51))
+    assert all(isinstance(p, EpochLosses) and p.validation == 2 * p.loss for p in payloads)
+    assert len(texts) < 10  # text-only reports are throttled: the latest supersedes the others
 
 
 def _wait_for_cancel(progress, cancel):

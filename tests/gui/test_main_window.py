@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 
 import engine
+from engine.core.errors import UntrustedFile, UserError
 from gui.panels.model_panel import ModelPanel
 from tests.gui.conftest import ENGINE_TIMEOUT_MS, wait_for_input
 from tests.models import tiny_cnn
@@ -150,9 +153,67 @@ def test_opening_an_image_makes_it_the_current_input(make_window, qtbot, tmp_pat
     assert "broken.png" in window.errors[-1][1]
 
 
-def test_the_window_module_does_not_import_torch():
-    code = "import sys, gui.app, gui.main_window; assert 'torch' not in sys.modules"  # the engine's torch-free core may load
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+def test_a_failure_asks_for_trust_by_its_type_never_by_its_words(make_window, qtbot, monkeypatch):
+    window = make_window()
+    asked, requests = [], []
+    monkeypatch.setattr(ModelPanel, "confirm_trust", lambda self, name: asked.append(name) or True)
+    failures = {
+        "plain.pt": UserError("plain.pt: refused to load: the file contains Python objects, not only tensors"),
+        "pickled.pt": UntrustedFile("pickled.pt", "pickled.pt: holds a whole model"),
+    }
+
+    def fake_load(spec, weights="", labels="", trust=False):
+        requests.append((spec, trust))
+        error = failures[spec] if not trust else UserError(f"{spec}: trusted, and still broken")
+
+        def fail(progress, cancel):
+            raise error
+
+        return window.jobs.submit(fail, f"loading {spec}")
+
+    monkeypatch.setattr(window.workspace, "load_model", fake_load)
+    for spec in failures:
+        with qtbot.waitSignal(window.jobs.job_ended, check_params_cb=lambda job, spec=spec: job.title == f"loading {spec}", timeout=10000):
+            window._load_model(spec, "", "", False)
+    with qtbot.waitSignal(window.jobs.job_ended, check_params_cb=lambda job: job.title == "loading pickled.pt", timeout=10000):
+        pass  # the trusted second attempt, submitted when the first one failed
+    # The engine's refusal text alone asks nothing; an UntrustedFile asks once and loads again with trust.
+    assert asked == ["pickled.pt"] and requests == [("plain.pt", False), ("pickled.pt", False), ("pickled.pt", True)]
+    assert window.model_panel.source_label.text() == "pickled.pt: trusted, and still broken"
+
+
+def test_the_main_thread_never_imports_torch():
+    """The window's modules import no torch; the first job imports it, and matplotlib, on a worker thread."""
+    code = textwrap.dedent(
+        """
+        import sys, threading
+        import gui.app, gui.main_window
+        assert "torch" not in sys.modules and "matplotlib" not in sys.modules, "imported with the window's modules"
+        importers = {}
+
+        class Spy:
+            def find_spec(self, name, path, target=None):
+                if name in ("torch", "matplotlib"):
+                    importers.setdefault(name, threading.current_thread().name)
+                return None
+
+        sys.meta_path.insert(0, Spy())
+        from PySide6.QtCore import QSettings, QTimer
+        app = gui.app.create_app([])
+        window = gui.main_window.MainWindow(settings=QSettings(sys.argv[1], QSettings.Format.IniFormat))
+        window.workspace.engine_ready.connect(lambda info: app.exit(0))
+        window.workspace.error.connect(lambda title, message: app.exit(3))
+        QTimer.singleShot(120000, lambda: app.exit(2))
+        code = app.exec()
+        window.close()
+        assert code == 0, code
+        assert set(importers) == {"torch", "matplotlib"} and threading.main_thread().name not in importers.values(), importers
+        """
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    with tempfile.TemporaryDirectory() as folder:
+        result = subprocess.run([sys.executable, "-c", code, f"{folder}/settings.ini"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
 
 
 def test_menus_and_about(make_window):

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import csv
+import threading
 
+import numpy as np
 from PySide6.QtCore import Qt
+
+from engine.core.progress import EpochLosses
+from engine.core.vocab import ACTIVATIONS, MISSING_POLICIES, TABULAR_TRAINING
 
 PIMA_FEATURES = {"npreg", "glu", "bp", "skin", "bmi", "ped", "age"}
 JOB_TIMEOUT_MS = 60000
@@ -58,6 +63,7 @@ def test_pima_train_sobol_reduction_and_export(make_window, qtbot, tmp_path):
     reduction = blocker.args[0]
     view = panel.reduction_view
     assert list(view.curves["ranked"][0]) == list(range(1, 8)) and list(view.curves["random"][0]) == list(range(1, 7))
+    assert len(panel.losses) == trained.history["epochs_run"]  # the reduction's trainings leave the loss curve alone
     assert f"Recommended k = {reduction.recommended_k}" in view.summary.text()
     assert reduction.ranking == result.ranking("ST")
     table = view.table  # ranked k = 7..1, then random k = 6..1; the recommended row marked
@@ -119,3 +125,50 @@ def test_training_and_sobol_can_be_cancelled(make_window, qtbot):
         qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
     assert panel.sobol is None and panel.sobol_view.tick_names() == []
     assert not window.errors
+
+
+def curve_length(curve) -> int:
+    points = curve.getData()[1]
+    return 0 if points is None else len(points)
+
+
+def test_the_loss_curve_is_drawn_from_epoch_payloads_never_from_text(make_window, qtbot, monkeypatch):
+    import engine.tabular
+
+    real_training = engine.tabular.train_tabular
+    sent = [EpochLosses(epoch, 6, 1.0 / epoch, 1.5 / epoch) for epoch in range(1, 6)]
+    release = threading.Event()
+
+    def reporting_training(data, config, progress=None, cancel=None):
+        progress(0.01, "epoch 1: loss 9.0000, validation 9.0000")  # the engine's old wording, without a payload
+        for epoch in sent:
+            progress(epoch.epoch / 6, f"epoch {epoch.epoch}", epoch)
+        release.wait(60)  # until the test has seen the live curve
+        return real_training(data, config, cancel=cancel)
+
+    monkeypatch.setattr(engine.tabular, "train_tabular", reporting_training)
+    window = make_window()
+    panel = open_pima(qtbot, window)
+    panel.epochs_spin.setValue(6)
+    try:
+        qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: curve_length(panel.loss_plot.train_curve) == len(sent), timeout=JOB_TIMEOUT_MS)
+        assert panel.losses == sent  # the text report added nothing
+        assert list(panel.loss_plot.train_curve.yData) == [epoch.loss for epoch in sent]
+        assert list(panel.loss_plot.val_curve.yData) == [epoch.validation for epoch in sent]
+        with qtbot.waitSignal(panel.trained, timeout=JOB_TIMEOUT_MS) as blocker:
+            release.set()
+    finally:
+        release.set()
+    history = blocker.args[0].history  # the finished training's own record replaces the live curve
+    assert np.allclose(panel.loss_plot.train_curve.yData, history["train_loss"]) and not window.errors
+
+
+def test_the_forms_offer_the_engine_vocabulary_and_defaults(make_window):
+    panel = make_window().tabular_panel
+    assert [panel.missing_box.itemText(i) for i in range(panel.missing_box.count())] == list(MISSING_POLICIES)
+    assert [panel.activation_box.itemText(i) for i in range(panel.activation_box.count())] == list(ACTIVATIONS)
+    settings = panel.train_settings()
+    for name in ("hidden", "activation", "epochs", "lr", "dropout", "patience", "seed"):
+        assert settings[name] == TABULAR_TRAINING[name], name
+    assert panel.reduce_epochs_spin.value() == TABULAR_TRAINING["epochs"]
