@@ -119,3 +119,17 @@ def test_no_engine_source_imports_qt_or_a_front_end():
             if len(words) >= 2 and words[0] in ("import", "from") and words[1].split(".")[0] in ("PySide6", "pyqtgraph", "gui", "cli"):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}")
     assert offenders == []
+
+
+def test_no_function_over_80_lines_and_no_module_over_500():
+    import ast
+
+    long_functions, long_modules = [], []
+    for path in sorted([*(ROOT / "engine").rglob("*.py"), *(ROOT / "cli").rglob("*.py"), *(ROOT / "gui").rglob("*.py"), ROOT / "main.py"]):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > 500:
+            long_modules.append(str(path.relative_to(ROOT)))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long_functions.append(f"{path.relative_to(ROOT)}:{node.name}")
+    assert long_functions == [] and long_modules == []
