@@ -47,6 +47,7 @@ def add_parsers(commands) -> None:
 
 
 def cmd_train_images(args) -> int:
+    from engine.demo.catalogue import demo_name
     from engine.models.architectures import classification_models
     from engine.models.training import ImageTrainConfig, check_image_model_output, folder_dataset, phantom_dataset, train_image_model
 
@@ -54,11 +55,12 @@ def cmd_train_images(args) -> int:
     check_image_model_output(args.out, args.overwrite)  # before training, not after
     if args.arch not in classification_models():
         raise UserError(f"unknown architecture '{args.arch}'; `main.py info` lists them")
-    if args.data == "demo:ultrasound":
+    demo = demo_name(args.data)
+    if demo == "ultrasound":
         if args.n < 30:
             raise UserError("--n must be at least 30 to train on the phantom")
         dataset = phantom_dataset(args.n, args.size, args.seed)
-    elif args.data.startswith("demo:"):
+    elif demo is not None:
         raise UserError(f"unknown demo data '{args.data}'; use demo:ultrasound or an ImageFolder")
     else:
         dataset = folder_dataset(args.data, args.size)
