@@ -2,35 +2,29 @@
 
 A session is a .zip holding ``session.json`` (the model and data references, display settings and
 every map cell with its method, parameters, target and input) and the cells' arrays as .npy files
-(map, display image, mask, array extras). Arrays are read with ``allow_pickle=False``: a session
-never runs code. Reading and rebuilding run in a file-lane job; a corrupt or foreign file fails with
-a message.
+(map, display image, mask, array extras). The file format, its limits and the check of every field
+live in gui/session_file.py; reading and checking run in a file-lane job, and the window changes
+only once the whole session was read and found sound. A session never carries trust: a pickled
+model it names is asked about again.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtWidgets import QFileDialog
 
+from engine.core.errors import UserError
+from engine.core.files import atomic_path, check_output
 from engine.core.jsonable import jsonable
 
 from .jobs import FILE_LANE, Job
+from .session_file import Session, SessionError, read_session, write_session
 from .tabular_results import rebuild_results, results_state
 
-FORMAT = "sensiscope-session"
-VERSION = 1
 SESSION_FILTER = "Sensiscope sessions (*.sensiscope.zip *.zip);;All files (*)"
-MAX_ARRAY_BYTES = 512 * 1024 * 1024
-
-
-class SessionError(ValueError):
-    """A session file that cannot be read: corrupt, foreign or incomplete."""
 
 
 def cell_record(cell, index: int) -> tuple[dict, dict[str, np.ndarray]]:
@@ -69,95 +63,30 @@ def cell_record(cell, index: int) -> tuple[dict, dict[str, np.ndarray]]:
     return record, arrays
 
 
-def write_session(path: str | Path, state: dict, arrays: dict[str, np.ndarray]) -> None:
-    path = Path(path)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("session.json", json.dumps({"format": FORMAT, "version": VERSION, **state}, indent=2))
-        for name, array in arrays.items():
-            buffer = io.BytesIO()
-            np.save(buffer, array, allow_pickle=False)
-            archive.writestr(name, buffer.getvalue())
-
-
-def read_session(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """The session's JSON and arrays; SessionError with a readable message for anything wrong."""
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            try:
-                state = json.loads(archive.read("session.json").decode("utf-8"))
-            except KeyError:
-                raise SessionError(f"{path.name}: not a Sensiscope session (no session.json inside)") from None
-            if not isinstance(state, dict) or state.get("format") != FORMAT:
-                raise SessionError(f"{path.name}: not a Sensiscope session")
-            if int(state.get("version", 0)) > VERSION:
-                raise SessionError(f"{path.name}: written by a newer Sensiscope (session version {state.get('version')})")
-            arrays = {}
-            for info in archive.infolist():
-                if info.filename.endswith(".npy"):
-                    if info.file_size > MAX_ARRAY_BYTES:
-                        raise SessionError(f"{path.name}: {info.filename} is implausibly large")
-                    arrays[info.filename] = np.load(io.BytesIO(archive.read(info)), allow_pickle=False)
-    except SessionError:
-        raise
-    except FileNotFoundError:
-        raise SessionError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError):
-        raise SessionError(f"{path.name}: not a Sensiscope session (not a zip archive, or a damaged one)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as exc:
-        raise SessionError(f"{path.name}: damaged session ({type(exc).__name__}: {exc})") from None
-    return state, arrays
-
-
-def rebuild_cells(state: dict, arrays: dict[str, np.ndarray]) -> list[dict]:
-    """Per cell: the record, an engine Explanation, the image and the mask (runs in a job)."""
-    from engine.core.explanation import Explanation
-
-    cells = []
-    for record in state.get("cells", []):
-        try:
-            folder, info = record["folder"], record["explanation"]
-            extras = dict(record.get("extras", {}))
-            extras.update({name: arrays[f"{folder}/extra_{name}.npy"] for name in record.get("array_extras", [])})
-            explanation = Explanation(
-                map=arrays[f"{folder}/map.npy"],
-                method=info["method"],
-                params=dict(info["params"]),
-                target=int(info["target"]),
-                predicted=int(info["predicted"]),
-                probability=float(info["probability"]),
-                device=str(info["device"]),
-                elapsed_s=float(info["elapsed_s"]),
-                target_probability=info.get("target_probability"),
-                seed=info.get("seed"),
-                extras=extras,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SessionError(f"the session has an incomplete map record ({type(exc).__name__}: {exc})") from None
-        cells.append({"record": record, "explanation": explanation, "image": arrays.get(f"{folder}/image.npy"), "mask": arrays.get(f"{folder}/mask.npy")})
-    return cells
-
-
 def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "map"
 
 
 def write_maps(items: list[tuple[str, np.ndarray, np.ndarray | None]], folder: str | Path) -> list[str]:
-    """Each map as raw float32 .npy and as a PNG overlay on its image (engine.render.save_overlay)."""
-    from engine.core.errors import UserError
+    """Each map as raw float32 .npy and as a PNG overlay on its image (engine.io.render.save_overlay).
+
+    Every file is written atomically and none replaces a file Sensiscope did not write: all names
+    are checked before the first is written, so a refusal leaves the folder as it was."""
     from engine.io.render import save_overlay
 
     folder = Path(folder)
+    names = [(folder / f"{stem}.npy", folder / f"{stem}.png") for stem, _, _ in items]
+    for pair in names:
+        for path in pair:
+            check_output(path)
     files = []
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for stem, saliency, image in items:
-            np.save(folder / f"{stem}.npy", np.asarray(saliency, dtype=np.float32), allow_pickle=False)
-            background = image if image is not None else np.zeros((*saliency.shape, 3), np.float32)
-            save_overlay(folder / f"{stem}.png", background, saliency)
-            files += [str(folder / f"{stem}.npy"), str(folder / f"{stem}.png")]
-    except OSError as exc:
-        raise UserError(f"cannot write the maps to {folder}: {exc}") from None
+    for (npy, png), (_, saliency, image) in zip(names, items, strict=True):
+        with atomic_path(npy) as temporary, temporary.open("wb") as handle:
+            np.save(handle, np.asarray(saliency, dtype=np.float32), allow_pickle=False)
+        background = image if image is not None else np.zeros((*saliency.shape, 3), np.float32)
+        with atomic_path(png) as temporary:
+            save_overlay(temporary, background, saliency)
+        files += [str(npy), str(png)]
     return files
 
 
@@ -218,7 +147,8 @@ class SessionActions:
         current = ws.current.item.path if ws.current is not None else None
         table = window.tabular_panel.table
         state = {
-            "model": ws.model.ref if ws.model is not None else None,
+            # how the model was loaded, never whether it was trusted: trust is not the file's to give
+            "model": {key: ws.model.ref.get(key, "") for key in ("spec", "weights", "labels")} if ws.model is not None else None,
             "data": {**ws.data_ref, "selected": str(current) if current else ""} if ws.data_ref else None,
             "device": ws.device,
             "display": {
@@ -243,6 +173,9 @@ class SessionActions:
         try:
             state, arrays = self.state()
             write_session(path, state, arrays)
+        except UserError as exc:
+            window.show_error("Cannot save the session", str(exc))
+            return False
         except (OSError, TypeError, ValueError) as exc:
             window.show_error("Cannot save the session", f"{path}: {exc}")
             return False
@@ -257,64 +190,61 @@ class SessionActions:
                 return None
 
         def load(progress, cancel):
-            from engine.core.errors import UserError
+            import engine
 
+            methods = {spec.name for spec in engine.available_methods()}
             try:
-                state, arrays = read_session(path)
-                cells = rebuild_cells(state, arrays)
+                session = read_session(path, methods)
             except SessionError as exc:
                 raise UserError(str(exc)) from None
             try:
-                results = rebuild_results(state.get("tabular_results"))
+                results = rebuild_results(session.tabular_results)
             except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
                 raise UserError(f"{Path(path).name}: the session has damaged table results ({type(exc).__name__}: {exc})") from None
-            return state, cells, results
+            return session, results
 
         job = window.jobs.submit(load, f"Opening session {Path(path).name}", lane=FILE_LANE, key="session")
         job.signals.finished.connect(lambda result: self._restore(*result))
         job.signals.failed.connect(lambda message: window.show_error("Cannot open the session", message))
         return job
 
-    def _restore(self, state: dict, cells: list[dict], results: tuple = (None, None)) -> None:
+    def _restore(self, session: Session, results: tuple = (None, None)) -> None:
+        """Apply a session that was read and checked whole (nothing here can meet a wrong type)."""
         from .widgets.map_view import AnalysisRequest
 
         window = self.window
         grid = window.grid
         window.cancel_analyses()
         grid.clear()
-        display = state.get("display") or {}
-        try:
-            grid.colormap_box.setCurrentText(str(display.get("colormap", "auto")))
-            grid.opacity_slider.setValue(int(display.get("opacity", 60)))
-            grid.scale_box.setCurrentIndex(int(display.get("scale", 0)))
-            grid.mask_box.setChecked(bool(display.get("mask", True)))
-            grid.follow_box.setChecked(bool(display.get("follow", True)))
-        except (TypeError, ValueError):
-            pass
-        for item in cells:
-            record = item["record"]
-            get = record.get
-            request = AnalysisRequest(record["method"], dict(get("params", {})), get("target"), str(get("target_label", "")), str(get("input_name", "")), dict(get("defaults", {})))
+        display = session.display
+        grid.colormap_box.setCurrentText(display.colormap)
+        grid.opacity_slider.setValue(display.opacity)
+        grid.scale_box.setCurrentIndex(display.scale)
+        grid.mask_box.setChecked(display.mask)
+        grid.follow_box.setChecked(display.follow)
+        for item in session.cells:
+            request = AnalysisRequest(item.method, dict(item.params), item.target, item.target_label, item.input_name, dict(item.defaults))
             cell = grid.add_cell(request)
-            cell.input_path = str(record.get("input_path", ""))
-            cell.set_result(item["explanation"], item["image"], item["mask"], window.workspace.label)
+            cell.input_path = item.input_path
+            cell.set_result(item.explanation, item.image, item.mask, window.workspace.label)
         grid.refresh_display()
         window.tabs.setCurrentIndex(0)
-        model, data = state.get("model"), state.get("data")
-        self.pending = data if data and data.get("selected") else None
-        if model and model.get("spec"):
-            window._load_model(model["spec"], model.get("weights", ""), model.get("labels", ""), bool(model.get("trust", False)))
-        if data and (data.get("path") or data.get("demo")):
-            window.workspace.open_dataset(data.get("path") or None, demo=bool(data.get("demo")))
-        table, panel = state.get("table"), window.tabular_panel
+        model, data = session.model, session.data
+        self.pending = {"selected": data.selected} if data and data.selected else None
+        if model and model.spec:
+            # Never trusted from the file: a pickled model fails with UntrustedFile and the user is asked.
+            window._load_model(model.spec, model.weights, model.labels, False)
+        if data and (data.path or data.demo):
+            window.workspace.open_dataset(data.path or None, demo=data.demo)
+        panel = window.tabular_panel
         if any(r is not None for r in results):
             panel.restore_results(*results)
-        if table and table.get("path"):
-            panel.pending_target = table.get("target")
+        if session.table and session.table.get("path"):
+            panel.pending_target = session.table.get("target")
             panel.pending_results = results if any(r is not None for r in results) else None
-            panel.open_table(table["path"])
-        window.statusBar().showMessage(f"Session restored: {len(cells)} map(s)", 8000)
-        window.session_restored.emit(len(cells))
+            panel.open_table(session.table["path"])
+        window.statusBar().showMessage(f"Session restored: {len(session.cells)} map(s)", 8000)
+        window.session_restored.emit(len(session.cells))
 
     def choose_item(self, scan):
         """The item a restored session selected, when this scan holds it (else None)."""

@@ -59,5 +59,8 @@ def test_the_choices_are_the_vocabulary_and_old_names_map_to_the_nearest(qtbot):
 
 def test_an_old_session_with_a_colorcet_name_opens_with_its_nearest_map(make_window):
     window = make_window()
-    window.session._restore({"display": {"colormap": "CET-L1", "opacity": 40}}, [])
+    from gui.session_file import parse_session
+
+    old = {"format": "sensiscope-session", "version": 1, "display": {"colormap": "CET-L1", "opacity": 40}}
+    window.session._restore(parse_session(old, {}, set()))
     assert window.grid.colormap_box.currentText() == "gray" and window.grid.opacity_slider.value() == 40

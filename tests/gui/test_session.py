@@ -73,7 +73,7 @@ def test_corrupt_and_foreign_session_files_give_a_message(make_window, qtbot, tm
     broken = tmp_path / "broken.zip"
     with zipfile.ZipFile(broken, "w") as archive:
         archive.writestr("session.json", json.dumps({"format": "sensiscope-session", "version": 1, "cells": [{"folder": "cells/0"}]}))
-    for path, words in ((corrupt, "not a zip"), (foreign, "not a Sensiscope session"), (broken, "incomplete")):
+    for path, words in ((corrupt, "not a zip"), (foreign, "not a Sensiscope session"), (broken, "cells[].method")):
         count = len(window.errors)
         window.session.open(path)
         qtbot.waitUntil(lambda count=count: len(window.errors) > count, timeout=20000)
