@@ -30,6 +30,7 @@ from engine.methods._base import OPTIMIZERS, Setup, apply_gradients, begin, fini
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.layers import default_cam_layer, get_layer
 from engine.models.outputs import check_target, logits_of
+from engine.runtime.batching import available_memory_bytes, forward_with_memory_estimate
 
 # Standard deviation of the init=noise start, in normalised units (display: mean + 0.1 * std * z).
 _NOISE_STD = 0.1
@@ -228,6 +229,21 @@ def _optimised(image, start: torch.Tensor, objective: _Objective, mean: torch.Te
     return x_opt, final_scores, change
 
 
+def _check_memory(model: nn.Module, x: torch.Tensor, units: int, size: tuple[int, int]) -> None:
+    """All units are optimised in one batch: refuse, before starting, a batch that cannot fit."""
+    available = available_memory_bytes(x.device)
+    if available is None:
+        return
+    with torch.inference_mode():  # the model always sees the input's size, whatever size is optimised
+        _, per_image = forward_with_memory_estimate(model, x)
+    needed = 3 * per_image * units  # activations kept for the backward pass, their gradients, the optimiser state
+    if needed > available:
+        raise UserError(
+            f"activation maximisation of {units} units at {size[0]} x {size[1]} needs about {needed / 2**30:.1f} GiB at once "
+            f"and {available / 2**30:.1f} GiB is available; optimise fewer targets per run or a smaller size"
+        )
+
+
 def explain(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -249,6 +265,7 @@ def explain(
     std = _per_channel(params.std, "std", channels, x_in)
     setup, objective = _choose_objective(model, params, predict(model, x_in, target), target)
     size = (height, width) if params.size == 0 else (params.size, params.size)
+    _check_memory(model, x_in, len(objective.units), (height, width))
     image = _parametrisation(params, _start(params.init, (x_in * std + mean), mean, std, len(objective.units), size), mean)
     with torch.no_grad():
         x_start = image.image().detach().clone()

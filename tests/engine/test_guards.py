@@ -94,3 +94,14 @@ def test_a_long_explain_run_is_announced_with_its_passes(capsys, tmp_path, rgb_p
     err = capsys.readouterr().err
     assert code == 0, err
     assert "local on 24 x 24: 577 forward passes per input" in err
+
+
+def test_actmax_refuses_a_batch_of_units_beyond_the_memory_available(monkeypatch):
+    import engine.methods.actmax as actmax
+
+    monkeypatch.setattr(actmax, "available_memory_bytes", lambda device: 2**16)  # 64 KiB free
+    with pytest.raises(UserError, match="optimise fewer targets"):
+        engine.explain(tiny_cnn(seed=0), torch.rand(3, 32, 32), "actmax", params={"targets": ",".join(map(str, range(3))), "steps": 2})
+    monkeypatch.setattr(actmax, "available_memory_bytes", lambda device: 2**34)
+    result = engine.explain(tiny_cnn(seed=0), torch.rand(3, 32, 32), "actmax", params={"targets": "0,1,2", "steps": 2})
+    assert result.extras["targets"] == [0, 1, 2]
