@@ -134,9 +134,12 @@ def _record(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | Path, overwrite: bool = False, record: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error it is renamed to
-    ``path`` (replacing it only as :func:`check_output` allows), else it is removed."""
+    ``path`` (replacing it only as :func:`check_output` allows), else it is removed.
+
+    ``record=False`` leaves the folder's ledger alone, for writers of many files that keep their
+    own record (the phantom's manifest)."""
     path = check_output(path, overwrite)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +156,8 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
-    _record(path)
+    if record:
+        _record(path)
 
 
 def write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from engine.core.errors import UserError
+from engine.core.files import atomic_path, write_text
 from engine.demo._lesions import lesion
 from engine.demo._tissue import depth_gain, psf_sigma, speckle, tissue
 
@@ -150,21 +151,36 @@ def write_imagefolder(out, n: int = 300, size=128, seed: int = 0) -> dict[str, i
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: exists and is not a folder")
+    digits = max(4, len(str(int(n) - 1)))
+    _refuse_foreign_files(root, int(n), digits)
     for name in CLASSES:
         (root / name).mkdir(parents=True, exist_ok=True)
-    digits = max(4, len(str(int(n) - 1)))
     counts = dict.fromkeys(CLASSES, 0)
     kinds: dict[str, int] = {}
     for index in range(int(n)):
         image, mask, label, kind = phantom(index, (height, width), seed)
         name = CLASSES[label]
         stem = root / name / f"{index:0{digits}d}"
-        Image.fromarray(np.round(image * 255.0).astype(np.uint8)).save(stem.with_suffix(".png"))
-        Image.fromarray(mask.astype(np.uint8) * 255).save(stem.with_name(stem.name + "_mask.png"))
+        for picture, path in ((np.round(image * 255.0).astype(np.uint8), stem.with_suffix(".png")), (mask.astype(np.uint8) * 255, stem.with_name(stem.name + "_mask.png"))):
+            with atomic_path(path, overwrite=True, record=False) as temporary:
+                Image.fromarray(picture).save(temporary)
         counts[name] += 1
         kinds[kind] = kinds.get(kind, 0) + 1
     manifest = {"generator": "sensiscope.phantom", "version": PHANTOM_VERSION, "n": int(n), "height": height, "width": width, "seed": seed, "classes": list(CLASSES), "counts": counts, "kinds": kinds}
-    (root / "phantom.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # Written last and atomically: its presence says the set is complete (demo data relies on it).
+    write_text(root / "phantom.json", json.dumps(manifest, indent=2) + "\n", overwrite=True)
     return counts
+
+
+def _refuse_foreign_files(root: Path, n: int, digits: int) -> None:
+    """A folder that is not an earlier phantom set must not hold any file the set would replace."""
+    if not root.is_dir() or (root / "phantom.json").is_file():
+        return
+    for index in range(n):
+        for name in CLASSES:
+            for suffix in (".png", "_mask.png"):
+                path = root / name / f"{index:0{digits}d}{suffix}"
+                if path.exists():
+                    raise UserError(f"{root}: holds files Sensiscope did not write ({path.relative_to(root)}); choose an empty or new folder")
 
 

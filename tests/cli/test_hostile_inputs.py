@@ -218,3 +218,17 @@ def test_weights_that_do_not_fit_raise_the_typed_error():
     with pytest.raises(WeightsMismatch) as caught:
         load_weights_into(tiny_cnn(seed=0), {"nothing": torch.zeros(1)}, "file.pt", "tiny")
     assert caught.value.unexpected == ["nothing"] and caught.value.missing
+
+
+def test_phantom_never_writes_over_a_users_images(capsys, tmp_path):
+    (tmp_path / "normal").mkdir()
+    mine = tmp_path / "normal" / "0000.png"
+    mine.write_bytes(b"my scan")
+    code, _, err = run_cli(capsys, "phantom", "--out", tmp_path, "--n", "3", "--size", "32")
+    assert_one_clear_line(code, err)
+    assert mine.read_bytes() == b"my scan"
+    code, _, err = run_cli(capsys, "phantom", "--out", tmp_path / "new", "--n", "3", "--size", "32")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "phantom", "--out", tmp_path / "new", "--n", "3", "--size", "32")  # its own set: rewritten
+    assert code == 0, err
+    assert not list((tmp_path / "new").rglob("*.part*"))
