@@ -14,10 +14,10 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from engine.core.errors import UserError
-from engine.core.files import atomic_path, check_output
+from engine.core.files import OutputExists, atomic_path, check_output
 from engine.core.jsonable import jsonable
 
 from .jobs import FILE_LANE, Job
@@ -67,7 +67,19 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "map"
 
 
-def write_maps(items: list[tuple[str, np.ndarray, np.ndarray | None]], folder: str | Path) -> list[str]:
+def foreign_files(stems: list[str], folder: str | Path) -> list[Path]:
+    """The export's files that exist in ``folder`` and were not written by Sensiscope."""
+    found = []
+    for stem in stems:
+        for suffix in (".npy", ".png"):
+            try:
+                check_output(Path(folder) / f"{stem}{suffix}")
+            except OutputExists as exc:
+                found.append(exc.path)
+    return found
+
+
+def write_maps(items: list[tuple[str, np.ndarray, np.ndarray | None]], folder: str | Path, overwrite: bool = False) -> list[str]:
     """Each map as raw float32 .npy and as a PNG overlay on its image (engine.io.render.save_overlay).
 
     Every file is written atomically and none replaces a file Sensiscope did not write: all names
@@ -78,13 +90,13 @@ def write_maps(items: list[tuple[str, np.ndarray, np.ndarray | None]], folder: s
     names = [(folder / f"{stem}.npy", folder / f"{stem}.png") for stem, _, _ in items]
     for pair in names:
         for path in pair:
-            check_output(path)
+            check_output(path, overwrite)
     files = []
     for (npy, png), (_, saliency, image) in zip(names, items, strict=True):
-        with atomic_path(npy) as temporary, temporary.open("wb") as handle:
+        with atomic_path(npy, overwrite) as temporary, temporary.open("wb") as handle:
             np.save(handle, np.asarray(saliency, dtype=np.float32), allow_pickle=False)
         background = image if image is not None else np.zeros((*saliency.shape, 3), np.float32)
-        with atomic_path(png) as temporary:
+        with atomic_path(png, overwrite) as temporary:
             save_overlay(temporary, background, saliency)
         files += [str(npy), str(png)]
     return files
@@ -122,10 +134,28 @@ class SessionActions:
             if not folder:
                 return None
         items = [(safe_name(f"cell{c.cell_id}_{c.request.method}_{Path(c.request.input_name).stem}"), c.explanation.map, c.image) for c in cells]
-        job = window.jobs.submit(lambda progress, cancel: write_maps(items, folder), f"Exporting {len(items)} map(s)", lane=FILE_LANE)
+        foreign = foreign_files([stem for stem, _, _ in items], folder)
+        overwrite = bool(foreign) and self.confirm_replace(foreign, folder)
+        if foreign and not overwrite:
+            return None
+        job = window.jobs.submit(lambda progress, cancel: write_maps(items, folder, overwrite), f"Exporting {len(items)} map(s)", lane=FILE_LANE)
         job.signals.finished.connect(lambda files: window.statusBar().showMessage(f"Wrote {len(files)} file(s) to {folder}", 8000))
         job.signals.failed.connect(lambda message: window.show_error("Cannot export the maps", message))
         return job
+
+    def confirm_replace(self, paths: list[Path], folder: str | Path) -> bool:
+        """Ask before replacing files Sensiscope did not write; the default answer is No."""
+        listing = "<br>".join(p.name for p in paths[:6]) + (f"<br>... and {len(paths) - 6} more" if len(paths) > 6 else "")
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Replace files?",
+            f"{len(paths)} file(s) in {folder} were not written by Sensiscope and would be replaced:<br>{listing}",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            self.window,
+        )
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.button(QMessageBox.StandardButton.Yes).setText("Replace them")
+        return box.exec() == QMessageBox.StandardButton.Yes
 
     def export_tables(self, folder: str | Path | None = None) -> Job | None:
         window = self.window

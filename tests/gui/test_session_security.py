@@ -227,3 +227,24 @@ def test_fuzzed_fields_give_a_session_or_a_session_error(field, value):
         return
     assert all(np.isfinite(cell.explanation.map).all() for cell in session.cells)
     assert isinstance(session.display.opacity, int) and 0 <= session.display.opacity <= 100
+
+
+def test_exporting_maps_asks_before_replacing_a_users_file(window, qtbot, tmp_path, monkeypatch):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    cell = window.grid.cells[0]
+    stem = f"cell{cell.cell_id}_saliency_scan"
+    mine = folder / f"{stem}.png"
+    mine.write_bytes(b"my figure")
+    asked = []
+    monkeypatch.setattr(window.session, "confirm_replace", lambda paths, where: asked.append(paths) or False)
+    assert window.session.export_maps(folder) is None  # refused: nothing written
+    assert asked == [[mine]] and mine.read_bytes() == b"my figure" and not (folder / f"{stem}.npy").exists()
+    monkeypatch.setattr(window.session, "confirm_replace", lambda paths, where: True)
+    job = window.session.export_maps(folder)
+    with qtbot.waitSignal(job.signals.finished, timeout=20000):
+        pass
+    assert mine.read_bytes().startswith(b"\x89PNG")
+    job = window.session.export_maps(folder)  # its own files now: replaced without asking
+    with qtbot.waitSignal(job.signals.finished, timeout=20000):
+        pass
