@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from cli._common import _log, _print_json, integer, number, seed
+from cli._common import _log, _print_json, _progress_printer, integer, number, seed
 from engine.core.errors import UserError
 from engine.core.files import check_output_folder
 from engine.core.vocab import ACTIVATIONS, DISTRIBUTIONS, MISSING_POLICIES, TABULAR_TRAINING
@@ -117,13 +118,37 @@ def _metrics_line(metrics: dict) -> str:
     return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics)
 
 
+def _progress(args, prefix: str):
+    """A progress line with the time left on stderr; none under --json (stdout stays pure JSON)."""
+    return None if args.json else _progress_printer(prefix)
+
+
+def _end_progress(args) -> None:
+    if not args.json:
+        print(file=sys.stderr)
+
+
+# Designs with this many rows are announced before they start.
+LONG_DESIGN = 500_000
+
+
+def _announce_design(args, d: int, second_order: bool) -> None:
+    from engine.stats.sobol import power_of_two
+
+    n, _ = power_of_two(args.n)
+    rows = n * (2 * d + 2 if second_order else d + 2)
+    if rows >= LONG_DESIGN:  # a small table network evaluates ~50,000 rows a second on a CPU
+        _log(f"Sobol design: N = {n}, {d} inputs, {rows:,} model evaluations")
+
+
 def cmd_train(args) -> int:
     from engine.tabular import train_tabular
     from engine.tabular.network import check_model_output
 
     check_model_output(args.out, args.overwrite)  # before the work: never replace a user's file
     data = _load_data(args)
-    trained = train_tabular(data, _config(args))
+    trained = train_tabular(data, _config(args), progress=_progress(args, "train "))
+    _end_progress(args)
     weights, sidecar = trained.save(args.out, args.overwrite)
     summary = {
         "model": str(weights),
@@ -197,7 +222,9 @@ def cmd_sobol(args) -> int:
         check_output_folder(args.out)  # before the work, not after it
     data = _load_data(args)
     model, metrics = _model_for(args, data)
-    result = tabular_sobol(model, data, n=args.n, second_order=args.second_order, dist=args.dist, class_name=args.class_name, seed=args.seed)
+    _announce_design(args, len(data.names), args.second_order)
+    result = tabular_sobol(model, data, n=args.n, second_order=args.second_order, dist=args.dist, class_name=args.class_name, seed=args.seed, progress=_progress(args, "sobol "))
+    _end_progress(args)
     for note in result.notes:
         _log(f"note: {note}")
     report = _sobol_report(result.to_dict(), result.ranking("ST"), metrics)
@@ -232,7 +259,10 @@ def cmd_reduce(args) -> int:
     sobol = tabular_sobol(full.model, data, n=args.n, second_order=False, dist=args.dist, class_name=args.class_name, seed=args.seed)
     ranking = sobol.ranking(args.rank_by)
     _log(f"ranking by {args.rank_by}: {', '.join(ranking)}")
-    result = input_reduction(data, ranking, rank_by=args.rank_by, config=config, seeds=args.seeds, tolerance=args.tolerance, random_baseline=not args.no_random, progress=lambda f, m: None)
+    trainings = len(ranking) * args.seeds * (1 if args.no_random else 2)
+    _log(f"input reduction: up to {trainings} trainings ({len(ranking)} sizes x {args.seeds} seeds{'' if args.no_random else ' x ranked and random'})")
+    result = input_reduction(data, ranking, rank_by=args.rank_by, config=config, seeds=args.seeds, tolerance=args.tolerance, random_baseline=not args.no_random, progress=_progress(args, "reduce "))
+    _end_progress(args)
     indices = sobol.to_dict()
     report = result.to_dict() | {"sobol": {key: indices[key] for key in ("names", "S1", "ST")}}
     if args.out:
