@@ -72,3 +72,45 @@ class RegionModel(nn.Module):
 
 def region_model(seed: int = 0, **kwargs) -> RegionModel:
     return RegionModel(seed=seed, **kwargs).eval()
+
+
+class RectangleModel(nn.Module):
+    """Two classes whose scores depend only on the rows r0:r1 and columns c0:c1 of the input.
+
+    Class 0's logit is the mean over the rectangle of the squared response of a fixed 3 x 3
+    convolution (no bias) of the input cut to the rectangle, so it grows with the texture there,
+    and blurring or zeroing pixels inside the rectangle lowers it; class 1's logit is its negative.
+    Pixels outside the rectangle never reach the output, so a perturbation map's mass belongs
+    inside it. With ``taper`` the energy is weighted by a Hann window over the rectangle, so that
+    the pixels near its border matter less than those at its centre: a smooth-mask method (RISE)
+    blurs the map by about a mask cell, and a taper keeps that blur inside the rectangle.
+    """
+
+    def __init__(self, size: int = 32, region: tuple[int, int, int, int] = (8, 20, 10, 26), channels: int = 3, seed: int = 0, taper: bool = False) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.region = region
+        mask = torch.zeros(1, 1, size, size)
+        r0, r1, c0, c1 = region
+        mask[..., r0:r1, c0:c1] = 1.0
+        self.register_buffer("mask", mask)
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=generator))
+        weight = mask.clone()
+        if taper:
+            rows = torch.hann_window(r1 - r0 + 2, periodic=False)[1:-1]
+            cols = torch.hann_window(c1 - c0 + 2, periodic=False)[1:-1]
+            weight[..., r0:r1, c0:c1] = rows[:, None] * cols[None, :]
+        self.register_buffer("weight", weight / weight.sum())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        energy = (self.conv(x * self.mask) ** 2 * self.weight).sum(dim=(1, 2, 3))
+        return torch.stack([energy, -energy], dim=1)
+
+    def region_mask(self) -> torch.Tensor:
+        return self.mask[0, 0].bool()
+
+
+def rectangle_model(seed: int = 0, **kwargs) -> RectangleModel:
+    return RectangleModel(seed=seed, **kwargs).eval()
