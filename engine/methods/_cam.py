@@ -1,0 +1,133 @@
+"""What the class-activation-map methods share: their parameters, one capture of a layer's feature
+maps (and, when asked, their gradient) and the end of every CAM: the optional ReLU, the bilinear
+upsampling to the input and the record of the layer-resolution map.
+
+The layer helpers are Grad-CAM's (``engine.methods.gradcam``): the activation is recorded and the
+rest of the network gets a copy, so an in-place ReLU after the layer (VGG) changes neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.core.errors import UserError
+from engine.core.explanation import Explanation
+from engine.core.params import param
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.methods._base import Setup, begin, finish, to_size
+from engine.methods.gradcam import _feature_map, _resolve_layer, _UntouchedRecorder
+from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
+from engine.runtime.batching import batch_for_budget, default_budget_bytes
+
+# Score-CAM and Ablation-CAM take one forward per channel of the layer; before a run the cost is
+# announced for this many (ResNet-18's layer4 and VGG's last convolution have 512).
+TYPICAL_CHANNELS = 512
+
+
+@dataclass(frozen=True)
+class CamParams:
+    layer: str = param("", "layer whose feature maps are weighted (empty: the last convolutional block, e.g. layer4 of a ResNet)")
+    relu: bool = param(True, "keep only the positive evidence (ReLU of the weighted sum); off: the signed map")
+    output: str = param("logit", "what is explained: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
+
+
+@dataclass(frozen=True)
+class BatchedCamParams(CamParams):
+    batch_size: int = param(0, "images evaluated at once, one per channel; 0 = automatic (16 on a CPU, 64 on a GPU, lowered to fit the memory budget); halved on out-of-memory", low=0)
+    memory_budget_mb: int = param(0, "memory a batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One forward (and backward) through a model with a layer recorded."""
+
+    setup: Setup
+    layer_name: str
+    layer: nn.Module
+    feature: torch.Tensor  # C x h x w, float, detached
+    grad: torch.Tensor | None  # C x h x w, or None when no gradient was asked for
+    calls: int  # how often the layer ran in the forward
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.setup.batch.shape[2:])
+
+
+def capture(model: nn.Module, inputs: torch.Tensor, target: int | None, params: CamParams, progress: ProgressFn, cancel: CancelToken, method: str, *, gradient: bool) -> Capture:
+    """Run the model once on ``inputs`` with ``params.layer`` recorded; with ``gradient``, also take
+    d output / d feature maps for the target."""
+    x = begin(inputs, progress, cancel, "forward")
+    layer_name, layer = _resolve_layer(model, params.layer, tuple(x.shape[1:]))
+    calls = [0]
+
+    def count(*_args) -> None:
+        calls[0] += 1
+
+    counter = layer.register_forward_hook(count)
+    try:
+        if gradient:
+            x = x.clone().requires_grad_(True)
+        with torch.enable_grad() if gradient else torch.inference_mode(), _UntouchedRecorder(layer) as recorder:
+            logits = logits_of(model(x))
+            setup = Setup.from_logits(x.detach(), logits, target)
+            activation = _feature_map(recorder.activation, layer_name, method)
+            grad = None
+            if gradient:
+                cancel.check()
+                progress(0.5, "backward")
+                (grad,) = torch.autograd.grad(select_output(logits, setup.target, params.output).sum(), activation, allow_unused=True)
+                if grad is None:
+                    raise UserError(f"the target output does not depend on layer '{layer_name}'; choose a layer on the path to the output")
+                grad = grad.detach()[0].float()
+            feature = activation.detach()[0].float().clone()
+    finally:
+        counter.remove()
+    return Capture(setup, layer_name, layer, feature, grad, calls[0])
+
+
+def weighted_sum(weights: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+    """sum_k w_k A_k for weights of shape C (one per map) or C x h x w (one per position)."""
+    if weights.ndim == 1:
+        return torch.einsum("k,khw->hw", weights, feature)
+    return (weights * feature).sum(0)
+
+
+def end(cap: Capture, method: str, params: Any, raw: torch.Tensor, progress: ProgressFn, extras: dict[str, Any] | None = None) -> Explanation:
+    """ReLU (when ``params.relu``), upsample to the input and wrap up with the usual extras."""
+    if getattr(params, "relu", True):
+        raw = torch.relu(raw)
+    record = {"layer": cap.layer_name, "activations": cap.feature.cpu().numpy(), "raw_map": raw.cpu().numpy()}
+    record.update(extras or {})
+    return finish(cap.setup, method, params, to_size(raw[None], cap.size)[0], progress, record)
+
+
+def gradient_cam(weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], method: str) -> Callable[..., Explanation]:
+    """An ``explain`` for a CAM whose map is weighted by the gradient: ``weigh(feature, grad)`` gives
+    weights per channel (C) or per position (C x h x w) that multiply the feature maps."""
+
+    def explain(model, inputs, target, params: CamParams, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
+        progress, cancel = resolve(progress, cancel)
+        cap = capture(model, inputs, target, params, progress, cancel, method, gradient=True)
+        weights = weigh(cap.feature, cap.grad)
+        extras = {"weights": weights.cpu().numpy()} if weights.ndim == 1 else {}
+        return end(cap, method, params, weighted_sum(weights, cap.feature), progress, extras)
+
+    explain.__doc__ = f"{method} map of one input."
+    return explain
+
+
+def channel_batch(params: BatchedCamParams, per_image: int, device: torch.device) -> tuple[int, int | None]:
+    """The batch of per-channel images to start with, and the memory budget (bytes) it fits."""
+    budget = params.memory_budget_mb * 2**20 if params.memory_budget_mb else default_budget_bytes(device)
+    requested = params.batch_size or (16 if device.type == "cpu" else 64)
+    return batch_for_budget(requested, per_image, budget), budget
+
+
+def scores_of(output, target: int, kind: str) -> torch.Tensor:
+    """The explained output of every row, in float64."""
+    return select_output(logits_of(output).double(), target, kind)

@@ -1,0 +1,219 @@
+"""What the gradient methods share: channel reductions, baselines, the quadrature of Integrated
+Gradients, gradients of many inputs evaluated in batches, and guided-backpropagation ReLUs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from engine.core.errors import UserError
+from engine.core.progress import CancelToken, ProgressFn
+from engine.io.blur import gaussian_blur
+from engine.models.outputs import logits_of, select_output
+from engine.runtime.batching import batch_for_budget, default_budget_bytes, run_in_batches
+
+REDUCE_CHOICES = ("maxabs", "sum", "abs", "l2")
+REDUCE_HELP = "how channels combine into one map: max of |a| (maxabs), signed sum (sum), sum of |a| (abs) or Euclidean norm (l2)"
+BASELINE_CHOICES = ("zero", "blur", "mean", "noise")
+RULE_CHOICES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
+
+
+def reduce_channels(attribution: torch.Tensor, how: str) -> torch.Tensor:
+    """C x H x W per-channel attributions -> H x W map."""
+    if how == "maxabs":
+        return attribution.abs().amax(dim=0)
+    if how == "sum":
+        return attribution.sum(dim=0)
+    if how == "abs":
+        return attribution.abs().sum(dim=0)
+    if how == "l2":
+        return attribution.pow(2).sum(dim=0).sqrt()
+    raise UserError(f"unknown reduce '{how}'; choose one of {', '.join(REDUCE_CHOICES)}")
+
+
+def make_baseline(x: torch.Tensor, kind: str, blur_sigma: float) -> torch.Tensor:
+    """The reference input of Integrated Gradients for a 1 x C x H x W batch.
+
+    ``noise`` is uniform noise between the image's minimum and maximum, drawn from torch's random
+    state (which the runner seeds).
+    """
+    if kind == "zero":
+        return torch.zeros_like(x)
+    if kind == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    if kind == "blur":
+        return gaussian_blur(x, blur_sigma)
+    if kind == "noise":
+        low, high = x.min(), x.max()
+        return low + (high - low) * torch.rand(x.shape, device=x.device, dtype=x.dtype)
+    raise UserError(f"unknown baseline '{kind}'; choose one of {', '.join(BASELINE_CHOICES)}")
+
+
+def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points ``alphas`` in [0, 1] and weights of the integral over [0, 1] (float64)."""
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return torch.from_numpy(0.5 * (nodes + 1.0)), torch.from_numpy(0.5 * weights)
+    if steps < 2 and rule != "riemann_middle":
+        raise UserError(f"{rule} needs at least 2 steps")
+    n = steps
+    weights = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if rule == "riemann_trapezoid":
+        alphas = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+        weights[0] = weights[-1] = 0.5 / n
+        # The trapezoid rule's uniform spacing is 1 / (n - 1); Captum keeps steps of 1 / n with
+        # halved ends, whose weights sum to (n - 1) / n. We rescale so they sum to one.
+        weights = weights * n / (n - 1)
+    elif rule == "riemann_left":
+        alphas = torch.arange(n, dtype=torch.float64) / n
+    elif rule == "riemann_right":
+        alphas = torch.arange(1, n + 1, dtype=torch.float64) / n
+    elif rule == "riemann_middle":
+        alphas = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    else:
+        raise UserError(f"unknown rule '{rule}'; choose one of {', '.join(RULE_CHOICES)}")
+    return alphas, weights
+
+
+def _modules_of(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if next(m.children(), None) is None]
+
+
+def forward_with_backward_estimate(model: nn.Module, batch: torch.Tensor):
+    """``model(batch)`` under inference, and the memory one image costs in a forward kept for a
+    backward: every leaf module's output is held for the backward (an over-estimate where outputs
+    are views), twice for the gradients. Returns (output, bytes per image); 0 bytes for TorchScript."""
+    total = 0
+
+    def hook(_module, _inputs, output):
+        nonlocal total
+        outputs = output if isinstance(output, (tuple, list)) else (output,)
+        total += sum(t.numel() * t.element_size() for t in outputs if isinstance(t, torch.Tensor))
+
+    scripted = isinstance(model, torch.jit.ScriptModule)
+    handles = [] if scripted else [m.register_forward_hook(hook) for m in _modules_of(model)]
+    try:
+        with torch.inference_mode():
+            output = model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    per_image = 0 if scripted else (2 * total) // batch.shape[0] + 3 * batch[0].numel() * batch.element_size()
+    return output, per_image
+
+
+def gradient_batch_size(device: torch.device, requested: int, budget_mb: int, count: int, per_image: int) -> int:
+    """The batch of inputs whose gradients are taken at once: ``requested`` (0 = as many as the
+    memory budget allows, at most 64 on a CPU and 256 on a GPU), never more than ``count``."""
+    budget = budget_mb * 2**20 if budget_mb else default_budget_bytes(device)
+    ceiling = requested or (64 if device.type == "cpu" else 256)
+    return max(1, min(count, batch_for_budget(ceiling, per_image, budget)))
+
+
+def gradients_in_batches(
+    model: nn.Module,
+    points: Callable[[int, int], torch.Tensor],
+    count: int,
+    target: int,
+    output: str,
+    on_gradients: Callable[[int, int, torch.Tensor, torch.Tensor], None],
+    *,
+    batch_size: int,
+    cancel: CancelToken,
+    progress: ProgressFn,
+    span: tuple[float, float],
+    message: str,
+    device: torch.device | None = None,
+) -> int:
+    """For the inputs ``points(start, stop)`` (a B x C x H x W batch) take the gradient of the
+    target output and hand ``on_gradients(start, stop, inputs, gradients)`` the result. Batches
+    are halved on out-of-memory; returns the batch size that worked."""
+
+    def evaluate(start: int, stop: int) -> None:
+        inputs = points(start, stop).detach()
+        if inputs.ndim == 4:  # channels-last convolutions are faster on CPUs and GPUs alike
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        inputs.requires_grad_(True)
+        with torch.enable_grad():
+            selected = select_output(logits_of(model(inputs)), target, output)
+            (grad,) = torch.autograd.grad(selected.sum(), inputs)
+        on_gradients(start, stop, inputs.detach(), grad.detach())
+
+    return run_in_batches(count, batch_size, evaluate, cancel=cancel, progress=progress, message=message, device=device, progress_span=span)
+
+
+class _GuidedGradient(torch.autograd.Function):
+    """Identity forward; backward lets only positive gradients through (the guided rule)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0)
+
+
+_RELU_FUNCTIONS = (F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)
+
+
+class GuidedReLUs(TorchFunctionMode):
+    """Within this context every ReLU passes back only positive gradients where its input was
+    positive (Springenberg et al. 2015): nn.ReLU modules (in place or not), F.relu and
+    torch.relu calls, and Tensor.relu alike, since all of them go through torch's function
+    dispatch. The ReLU itself runs unchanged; its output goes through an identity whose backward
+    clamps the gradient at zero, and the ReLU's own backward then zeroes it where the input was
+    not positive (which, for a ReLU, is exactly where its output is not positive).
+
+    An in-place ``x.relu_()`` whose result is dropped (the code goes on with ``x``) escapes the
+    rule; ReLUs inside TorchScript are not seen at all (the caller refuses TorchScript models).
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if func in _RELU_FUNCTIONS and isinstance(result, torch.Tensor) and result.requires_grad:
+            return _GuidedGradient.apply(result)
+        return result
+
+
+def refuse_script(model: nn.Module, method: str) -> None:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UserError(f"{method} changes how gradients pass the ReLUs, which a TorchScript model does not allow; load the architecture with its weights instead")
+
+
+def path_gradient(
+    model: nn.Module,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    target: int,
+    output: str,
+    rule: tuple[torch.Tensor, torch.Tensor],
+    *,
+    batch_size: int,
+    cancel: CancelToken,
+    progress: ProgressFn,
+    span: tuple[float, float],
+) -> tuple[torch.Tensor, int]:
+    """The integral over alpha in [0, 1] of the gradient at baseline + alpha (x - baseline), by the
+    quadrature ``rule`` (points and weights), the path evaluated in batches. Returns the C x H x W
+    integral (float64) and the batch size that worked."""
+    alphas, weights = (t.to(x.device) for t in rule)
+    step = x - baseline
+    total = torch.zeros(x.shape[1:], dtype=torch.float64, device=x.device)
+
+    def points(start: int, stop: int) -> torch.Tensor:
+        return baseline + alphas[start:stop].to(x.dtype).view(-1, 1, 1, 1) * step
+
+    def accumulate(start: int, stop: int, _inputs: torch.Tensor, grad: torch.Tensor) -> None:
+        total.add_((weights[start:stop].view(-1, 1, 1, 1) * grad.double()).sum(0))
+
+    used = gradients_in_batches(
+        model, points, len(alphas), target, output, accumulate,
+        batch_size=batch_size, cancel=cancel, progress=progress, span=span, message="path points", device=x.device,
+    )
+    return total, used
