@@ -28,8 +28,12 @@ from report import render  # noqa: E402
 # name -> (module, function); modules are imported only when their benchmark runs.
 BENCHMARKS = {
     "local": ("bench_local", "run_local"),
+    "rise": ("bench_rise", "run_rise"),
+    "sobol_map": ("bench_sobol_map", "run_sobol_map"),
     "captum": ("bench_captum", "run_captum"),
     "gradcam": ("bench_gradcam", "run_gradcam"),
+    "ig": ("bench_families", "run_ig"),
+    "scorecam": ("bench_families", "run_scorecam"),
     "optim": ("bench_optim", "run_optim"),
     "sobol": ("bench_sobol", "run_sobol"),
     "local_scaling": ("bench_local", "run_local_scaling"),

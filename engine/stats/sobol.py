@@ -1,5 +1,10 @@
 """Sobol global sensitivity analysis with SALib: Saltelli sampling, batched evaluation, bootstrap
-confidence intervals and a convergence view. SALib is the reference; no estimator of our own."""
+confidence intervals and a convergence view. SALib is the reference; no estimator of our own.
+
+:func:`sobol_indices` runs the whole analysis of a numpy function. Callers that evaluate the rows
+themselves (the image method evaluates them on a device, in batches) take its two halves:
+:func:`sobol_design` for the rows and :func:`sobol_analysis` for the indices of their outputs.
+"""
 
 from __future__ import annotations
 
@@ -188,13 +193,19 @@ def _evaluate(fn: Callable[[np.ndarray], np.ndarray], samples: np.ndarray, batch
     return outputs
 
 
-def _convergence(sobol: SobolResult, outputs: np.ndarray, analyse: Callable[[np.ndarray], dict], progress: ProgressFn, cancel: CancelToken) -> None:
-    """Fill ``sobol.convergence`` with the indices at N = 256, 512, ... up to the result's own N."""
+def convergence_sizes(n: int, smallest: int = MIN_CONVERGENCE_N) -> list[int]:
+    """The powers of two from ``smallest`` up to, not including, ``n``: the leading-row sizes of the
+    convergence view (``n`` itself is always its last step)."""
+    smallest = max(2, int(smallest))
+    return [2**k for k in range(max(1, math.ceil(math.log2(smallest))), int(math.log2(n))) if 2**k >= smallest]
+
+
+def _convergence(sobol: SobolResult, outputs: np.ndarray, analyse: Callable[[np.ndarray], dict], sizes: list[int], progress: ProgressFn, cancel: CancelToken) -> None:
+    """Fill ``sobol.convergence`` with the indices at each of ``sizes`` and then at the result's own N."""
     start = time.perf_counter()
     # The first N' base points of a scrambled Sobol sequence are themselves balanced when N' is a
     # power of two, so the leading rows of the Saltelli design are a valid smaller design.
     rows_per_point = len(outputs) // sobol.n
-    sizes = [2**k for k in range(int(math.log2(MIN_CONVERGENCE_N)), int(math.log2(sobol.n)))]
     for index, size in enumerate(sizes):
         cancel.check()
         part = analyse(outputs[: size * rows_per_point])
@@ -202,6 +213,90 @@ def _convergence(sobol: SobolResult, outputs: np.ndarray, analyse: Callable[[np.
         progress(0.7 + 0.3 * (index + 1) / max(1, len(sizes)), f"convergence N = {size}")
     sobol.convergence.append({"n": sobol.n, **{key: getattr(sobol, key).tolist() for key in _CONVERGENCE_KEYS}})
     sobol.convergence_s = time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class SobolDesign:
+    """A Saltelli design over a checked problem: N base points (a power of two) and their rows."""
+
+    problem: dict
+    samples: np.ndarray  # N(D+2) rows, or N(2D+2) with second order, of D values
+    n: int
+    second_order: bool
+    seed: int
+    notes: tuple[str, ...] = ()
+    sampling_s: float = 0.0
+
+    @property
+    def rows_per_point(self) -> int:
+        return len(self.samples) // self.n
+
+
+def sobol_design(problem: dict, n: int = 1024, second_order: bool = True, seed: int = 0) -> SobolDesign:
+    """The scrambled Sobol (Saltelli) design that :func:`sobol_analysis` reads; N is rounded up to
+    a power of two and a design that cannot fit in free memory is refused before sampling."""
+    from SALib.sample import sobol as sobol_sample
+
+    problem = _check_problem(problem)
+    n, note = power_of_two(n)
+    check_design_memory(n, len(problem["names"]), second_order)
+    start = time.perf_counter()
+    samples = sobol_sample.sample(problem, n, calc_second_order=second_order, scramble=True, seed=seed)
+    return SobolDesign(problem, samples, n, second_order, seed, (note,) if note else (), time.perf_counter() - start)
+
+
+def sobol_analysis(
+    design: SobolDesign,
+    outputs: np.ndarray,
+    *,
+    conf_level: float = 0.95,
+    num_resamples: int = 100,
+    convergence: bool | list[int] = True,
+    evaluation_s: float = 0.0,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> SobolResult:
+    """SALib's indices (Saltelli for S1, Jansen for ST) of the outputs of every row of ``design``.
+
+    ``convergence``: True for the view at N = 256, 512, ... below N; a list of smaller powers of
+    two for those leading-row sizes; False for none. No output is evaluated again.
+    """
+    from SALib.analyze import sobol as sobol_analyze
+
+    progress, cancel = resolve(progress, cancel)
+    if not 0 < conf_level < 1:
+        raise UserError(f"the confidence level must be between 0 and 1, not {conf_level}")
+    problem, second_order = design.problem, design.second_order
+
+    def analyse(values: np.ndarray) -> dict:
+        return sobol_analyze.analyze(problem, values, calc_second_order=second_order, num_resamples=num_resamples, conf_level=conf_level, seed=design.seed)
+
+    start = time.perf_counter()
+    cancel.check()
+    result = analyse(np.asarray(outputs, dtype=np.float64))
+    sobol = SobolResult(
+        names=problem["names"],
+        S1=np.asarray(result["S1"]),
+        S1_conf=np.asarray(result["S1_conf"]),
+        ST=np.asarray(result["ST"]),
+        ST_conf=np.asarray(result["ST_conf"]),
+        S2=np.asarray(result["S2"]) if second_order else None,
+        S2_conf=np.asarray(result["S2_conf"]) if second_order else None,
+        n=design.n,
+        n_evaluations=len(design.samples),
+        second_order=second_order,
+        sampling_s=design.sampling_s,
+        evaluation_s=evaluation_s,
+        analysis_s=time.perf_counter() - start,
+        seed=design.seed,
+        conf_level=conf_level,
+        notes=list(design.notes),
+        problem=problem,
+    )
+    if convergence is not False:
+        sizes = convergence_sizes(design.n) if convergence is True else [int(s) for s in convergence if 2 <= int(s) < design.n]
+        _convergence(sobol, np.asarray(outputs, dtype=np.float64), analyse, sizes, progress, cancel)
+    return sobol
 
 
 def sobol_indices(
@@ -223,52 +318,17 @@ def sobol_indices(
     ``fn`` maps an (M, D) array to M outputs and is called on batches of rows; ``problem`` is a
     SALib problem dict (names, bounds, optional dists). N is rounded up to a power of two.
     """
-    from SALib.analyze import sobol as sobol_analyze
-    from SALib.sample import sobol as sobol_sample
-
     progress, cancel = resolve(progress, cancel)
     problem = _check_problem(problem)
     if not 0 < conf_level < 1:
         raise UserError(f"the confidence level must be between 0 and 1, not {conf_level}")
-    n, note = power_of_two(n)
-    check_design_memory(n, len(problem["names"]), second_order)
     progress(0.0, "sampling")
-    start = time.perf_counter()
-    samples = sobol_sample.sample(problem, n, calc_second_order=second_order, scramble=True, seed=seed)
-    sampling_s = time.perf_counter() - start
+    design = sobol_design(problem, n, second_order=second_order, seed=seed)
     cancel.check()
 
     start = time.perf_counter()
-    outputs = _evaluate(fn, samples, batch_rows, progress, cancel)
+    outputs = _evaluate(fn, design.samples, batch_rows, progress, cancel)
     evaluation_s = time.perf_counter() - start
-
-    def analyse(values: np.ndarray) -> dict:
-        return sobol_analyze.analyze(problem, values, calc_second_order=second_order, num_resamples=num_resamples, conf_level=conf_level, seed=seed)
-
-    start = time.perf_counter()
-    cancel.check()
-    result = analyse(outputs)
-    analysis_s = time.perf_counter() - start
-    sobol = SobolResult(
-        names=problem["names"],
-        S1=np.asarray(result["S1"]),
-        S1_conf=np.asarray(result["S1_conf"]),
-        ST=np.asarray(result["ST"]),
-        ST_conf=np.asarray(result["ST_conf"]),
-        S2=np.asarray(result["S2"]) if second_order else None,
-        S2_conf=np.asarray(result["S2_conf"]) if second_order else None,
-        n=n,
-        n_evaluations=len(samples),
-        second_order=second_order,
-        sampling_s=sampling_s,
-        evaluation_s=evaluation_s,
-        analysis_s=analysis_s,
-        seed=seed,
-        conf_level=conf_level,
-        notes=[note] if note else [],
-        problem=problem,
-    )
-    if convergence:
-        _convergence(sobol, outputs, analyse, progress, cancel)
+    sobol = sobol_analysis(design, outputs, conf_level=conf_level, num_resamples=num_resamples, convergence=convergence, evaluation_s=evaluation_s, progress=progress, cancel=cancel)
     progress(1.0, "done")
     return sobol

@@ -13,9 +13,17 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QSizePo
 
 from .. import colours
 
-METHOD_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "local": "Local sensitivity", "saliency": "Saliency", "pertmap": "Perturbation map", "actmax": "Activation maximisation"}
+METHOD_TITLES = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "local": "Local sensitivity",
+    "saliency": "Saliency",
+    "pertmap": "Perturbation map",
+    "actmax": "Activation maximisation",
+    "sobol": "Sobol indices",
+}
 # Parameters worth naming in a title even at their default value.
-KEY_PARAMS = {"local": ("mode", "window", "stride"), "gradcam": ("layer",), "gradcam++": ("layer",), "pertmap": ("steps", "lam"), "actmax": ("objective", "steps")}
+KEY_PARAMS = {"local": ("mode", "window", "stride"), "gradcam": ("layer",), "gradcam++": ("layer",), "pertmap": ("steps", "lam"), "actmax": ("objective", "steps"), "sobol": ("regions", "n")}
 
 
 @dataclass
@@ -216,20 +224,42 @@ class MapCell(QFrame):
         self.request = dataclasses.replace(self.request, target_label=target)
         self._update_title(f"{explanation.elapsed_s:.2f} s on {explanation.device}")
         self.footer.setText(f"range {float(np.nanmin(explanation.map)):.3g} to {float(np.nanmax(explanation.map)):.3g}")
-        self._show_curve(explanation.extras.get("objective"))
+        if explanation.extras.get("convergence"):
+            self._show_convergence(explanation.extras["convergence"], explanation.extras.get("index", "ST"))
+        else:
+            self._show_curve(explanation.extras.get("objective"))
         self.plot.autoRange(padding=0)
 
-    def _show_curve(self, values) -> None:
-        if values is None or len(values) < 2:
-            return
-        values = np.asarray(values, dtype=float).ravel()
+    def _curve_area(self, title: str):
+        """The small plot under the map (made on first use), cleared and titled."""
         if self.curve_plot is None:
             self.curve_plot = self.graphics.addPlot(row=1, col=0)
             self.curve_plot.setMaximumHeight(80)
             self.curve_plot.setMenuEnabled(False)
             self.curve_plot.hideButtons()
-            self.curve_plot.setTitle("objective by step", size="8pt")
+        self.curve_plot.setTitle(title, size="8pt")
         self.curve_plot.clear()
+        return self.curve_plot
+
+    def _show_convergence(self, steps: list[dict], index: str, shown: int = 5) -> None:
+        """Sobol's convergence view: the index of the largest regions at N/4, N/2 and N (log2 N on x)."""
+        if len(steps) < 2:
+            return
+        sizes = np.array([step["n"] for step in steps], dtype=float)
+        values = np.array([step[index] for step in steps], dtype=float)  # steps x regions; null reads as NaN
+        top = np.argsort(-np.nan_to_num(values[-1], nan=-np.inf), kind="stable")[:shown]
+        plot = self._curve_area(f"{index} of the top regions by log2 N")
+        for rank, region in enumerate(top):
+            plot.plot(np.log2(sizes), values[:, region], pen=pg.mkPen(pg.intColor(rank, hues=shown), width=1.5))
+        change = float(np.nanmax(np.abs(values[-1, top] - values[-2, top])))
+        at = ", ".join(f"{n:g}" for n in sizes)
+        self.setToolTip(f"convergence: {index} of the {len(top)} largest regions at N = {at}; the largest change from N = {sizes[-2]:g} to {sizes[-1]:g} is {change:.3g}")
+
+    def _show_curve(self, values) -> None:
+        if values is None or len(values) < 2:
+            return
+        values = np.asarray(values, dtype=float).ravel()
+        self._curve_area("objective by step")
         steps = self.explanation.extras.get("steps") if self.explanation is not None else None
         x = np.asarray(steps, dtype=float) if steps is not None and len(steps) == len(values) else np.arange(len(values), dtype=float)
         self.curve_plot.plot(x, values, pen=pg.mkPen("#3a7bd5", width=1.5))

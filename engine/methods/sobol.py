@@ -1,0 +1,215 @@
+"""Global Sobol sensitivity of image regions (Fel et al., NeurIPS 2021, "Look at the Variance!").
+
+The image is cut into D regions: a grid of g x g cells or SLIC superpixels. Each region gets a mask
+value m in [0, 1] from a scrambled Sobol (Saltelli) design of N base points; the masks are painted
+onto the input (smoothly for a grid, see ``_sobol_regions``; as they are for superpixels) and the image is blended towards
+a baseline, x' = b + M (x - b), so m = 1 keeps a region and m = 0 replaces it by the baseline
+(a blurred copy by default, zeros, or the channel means). The N(D+2) perturbed images are
+evaluated in batches under inference mode with the memory budget and out-of-memory halving of
+``local``; the indices come from ``engine.stats.sobol``, the same SALib estimator as the tabular
+analysis (Saltelli 2010 for S1, Jansen for ST), with a bootstrap interval per region and a
+convergence view at N/4 and N/2 from the leading rows of the same design (no extra passes).
+
+The map is the total index ST of every region (or S1), painted back through the mask operator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.core.errors import UserError
+from engine.core.explanation import Explanation
+from engine.core.params import param
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.io.blur import gaussian_blur
+from engine.methods._base import Setup, begin, finish
+from engine.methods._registry import Cost, MethodSpec, register
+from engine.methods._sobol_regions import Regions, grid_regions, segment_regions
+from engine.methods.local import automatic_batch_size
+from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
+from engine.runtime.batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, run_in_batches
+from engine.stats.sobol import SobolDesign, SobolResult, power_of_two, sobol_analysis, sobol_design
+
+CONF_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class SobolMapParams:
+    regions: str = param("grid", "grid: g x g cells, upsampled smoothly; segments: SLIC superpixels of the image (scikit-image)", choices=("grid", "segments"))
+    grid: int = param(8, "regions=grid: cells per side, D = grid x grid regions", low=2, high=64)
+    softness: float = param(
+        0.125,
+        "regions=grid: how far a cell's mask value fades into its neighbours, as a Gaussian sigma in cell widths (0 = hard nearest-neighbour edges, as in Fel et al.'s code)",
+        low=0.0,
+        high=2.0,
+    )
+    segments: int = param(64, "regions=segments: the number of superpixels SLIC aims at (it returns about that many)", low=2, high=4096)
+    compactness: float = param(10.0, "regions=segments: SLIC's weight of space against colour (higher: squarer superpixels)", low=0.001)
+    n: int = param(32, "N, base points of the scrambled Sobol design (a power of two, others are rounded up); a run takes N(D+2) forward passes", low=4, high=65536)
+    index: str = param("ST", "what the map shows: the total-order index ST (Jansen) or the first-order index S1 (Saltelli) of each region", choices=("ST", "S1"))
+    baseline: str = param(
+        "blur",
+        "what a region is blended towards as its mask value goes from 1 to 0: a Gaussian-blurred copy of the image, zeros, or the image's per-channel mean",
+        choices=("blur", "zero", "mean"),
+    )
+    blur_sigma: float = param(5.0, "baseline=blur: Gaussian standard deviation in pixels", low=0.1)
+    output: str = param("logit", "what is measured: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
+    resamples: int = param(100, "bootstrap resamples for each region's confidence interval", low=10, high=10000)
+    batch_size: int = param(0, "perturbed images evaluated at once; 0 = automatic (16 on a CPU, 64 on a GPU); halved automatically on out-of-memory", low=0)
+    memory_budget_mb: int = param(0, "memory the batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
+
+
+def _baseline(x: torch.Tensor, params: SobolMapParams) -> torch.Tensor:
+    if params.baseline == "zero":
+        return torch.zeros_like(x)
+    if params.baseline == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    if params.baseline == "blur":
+        return gaussian_blur(x, params.blur_sigma)
+    raise UserError(f"unknown baseline '{params.baseline}'; choose blur, zero or mean")
+
+
+def _regions(x: torch.Tensor, params: SobolMapParams) -> Regions:
+    height, width = x.shape[2:]
+    if params.regions == "grid":
+        return grid_regions(height, width, params.grid, x.device, params.softness, x.dtype if x.is_floating_point() else torch.float32)
+    if params.regions == "segments":
+        return segment_regions(x[0], params.segments, params.compactness)
+    raise UserError(f"unknown regions '{params.regions}'; choose grid or segments")
+
+
+def _design_seed() -> int:
+    """The design's seed, drawn from torch's generator, which the runner seeds: same seed, same map.
+    Never 0, because SALib's bootstrap falls back to numpy's global random state for seed 0."""
+    return int(torch.randint(1, 2**31 - 1, (1,)).item())
+
+
+def _scores(output) -> torch.Tensor:
+    logits = logits_of(output)
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def _channels_last(batch: torch.Tensor) -> torch.Tensor:
+    return batch.contiguous(memory_format=torch.channels_last)
+
+
+def _design_outputs(model, x: torch.Tensor, target: int, regions: Regions, design: SobolDesign, params: SobolMapParams, batch_size: int, progress, cancel) -> tuple[np.ndarray, int]:
+    """The target output (float64) of the image blended by every row of the design, and the batch that fitted."""
+    device = x.device
+    baseline = _baseline(x, params)
+    difference = x - baseline
+    rows = torch.as_tensor(design.samples, dtype=x.dtype)
+    outputs = torch.empty(len(rows), dtype=torch.float64, device=device if device.type != "mps" else "cpu")
+
+    def evaluate(start: int, stop: int) -> None:
+        masks = regions.masks(rows[start:stop].to(device))
+        batch = baseline + masks * difference
+        outputs[start:stop] = select_output(_scores(model(_channels_last(batch))), target, params.output).to(outputs.device, outputs.dtype)
+
+    used = run_in_batches(len(rows), batch_size, evaluate, cancel=cancel, progress=progress, message="perturbed images", device=device, progress_span=(0.01, 0.95))
+    return outputs.cpu().numpy(), used
+
+
+def _constant(outputs: np.ndarray) -> bool:
+    """Whether the output did not move beyond rounding under any perturbation (every index is then 0/0)."""
+    return float(np.ptp(outputs)) <= 1e-6 * max(1.0, float(np.abs(outputs).max()))
+
+
+def _analyse(design: SobolDesign, regions: Regions, outputs: np.ndarray, params: SobolMapParams, progress: ProgressFn, cancel: CancelToken) -> tuple[dict, list[dict], list[str]]:
+    """The indices of every region with their bootstrap half-widths, the convergence view and notes."""
+    if not np.isfinite(outputs).all():
+        raise UserError("the model returned NaN or infinite outputs on some perturbed images, so no Sobol index can be computed")
+    notes = list(design.notes) + ([regions.note] if regions.note else [])
+    count = len(design.problem["names"])
+    if _constant(outputs):
+        zeros = {key: np.zeros(count) for key in ("S1", "S1_conf", "ST", "ST_conf")}
+        notes.append("the output did not change under any perturbation of the design: every index is 0")
+        return zeros, [{"n": design.n, **{key: value.tolist() for key, value in zeros.items()}}], notes
+    sizes = [size for size in (design.n // 4, design.n // 2) if size >= 2]
+
+    def scaled(fraction: float, message: str = "", data=None) -> None:  # the analysis reports 0.7..1
+        progress(0.95 + 0.04 * fraction, message or "Sobol indices", data)
+
+    progress(0.95, "Sobol indices")
+    result: SobolResult = sobol_analysis(design, outputs, conf_level=CONF_LEVEL, num_resamples=params.resamples, convergence=sizes, progress=scaled, cancel=cancel)
+    indices = {key: np.asarray(getattr(result, key), dtype=np.float64) for key in ("S1", "S1_conf", "ST", "ST_conf")}
+    return indices, result.convergence, notes
+
+
+def _batch_size(params: SobolMapParams, per_image: int, device: torch.device) -> tuple[int, int | None]:
+    budget = params.memory_budget_mb * 2**20 if params.memory_budget_mb else default_budget_bytes(device)
+    return batch_for_budget(params.batch_size or automatic_batch_size(device), per_image, budget), budget
+
+
+def explain(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | None,
+    params: SobolMapParams,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Explanation:
+    """Map of each region's Sobol index (ST by default) for the target output."""
+    progress, cancel = resolve(progress, cancel)
+    x = begin(inputs, progress, cancel, "forward")
+    regions = _regions(x, params)
+    names = [f"region {i}" for i in range(regions.count)]
+    design = sobol_design({"names": names, "bounds": [[0.0, 1.0]] * regions.count}, params.n, second_order=False, seed=_design_seed())
+    cancel.check()
+    with torch.inference_mode():
+        raw, per_image = forward_with_memory_estimate(model, _channels_last(x))
+        setup = Setup.from_logits(x, logits_of(raw), target)
+        f_x = float(select_output(_scores(setup.logits), setup.target, params.output)[0])
+        per_image += x[0, 0].numel() * x.element_size()  # the mask of each image in the batch
+        batch_size, budget = _batch_size(params, per_image, x.device)
+        outputs, used = _design_outputs(model, x, setup.target, regions, design, params, batch_size, progress, cancel)
+    cancel.check()
+    indices, convergence, notes = _analyse(design, regions, outputs, params, progress, cancel)
+    shown, half = indices[params.index], indices[f"{params.index}_conf"]
+    extras = {
+        "forward_passes": len(design.samples),
+        "prediction_passes": 1,
+        "n": design.n,
+        "regions": regions.count,
+        "grid": regions.grid,
+        "index": params.index,
+        "labels": regions.labels.cpu().numpy().astype(np.int32),
+        **indices,
+        "interval": np.stack([shown - half, shown + half], axis=1),
+        "conf_level": CONF_LEVEL,
+        "convergence": convergence,
+        "design_seed": design.seed,
+        "f_x": f_x,
+        "output_variance": float(np.var(outputs)),
+        "batch_size_used": used,
+        "memory_per_image_mb": per_image / 2**20,
+        "memory_budget_mb": None if budget is None else budget / 2**20,
+    }
+    if notes:
+        extras["notes"] = notes
+    return finish(setup, SPEC.name, params, regions.paint(shown), progress, extras)
+
+
+def cost(params: SobolMapParams, height: int, width: int) -> Cost:
+    """N(D+2) forward passes (the design), D = grid^2; for superpixels D is SLIC's target count, so
+    the estimate is approximate there. The one forward of the unperturbed image is not counted."""
+    n, _ = power_of_two(params.n)
+    regions = params.grid**2 if params.regions == "grid" else params.segments
+    return Cost(n * (regions + 2))
+
+
+SPEC = register(
+    MethodSpec(
+        name="sobol",
+        summary="Global Sobol indices of image regions under random soft masks (Fel et al. 2021): how much of the output's variance each region drives",
+        params_cls=SobolMapParams,
+        explain=explain,
+        kind="perturbation",
+        cost=cost,
+    )
+)
