@@ -1,4 +1,5 @@
-"""The one Gaussian blur of image batches (baselines of local and the metrics, actmax's regulariser).
+"""The one Gaussian blur of image batches (baselines of local and the metrics, actmax's regulariser),
+and the one baseline image of the perturbation methods.
 
 It equals ``scipy.ndimage.gaussian_filter(x, sigma, mode="nearest", truncate=3.0)`` over the two
 spatial axes, so its result can be checked against a reference outside torch.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from engine.core.errors import UserError
 
 TRUNCATE = 3.0  # the kernel reaches 3 sigma on each side
 
@@ -27,3 +30,14 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
     out = F.pad(out, (0, 0, radius, radius), mode="replicate")
     return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def baseline_image(x: torch.Tensor, kind: str, blur_sigma: float, choices: tuple[str, ...] = ("zero", "mean", "blur")) -> torch.Tensor:
+    """What perturbed pixels become: zeros, the image's per-channel means, or a blurred copy."""
+    if kind == "zero":
+        return torch.zeros_like(x)
+    if kind == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
+    if kind == "blur":
+        return gaussian_blur(x, blur_sigma)
+    raise UserError(f"unknown baseline '{kind}'; choose {', '.join(choices)}")

@@ -13,7 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn
-from engine.io.blur import gaussian_blur
+from engine.io.blur import baseline_image
 from engine.models.outputs import logits_of, select_output
 from engine.runtime.batching import batch_for_budget, default_budget_bytes, run_in_batches
 
@@ -42,16 +42,10 @@ def make_baseline(x: torch.Tensor, kind: str, blur_sigma: float) -> torch.Tensor
     ``noise`` is uniform noise between the image's minimum and maximum, drawn from torch's random
     state (which the runner seeds).
     """
-    if kind == "zero":
-        return torch.zeros_like(x)
-    if kind == "mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
-    if kind == "blur":
-        return gaussian_blur(x, blur_sigma)
     if kind == "noise":
         low, high = x.min(), x.max()
         return low + (high - low) * torch.rand(x.shape, device=x.device, dtype=x.dtype)
-    raise UserError(f"unknown baseline '{kind}'; choose one of {', '.join(BASELINE_CHOICES)}")
+    return baseline_image(x, kind, blur_sigma, BASELINE_CHOICES)
 
 
 def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from engine.core.errors import UserError
-from engine.io.blur import gaussian_blur
 from engine.models.outputs import logits_of, select_output
 from engine.runtime.batching import batch_for_budget, default_budget_bytes
 
@@ -51,14 +49,3 @@ def generator(seed: int, device: torch.device) -> torch.Generator:
 def draw(gen: torch.Generator, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """Uniform [0, 1) numbers from ``gen``, placed on ``device``."""
     return torch.rand(shape, generator=gen, device=gen.device).to(device)
-
-
-def baseline_image(x: torch.Tensor, kind: str, blur_sigma: float) -> torch.Tensor:
-    """What replaces removed pixels: zeros, the image's channel means, or a blurred copy."""
-    if kind == "zero":
-        return torch.zeros_like(x)
-    if kind == "mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
-    if kind == "blur":
-        return gaussian_blur(x, blur_sigma)
-    raise UserError(f"unknown baseline '{kind}'; choose {', '.join(BASELINES)}")

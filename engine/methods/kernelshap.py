@@ -25,9 +25,10 @@ from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.io.blur import baseline_image
 from engine.methods._base import Setup, begin, finish
 from engine.methods._kernelshap import EXACT_MAX_SEGMENTS, bits, exact_shapley, grid_segments, kernel_shap, sample_coalitions, slic_segments
-from engine.methods._perturb import BASELINES, baseline_image, batch_size_for, scores
+from engine.methods._perturb import BASELINES, batch_size_for, scores
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES, logits_of
 from engine.runtime.batching import forward_with_memory_estimate, run_in_batches
@@ -107,7 +108,7 @@ def explain(
     segments = _segments(x, params)
     count = int(segments.max()) + 1
     coalitions = _coalitions(count, params)
-    baseline = baseline_image(x, params.baseline, params.blur_sigma)
+    baseline = baseline_image(x, params.baseline, params.blur_sigma, BASELINES)
     with torch.inference_mode():
         raw, per_image = forward_with_memory_estimate(model, x.contiguous(memory_format=torch.channels_last))
         setup = Setup.from_logits(x, logits_of(raw), target)

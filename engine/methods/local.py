@@ -27,7 +27,7 @@ from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.io.blur import gaussian_blur
+from engine.io.blur import baseline_image
 from engine.methods._base import Setup, begin, finish
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
@@ -88,13 +88,7 @@ def automatic_batch_size(device: torch.device) -> int:
 
 
 def _baseline(x: torch.Tensor, params: LocalParams) -> torch.Tensor:
-    if params.baseline == "zero":
-        return torch.zeros_like(x)
-    if params.baseline == "mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    if params.baseline == "blur":
-        return gaussian_blur(x, params.blur_sigma)
-    raise UserError(f"unknown baseline '{params.baseline}'; choose zero, mean or blur")
+    return baseline_image(x, params.baseline, params.blur_sigma)
 
 
 def _scores(output) -> torch.Tensor:

@@ -25,7 +25,7 @@ from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.io.blur import gaussian_blur
+from engine.io.blur import baseline_image
 from engine.methods._base import Setup, begin, finish
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.methods._sobol_regions import Regions, grid_regions, segment_regions
@@ -64,13 +64,7 @@ class SobolMapParams:
 
 
 def _baseline(x: torch.Tensor, params: SobolMapParams) -> torch.Tensor:
-    if params.baseline == "zero":
-        return torch.zeros_like(x)
-    if params.baseline == "mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    if params.baseline == "blur":
-        return gaussian_blur(x, params.blur_sigma)
-    raise UserError(f"unknown baseline '{params.baseline}'; choose blur, zero or mean")
+    return baseline_image(x, params.baseline, params.blur_sigma, ("blur", "zero", "mean"))
 
 
 def _regions(x: torch.Tensor, params: SobolMapParams) -> Regions:

@@ -9,8 +9,9 @@ import torch
 import engine
 from engine import Cancelled, CancelToken, UserError
 from engine.core.params import build_params
+from engine.io.blur import baseline_image
 from engine.methods._kernelshap import exact_shapley, grid_segments
-from engine.methods._perturb import baseline_image, generator
+from engine.methods._perturb import generator
 from engine.methods.extremal import parse_areas
 from engine.methods.rise import RiseParams, _Masks
 from tests.models import LinearModel, rectangle_model, tiny_cnn
