@@ -14,7 +14,7 @@ from torch import nn
 
 from engine.core.explanation import Explanation
 from engine.core.progress import CancelToken, ObjectiveValue, ProgressFn
-from engine.models.outputs import as_batch, check_target, logits_of, prediction
+from engine.models.outputs import as_batch, check_target, logits_of, prediction, select_output
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
 
@@ -59,6 +59,19 @@ class Setup:
 
     def retarget(self, target: int) -> Setup:
         return replace(self, target=target)
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, target: int | None, output: str, progress: ProgressFn, cancel: CancelToken) -> tuple[Setup, torch.Tensor]:
+    """The prediction on ``x`` (1 x C x H x W) and the gradient of the target output with respect
+    to the input (C x H x W): one forward, one backward."""
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = logits_of(model(x))
+        setup = Setup.from_logits(x, logits, target)
+        cancel.check()
+        progress(0.5, "backward")
+        (grad,) = torch.autograd.grad(select_output(logits, setup.target, output).sum(), x)
+    return setup, grad[0]
 
 
 def predict(model: nn.Module, batch: torch.Tensor, target: int | None) -> Setup:

@@ -11,10 +11,10 @@ from torch import nn
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import Setup, begin, finish
+from engine.methods._base import begin, finish, input_gradient
 from engine.methods._gradients import REDUCE_CHOICES, REDUCE_HELP, reduce_channels
 from engine.methods._registry import MethodSpec, register
-from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
+from engine.models.outputs import OUTPUT_CHOICES
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,9 @@ def explain(
 ) -> Explanation:
     """Input x gradient map of one input, reduced over channels."""
     progress, cancel = resolve(progress, cancel)
-    x = begin(inputs, progress, cancel, "forward").clone().requires_grad_(True)
-    with torch.enable_grad():
-        logits = logits_of(model(x))
-        setup = Setup.from_logits(x, logits, target)
-        cancel.check()
-        progress(0.5, "backward")
-        (grad,) = torch.autograd.grad(select_output(logits, setup.target, params.output).sum(), x)
-    attribution = (x.detach() * grad)[0]
+    x = begin(inputs, progress, cancel, "forward")
+    setup, grad = input_gradient(model, x, target, params.output, progress, cancel)
+    attribution = x[0] * grad
     extras = {"attribution": attribution.float().cpu().numpy()}
     return finish(setup, SPEC.name, params, reduce_channels(attribution, params.reduce), progress, extras)
 

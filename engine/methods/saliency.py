@@ -10,9 +10,9 @@ from torch import nn
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import Setup, begin, finish
+from engine.methods._base import begin, finish, input_gradient
 from engine.methods._registry import MethodSpec, register
-from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
+from engine.models.outputs import OUTPUT_CHOICES
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,7 @@ def explain(
 ) -> Explanation:
     """Saliency map of one input: the gradient of the target output, reduced over channels."""
     progress, cancel = resolve(progress, cancel)
-    x = begin(inputs, progress, cancel, "forward").clone().requires_grad_(True)
-    with torch.enable_grad():
-        logits = logits_of(model(x))
-        setup = Setup.from_logits(x, logits, target)
-        cancel.check()
-        progress(0.5, "backward")
-        (grad,) = torch.autograd.grad(select_output(logits, setup.target, params.output).sum(), x)
-    grad = grad[0]
+    setup, grad = input_gradient(model, begin(inputs, progress, cancel, "forward"), target, params.output, progress, cancel)
     saliency = grad.abs().amax(dim=0) if params.reduce == "maxabs" else grad.sum(dim=0)
     return finish(setup, SPEC.name, params, saliency, progress)
 
