@@ -40,6 +40,9 @@ BENCHMARKS = {
     "pertmap_scaling": ("bench_optim", "run_pertmap_scaling"),
     "memory": ("bench_memory", "run_memory"),
     "gui": ("bench_gui", "run_gui"),
+    "vit_gradcam": ("bench_vit", "run_vit_gradcam"),
+    "local_incremental": ("bench_incremental", "run_local_incremental"),
+    "batch": ("bench_batch", "run_batch"),
 }
 
 
