@@ -41,6 +41,9 @@ class MethodSpec:
     explain: Callable
     kind: str  # "gradient", "perturbation", "optimisation", ...
     needs_layer: bool = False
+    # False when the method only evaluates the model (a black box): it then also runs on models
+    # without gradients, such as ONNX graphs
+    gradients: bool = True
     # cost(params, height, width) -> Cost: the passes a run will take, announced before long runs
     cost: Callable[..., Cost] = _one_gradient
 
@@ -56,6 +59,7 @@ class MethodSpec:
             "summary": self.summary,
             "kind": self.kind,
             "needs_layer": self.needs_layer,
+            "gradients": self.gradients,
             "params": [p.to_dict() for p in self.params()],
         }
 

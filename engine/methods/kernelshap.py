@@ -153,6 +153,7 @@ SPEC = register(
         params_cls=KernelShapParams,
         explain=explain,
         kind="perturbation",
+        gradients=False,
         cost=cost,
     )
 )

@@ -276,6 +276,7 @@ SPEC = register(
         params_cls=LocalParams,
         explain=explain,
         kind="perturbation",
+        gradients=False,
         cost=cost,
     )
 )

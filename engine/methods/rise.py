@@ -193,6 +193,7 @@ SPEC = register(
         params_cls=RiseParams,
         explain=explain,
         kind="perturbation",
+        gradients=False,
         cost=cost,
     )
 )

@@ -204,6 +204,7 @@ SPEC = register(
         params_cls=SobolMapParams,
         explain=explain,
         kind="perturbation",
+        gradients=False,
         cost=cost,
     )
 )
