@@ -166,8 +166,9 @@ def explain(
     indices, convergence, notes = _analyse(design, regions, outputs, params, progress, cancel)
     shown, half = indices[params.index], indices[f"{params.index}_conf"]
     extras = {
-        "forward_passes": len(design.samples),
-        "prediction_passes": 1,
+        # as for every other method: the design's N(D+2) passes and the one of the unperturbed image
+        "forward_passes": len(design.samples) + 1,
+        "design_passes": len(design.samples),
         "n": design.n,
         "regions": regions.count,
         "grid": regions.grid,
@@ -190,11 +191,11 @@ def explain(
 
 
 def cost(params: SobolMapParams, height: int, width: int) -> Cost:
-    """N(D+2) forward passes (the design), D = grid^2; for superpixels D is SLIC's target count, so
-    the estimate is approximate there. The one forward of the unperturbed image is not counted."""
+    """N(D+2) forward passes (the design), D = grid^2, plus the one of the unperturbed image; for
+    superpixels D is SLIC's target count, so the estimate is approximate there."""
     n, _ = power_of_two(params.n)
     regions = params.grid**2 if params.regions == "grid" else params.segments
-    return Cost(n * (regions + 2))
+    return Cost(n * (regions + 2) + 1)
 
 
 SPEC = register(

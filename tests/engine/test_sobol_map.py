@@ -128,12 +128,12 @@ def test_forward_passes_are_n_times_d_plus_2_and_match_the_cost_estimate():
     result = engine.explain(model, x, "sobol", params={"grid": 3, "n": 12, "batch_size": 10})
     n, d = 16, 9  # N = 12 is rounded up to a power of two, with a note
     assert result.extras["n"] == n and "rounded up to 16" in result.extras["notes"][0]
-    assert result.extras["forward_passes"] == n * (d + 2) == 176
-    assert model.images == n * (d + 2) + 1  # and the one forward of the unperturbed image
+    assert result.extras["design_passes"] == n * (d + 2) == 176
+    assert model.images == result.extras["forward_passes"] == n * (d + 2) + 1  # and the one forward of the unperturbed image
     assert max(model.batches) == 10
     spec = engine.get_method("sobol")
     assert spec.estimate(result.params, 24, 24).forward == result.extras["forward_passes"]
-    assert spec.estimate(spec.params_cls(), 224, 224).forward == 32 * 66
+    assert spec.estimate(spec.params_cls(), 224, 224).forward == 32 * 66 + 1
 
 
 def test_the_convergence_view_reuses_the_leading_rows():
@@ -184,7 +184,7 @@ def test_superpixels_are_painted_as_they_are():
     labels, st = result.extras["labels"], result.extras["ST"]
     assert result.extras["grid"] is None and result.extras["regions"] == labels.max() + 1 >= 2
     np.testing.assert_allclose(result.map, st[labels].astype(np.float32), rtol=1e-6)
-    assert result.extras["forward_passes"] == 8 * (result.extras["regions"] + 2)
+    assert result.extras["forward_passes"] == 8 * (result.extras["regions"] + 2) + 1
 
 
 def test_a_model_the_perturbations_do_not_move_gives_a_zero_map():
