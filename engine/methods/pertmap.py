@@ -46,6 +46,10 @@ class PertmapParams:
     low: float = param(-2.2, "lower bound of the input when clip_range=fixed (normalised units; -2.2 covers ImageNet)")
     high: float = param(2.7, "upper bound of the input when clip_range=fixed (normalised units; 2.7 covers ImageNet)")
     record_every: int = param(10, "record the objective, its terms and the changed-decision fraction every this many steps", low=1, high=100000)
+    antithetic: bool = param(True, "draw the noise in pairs xi, -xi (antithetic variates): the part of the gradient's noise that is odd in xi cancels, at no extra cost")
+    patience: int = param(0, "stop once the objective, averaged over blocks of record_every steps, has not risen by tol x w_max for this many blocks; 0 = run every step", low=0, high=100000)
+    tol: float = param(0.005, "the rise of the block-averaged objective, as a fraction of w_max, that counts as progress for patience", low=0.0, high=1.0)
+    repeats: int = param(1, "independent runs (seeds seed, seed+1, ...) averaged into the map; 2 or more also give the Spearman correlation of their maps (stability; cost x repeats)", low=1, high=16)
 
 
 def _upsample(w: torch.Tensor, patch: int, height: int, width: int) -> torch.Tensor:
@@ -98,7 +102,13 @@ class _Trace:
 def _objective(model, x, target: int, w, noise, bounds, params: PertmapParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """J = mean_w - lam * penalty on one batch of noisy copies of x; returns J, mean_w, penalty and the logits."""
     # One random draw per step, in place on the device (global RNG, seeded by the caller).
-    noise.uniform_(-1.0, 1.0)
+    if params.antithetic and noise.shape[0] >= 2:
+        half = noise.shape[0] // 2
+        noise[:half].uniform_(-1.0, 1.0)
+        torch.neg(noise[:half], out=noise[half : 2 * half])
+        noise[2 * half :].uniform_(-1.0, 1.0)
+    else:
+        noise.uniform_(-1.0, 1.0)
     w_full = _upsample(w, params.patch, *x.shape[2:])
     perturbed = torch.addcmul(x, noise, w_full)
     if bounds is not None:
@@ -118,8 +128,40 @@ def _halved(batch_size: int, device: torch.device) -> int:
     return max(1, batch_size // 2)
 
 
-def _optimise(model, x: torch.Tensor, target: int, params: PertmapParams, progress, cancel) -> tuple[torch.Tensor, _Trace, int]:
-    """Projected stochastic gradient ascent on J; returns w (one per patch), the trace and the batch size that fitted."""
+class _Plateau:
+    """The stopping rule: the objective averaged over each block of ``record_every`` steps (on the
+    device, read once per block) must rise by more than ``tol * w_max`` within ``patience`` blocks."""
+
+    def __init__(self, params: PertmapParams) -> None:
+        self.patience, self.margin = params.patience, params.tol * params.w_max
+        self.best = -math.inf
+        self.waited = 0
+        self.total: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, objective: torch.Tensor) -> None:
+        if self.patience:
+            value = objective.detach().float()
+            self.total = value if self.total is None else self.total + value
+            self.count += 1
+
+    def stop(self) -> bool:
+        """At the end of a block: whether the objective has stopped improving."""
+        if not self.patience or not self.count:
+            return False
+        mean = float(self.total) / self.count
+        self.total, self.count = None, 0
+        if mean > self.best + self.margin:
+            self.best, self.waited = mean, 0
+            return False
+        self.best = max(self.best, mean)
+        self.waited += 1
+        return self.waited >= self.patience
+
+
+def _optimise(model, x: torch.Tensor, target: int, params: PertmapParams, progress, cancel) -> tuple[torch.Tensor, _Trace, int, int]:
+    """Projected stochastic gradient ascent on J; returns w (one per patch), the trace, the batch
+    size that fitted and the number of steps taken (fewer than ``steps`` when the plateau rule stopped it)."""
     bounds = _clip_bounds(x, params)
     grid = (x.shape[1], math.ceil(x.shape[2] / params.patch), math.ceil(x.shape[3] / params.patch))
     w = torch.full(grid, params.w_init, dtype=x.dtype, device=x.device, requires_grad=True)
@@ -129,7 +171,7 @@ def _optimise(model, x: torch.Tensor, target: int, params: PertmapParams, progre
     # "half-width gained per step" for sgd as it does for adam (rmsprop and adam are scale-free).
     scale = float(w.numel())
     noise = torch.empty((params.batch_size, *x.shape[1:]), dtype=x.dtype, device=x.device)
-    trace = _Trace()
+    trace, plateau = _Trace(), _Plateau(params)
     step = 0
     with torch.enable_grad():
         while step < params.steps:
@@ -145,6 +187,7 @@ def _optimise(model, x: torch.Tensor, target: int, params: PertmapParams, progre
             apply_gradients(optimizer, [w], [grad])
             with torch.no_grad():
                 w.clamp_(0.0, params.w_max)  # the projection of the projected gradient method
+            plateau.add(objective)
             value = None
             # Only recorded steps report their objective: reading it waits for the device.
             if step % params.record_every == 0 or step == params.steps - 1:
@@ -152,7 +195,21 @@ def _optimise(model, x: torch.Tensor, target: int, params: PertmapParams, progre
                 value = trace.record(step, objective, mean_w, penalty, changed)
             step += 1
             report_step(progress, step, params.steps, value)
-    return w.detach(), trace, noise.shape[0]
+            if step % params.record_every == 0 and plateau.stop():
+                break
+    return w.detach(), trace, noise.shape[0], step
+
+
+def _spearman(maps: list[torch.Tensor]) -> float | None:
+    """Mean Spearman rank correlation over every pair of maps (ties get their mean rank)."""
+    from scipy.stats import spearmanr
+
+    values = [m.flatten().cpu().double().numpy() for m in maps]
+    if any(v.min() == v.max() for v in values):
+        return None  # a flat map has no ranking (every feature saturated or none)
+    pairs = [spearmanr(values[i], values[j]).statistic for i in range(len(values)) for j in range(i + 1, len(values))]
+    pairs = [p for p in pairs if math.isfinite(p)]
+    return float(sum(pairs) / len(pairs)) if pairs else None
 
 
 def explain(
@@ -181,18 +238,42 @@ def explain(
     if params.w_init > params.w_max:
         raise UserError(f"w_init ({params.w_init}) must not exceed w_max ({params.w_max})")
     setup = predict(model, x, target)
-    w, trace, batch_size = _optimise(model, x, setup.target, params, progress, cancel)
+    runs = []
+    for repeat in range(params.repeats):
+        if repeat:  # the caller seeded the first run; each further one draws from its own seed
+            torch.manual_seed(torch.initial_seed() + repeat)
+        part = _scaled(progress, repeat, params.repeats)
+        runs.append(_optimise(model, x, setup.target, params, part, cancel))
     with torch.no_grad():
-        w_full = _upsample(w, params.patch, *x.shape[2:])
+        w_runs = [_upsample(w, params.patch, *x.shape[2:]) for w, *_ in runs]
         # Mean of (w_max - w) rather than w_max - mean(w): exactly 0 where every channel is saturated.
-        relevance = (params.w_max - w_full).mean(dim=0)
-    extras = {**trace.extras(), "w": w_full.float().cpu().numpy(), "batch_size": batch_size}
+        maps = [(params.w_max - w_full).mean(dim=0) for w_full in w_runs]
+        relevance = torch.stack(maps).mean(dim=0)
+        w_full = torch.stack(w_runs).mean(dim=0)
+    _, trace, batch_size, steps_done = runs[0]
+    extras = {**trace.extras(), "w": w_full.float().cpu().numpy(), "batch_size": batch_size, "steps_done": [r[3] for r in runs]}
+    extras["stopped_early"] = any(r[3] < params.steps for r in runs)
+    if params.repeats > 1:
+        extras["stability"] = _spearman(maps)
     return finish(setup, SPEC.name, params, relevance, progress, extras)
 
 
+def _scaled(progress: ProgressFn, index: int, count: int) -> ProgressFn:
+    """The progress of run ``index`` of ``count`` as a part of the whole."""
+    if count == 1:
+        return progress
+
+    def report(fraction: float, message: str, data=None) -> None:
+        progress((index + fraction) / count, f"run {index + 1}/{count}: {message}", data)
+
+    return report
+
+
 def cost(params: PertmapParams, height: int, width: int) -> Cost:
-    """Each step evaluates and differentiates a batch of noisy copies."""
-    return Cost(params.steps * params.batch_size + 1, params.steps * params.batch_size)
+    """Each step evaluates and differentiates a batch of noisy copies (at most: the plateau rule
+    may stop a run early), for each repeat."""
+    passes = params.steps * params.batch_size * params.repeats
+    return Cost(passes + 1, passes)
 
 
 SPEC = register(

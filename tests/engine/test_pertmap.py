@@ -263,3 +263,41 @@ def test_each_recorded_step_reports_its_objective_as_a_typed_payload():
     assert [data.value for data in payloads] == result.extras["objective"]
     assert all(data.steps == 25 and data.name == "objective" for data in payloads)
     assert [message for message, _ in reports] == ["step 1/25", "step 11/25", "step 21/25", "step 25/25"]
+
+
+def test_the_plateau_rule_stops_once_the_map_has_converged_to_the_region():
+    """The stopping rule ends the run well before its step cap, and the map it stops at is the
+    region model's known answer: every pixel outside the region saturated, the mass inside."""
+    x = _input()
+    model = _discriminative_region_model(x)
+    params = {**REGION, "steps": 2000, "patience": 3, "tol": 0.005}
+    result = engine.explain(model, x, "pertmap", params=params, seed=0)
+    (done,) = result.extras["steps_done"]
+    assert result.extras["stopped_early"] and done < 400, done
+    inside = _dilated(model.region_mask(), 2)
+    np.testing.assert_allclose(result.extras["w"][:, ~inside], 2.0, atol=1e-6)
+    assert result.map[inside].sum() >= 0.95 * result.map.sum() > 1.0
+
+
+def test_antithetic_pairs_are_mirror_images_and_repeats_report_their_stability():
+    x = _input()
+    recorder = Recorder(_discriminative_region_model(x))
+    result = engine.explain(recorder, x, "pertmap", params={**REGION, "steps": 30, "batch_size": 6, "repeats": 2}, seed=0)
+    noisy = [b for b in recorder.batches if b.shape[0] == 6]
+    assert len(noisy) == 60  # 30 steps x 2 repeats
+    second = noisy[1] - x[None]  # the first step runs at w = w_init = 0: no noise to see yet
+    assert second.abs().max() > 0
+    torch.testing.assert_close(second[:3], -second[3:])
+    assert not torch.equal(noisy[1], noisy[31]), "the second repeat draws other noise"
+    assert 0.5 <= result.extras["stability"] <= 1.0  # both runs find the region
+    assert result.extras["steps_done"] == [30, 30] and not result.extras["stopped_early"]
+    spec = engine.get_method("pertmap")
+    assert spec.estimate(result.params, SIZE, SIZE).forward == 30 * 6 * 2 + 1
+
+
+def test_without_antithetic_pairs_every_sample_is_drawn_afresh():
+    x = _input()
+    recorder = Recorder(_discriminative_region_model(x))
+    engine.explain(recorder, x, "pertmap", params={**REGION, "steps": 2, "batch_size": 4, "antithetic": False}, seed=0)
+    second = recorder.batches[-1] - x[None]
+    assert second.abs().max() > 0 and not torch.allclose(second[:2], -second[2:])
