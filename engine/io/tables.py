@@ -82,7 +82,10 @@ def _sniff(path: Path) -> tuple[str, list[str]]:
         sep = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
     except csv.Error:
         sep = ","
-    header = next(csv.reader(io.StringIO(sample), delimiter=sep, skipinitialspace=True), [])
+    try:
+        header = next(csv.reader(io.StringIO(sample), delimiter=sep, skipinitialspace=True), [])
+    except csv.Error as exc:  # a NUL byte or a lone carriage return inside a field
+        raise UserError(f"{path}: not a readable CSV table ({exc})") from None
     return sep, [name.strip() for name in header]
 
 

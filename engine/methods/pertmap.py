@@ -32,14 +32,14 @@ from engine.runtime.batching import is_out_of_memory
 
 @dataclass(frozen=True)
 class PertmapParams:
-    steps: int = param(300, "number of projected stochastic gradient steps", low=1, high=100000)
-    batch_size: int = param(16, "noise samples drawn per step (one forward and one backward of this batch)", low=1, high=4096)
+    steps: int = param(300, "most projected stochastic gradient steps (the plateau rule usually stops sooner)", low=1, high=100000)
+    batch_size: int = param(8, "noise samples drawn per step (one forward and one backward of this batch)", low=1, high=4096)
     optimizer: str = param("adam", "optimizer of the half-widths", choices=tuple(OPTIMIZERS))
-    lr: float = param(0.02, "learning rate; an unopposed half-width grows by about lr per step (rmsprop: faster in its first steps)", low=1e-9, high=1e6)
+    lr: float = param(0.1, "learning rate; an unopposed half-width grows by about lr per step (rmsprop: faster in its first steps)", low=1e-9, high=1e6)
     lam: float = param(100.0, "weight of the decision-change penalty against the mean half-width (larger: fewer decision changes)", low=0.0, high=1e12)
     w_max: float = param(1.0, "largest noise half-width, in normalised input units", low=1e-9, high=1e6)
     w_init: float = param(0.0, "initial half-width of every feature (at most w_max)", low=0.0, high=1e6)
-    patch: int = param(1, "side of the square patches that share one half-width per channel (1: one per pixel)", low=1, high=4096)
+    patch: int = param(8, "side of the square patches that share one half-width per channel (1: one per pixel)", low=1, high=4096)
     margin: str = param("probability", "what the penalty compares: softmax probabilities or logits", choices=("probability", "logit"))
     clip: bool = param(False, "clip the perturbed input to a valid range (see clip_range)")
     clip_range: str = param("input", "range used by clip: each channel's min/max of this input (input) or low/high (fixed)", choices=("input", "fixed"))
@@ -47,7 +47,7 @@ class PertmapParams:
     high: float = param(2.7, "upper bound of the input when clip_range=fixed (normalised units; 2.7 covers ImageNet)")
     record_every: int = param(10, "record the objective, its terms and the changed-decision fraction every this many steps", low=1, high=100000)
     antithetic: bool = param(True, "draw the noise in pairs xi, -xi (antithetic variates): the part of the gradient's noise that is odd in xi cancels, at no extra cost")
-    patience: int = param(0, "stop once the objective, averaged over blocks of record_every steps, has not risen by tol x w_max for this many blocks; 0 = run every step", low=0, high=100000)
+    patience: int = param(5, "stop once the objective, averaged over blocks of record_every steps, has not risen by tol x w_max for this many blocks; 0 = run every step", low=0, high=100000)
     tol: float = param(0.005, "the rise of the block-averaged objective, as a fraction of w_max, that counts as progress for patience", low=0.0, high=1.0)
     repeats: int = param(1, "independent runs (seeds seed, seed+1, ...) averaged into the map; 2 or more also give the Spearman correlation of their maps (stability; cost x repeats)", low=1, high=16)
 

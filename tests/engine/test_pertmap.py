@@ -68,7 +68,7 @@ class Recorder(nn.Module):
         return self.model(x)
 
 
-REGION = {"steps": 100, "batch_size": 8, "lr": 0.05, "lam": 10.0, "w_max": 2.0, "record_every": 10}
+REGION = {"steps": 100, "batch_size": 8, "lr": 0.05, "lam": 10.0, "w_max": 2.0, "record_every": 10, "patch": 1, "patience": 0}
 
 
 def test_region_model_saturates_outside_and_puts_the_map_inside():
@@ -170,7 +170,7 @@ def _two_class_linear() -> tuple[LinearModel, torch.Tensor, np.ndarray]:
 @pytest.mark.parametrize("margin", ["probability", "logit"])
 def test_linear_model_pixels_that_carry_the_margin_tolerate_less_noise(margin):
     model, x, relevant = _two_class_linear()  # margin z0 - z1 = 0.5 * sum(left half) = 3.2 at x
-    params = {"steps": 80, "batch_size": 8, "lr": 0.05, "lam": 100.0, "w_max": 2.0, "margin": margin}
+    params = {"steps": 80, "batch_size": 8, "lr": 0.05, "lam": 100.0, "w_max": 2.0, "margin": margin, "patch": 1, "patience": 0}
     result = engine.explain(model, x, "pertmap", params=params)
     w = result.extras["w"][0]
     assert result.predicted == 0
