@@ -77,7 +77,7 @@ def run_sobol(ctx: Context) -> BenchResult:
     result = BenchResult("sobol", "Sobol indices of the Pima network: time split and growth (target 5)")
     result.config.update(case)
     train_s, (trained, data) = _timed(_pima)
-    result.config.update({"inputs": len(data.names), "second_order": True, "bootstrap_resamples": 100, "distribution": "uniform", "train_s": round(train_s, 3)})
+    result.config.update({"inputs": len(data.names), "second_order": True, "bootstrap_resamples": 100, "distribution": "empirical", "train_s": round(train_s, 3)})
     result.notes.append(
         "engine.tabular.sensitivity.tabular_sobol as the CLI calls it: Saltelli sampling, evaluation, SALib analysis with 100 bootstrap resamples, "
         "and the convergence analyses at N = 256 ... N/2 (outside the engine's three-way split, shown as 'convergence')"
@@ -144,3 +144,39 @@ def run_sobol(ctx: Context) -> BenchResult:
     result.figure("random network: exponent k of wall ~ D^k", _slope(case["d_scaling"], walls), unit="")
     result.notes.append("second-order analysis has D(D-1)/2 pairs, each bootstrapped, and N(2D+2) model evaluations, so the time grows faster than linearly in D")
     return result
+
+
+def run_reduction_parallel(ctx: Context) -> BenchResult:
+    """The input reduction's retrainings on Pima in 1 process and in one spawned worker per core
+    (engine.tabular.parallel): wall time and speed-up, same results."""
+    import os
+
+    from engine.tabular import TrainConfig
+    from engine.tabular.parallel import default_workers
+    from engine.tabular.sensitivity import input_reduction
+
+    result = BenchResult("reduction_parallel", "Input reduction on Pima: serial against parallel retrainings")
+    _, data = _pima()
+    ranking = list(data.names)
+    seeds = 1 if ctx.quick else 3
+    workers = default_workers()
+    config = TrainConfig(seed=0)
+    result.config.update({"seeds": seeds, "workers": workers, "trainings": (2 * len(ranking) - 1) * seeds, "cores": os.cpu_count()})
+    walls, rows = {}, {}
+    for count in (1, workers):
+        ctx.log(f"  reduction, {count} process(es)")
+        wall, reduction = _timed(lambda count=count: input_reduction(data, ranking, config=config, seeds=seeds, workers=count))
+        walls[count], rows[count] = wall, [r.to_dict() for r in reduction.rows]
+        result.figure(f"reduction wall, {count} process(es)", wall)
+    result.figure("speed-up (serial wall / parallel wall)", walls[1] / walls[workers], unit="x")
+    result.notes.append("the parallel wall includes starting the spawned workers (each imports torch once); the rows are identical: " + str(rows[1] == rows[workers]))
+    return result
+
+
+if __name__ == "__main__":  # python benchmarks/bench_sobol.py: the reduction speed-up alone
+    import json
+    import sys
+
+    quick = "--quick" in sys.argv
+    outcome = run_reduction_parallel(Context(quick=quick, device=torch.device("cpu"), repeats=1))
+    print(json.dumps({"config": outcome.config, "figures": outcome.figures, "notes": outcome.notes}, indent=1, default=str))

@@ -168,3 +168,56 @@ def _progress_printer(prefix: str = ""):
 def _print_json(data) -> None:
     sys.stdout.write(dumps(data))
     sys.stdout.write("\n")
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr with the rate and the time left; a context manager whose
+    value is a progress callback. A payload with ``done``, ``total`` (and ``computed``) counts
+    items, so the rate is items per second of this run (a resume's head start is not counted);
+    otherwise the bar follows the fraction. ``quiet`` (--json) draws nothing."""
+
+    def __init__(self, unit: str = "items", quiet: bool = False) -> None:
+        self.unit, self.quiet = unit, quiet
+        self._progress = None
+        self._task = None
+        self._start = time.perf_counter()
+        self._base: int | None = None
+
+    def __enter__(self):
+        if self.quiet:
+            return lambda fraction, message="", data=None: None
+        return self.report
+
+    def _start_bar(self) -> None:
+        """Drawn from the first report on, so a refusal before the work leaves no empty bar."""
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"), TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[eta]}"))
+        self._progress = Progress(*columns, console=Console(stderr=True), refresh_per_second=4)
+        self._progress.start()
+        self._task = self._progress.add_task("", total=1.0, count="", rate="", eta="")
+
+    def report(self, fraction: float, message: str = "", data=None) -> None:
+        if self._progress is None:
+            self._start_bar()
+        elapsed = time.perf_counter() - self._start
+        done, total = getattr(data, "done", None), getattr(data, "total", None)
+        count = rate = eta = ""
+        if done is not None and total:
+            if self._base is None:
+                self._base = done - getattr(data, "computed", 0)
+            made = done - self._base
+            count = f"{done}/{total} {self.unit}"
+            if made > 0 and elapsed > 0:
+                per_second = made / elapsed
+                rate = f"{per_second:.2f} {self.unit}/s" if per_second >= 0.1 else f"{1 / per_second:.1f} s/{self.unit[:-1] if self.unit.endswith('s') else self.unit}"
+                eta = f"{_eta((total - done) / per_second)} left"
+            fraction = done / total
+        elif 0.02 <= fraction < 1 and elapsed > 2:
+            eta = f"{_eta(elapsed * (1 - fraction) / fraction)} left"
+        self._progress.update(self._task, completed=min(max(fraction, 0.0), 1.0), description=message[:40], count=count, rate=rate, eta=eta)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -82,7 +82,8 @@ def cmd_info(args) -> int:
         lines.append(f"model {loaded.spec}: {loaded.source}")
         for layer in layers:
             shape = "x".join(map(str, layer.output_shape)) if layer.output_shape else "-"
-            lines.append(f"  {'  ' * layer.depth}{layer.name or '(model)'}  {layer.type}  {shape}  {layer.parameters} params")
+            grid = f"  [{layer.grid}]" if layer.grid else ""
+            lines.append(f"  {'  ' * layer.depth}{layer.name or '(model)'}  {layer.type}  {shape}  {layer.parameters} params{grid}")
     _emit(data, args.json, "\n".join(lines))
     return 0
 
@@ -110,7 +111,7 @@ def cmd_explain(args) -> int:
     from engine.demo.catalogue import resolve_image_data
     from engine.io.images import load_input, scan_inputs
     from engine.io.preprocess import Preprocess
-    from engine.io.writers import check_result_files, write_comparison, write_result
+    from engine.io.writers import check_result_files, write_comparison, write_optimised_images, write_result
     from engine.methods.runner import explain
     from engine.metrics.agreement import pairwise_agreement
     from engine.models.loading import load_model
@@ -155,12 +156,16 @@ def cmd_explain(args) -> int:
             if scan.layout == "file":
                 raise
             failures.append((item.path, str(exc)))
-            _log(f"skipped {item.path}: {exc}")
+            _log(f"skipped {item.source}: {exc}")
             continue
         for result in results:
             for note in result.extras.get("notes", []):
                 _log(f"note ({result.method}, {item.path.name}): {note}")
         item_records = [write_result(result, display, out, item, loaded, context=context | {"input": str(item.path)}, overwrite=args.overwrite) for result in results]
+        for record, result in zip(item_records, results, strict=True):
+            optimised = write_optimised_images(result, out, item, args.overwrite)  # actmax: the images themselves too
+            if optimised:
+                record["optimised_images"] = optimised
         if args.compare:
             comparisons = pairwise_agreement({r.method: r.map for r in results}, args.compare_top)
             compare_file = write_comparison(comparisons, out, item, context | {"input": str(item.path), "top_percent": args.compare_top}, overwrite=args.overwrite)
@@ -169,7 +174,7 @@ def cmd_explain(args) -> int:
         records += item_records
         first = results[0]
         timings = ", ".join(f"{r.method} {r.elapsed_s:.3f} s" for r in results)
-        _log(f"[{index}/{total}] {item.path}: predicted {loaded.label(first.predicted)} ({first.probability:.3f}); {timings}")
+        _log(f"[{index}/{total}] {item.source}: predicted {loaded.label(first.predicted)} ({first.probability:.3f}); {timings}")
     if not records:
         raise UserError(f"no input could be explained ({len(failures)} skipped)")
     if failures:  # on stderr, so it is said under --json too

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from cli._common import _log, _method_params, _progress_printer, integer, number, seed
+from cli._common import _log, _progress_printer, _ProgressBar, integer, number, seed
+from cli.batch import add_run_arguments, build_job, data_items, method_list, run_into_store
 from engine.core.errors import UserError
 from engine.core.jsonable import dumps
 
@@ -43,6 +44,7 @@ def add_parsers(commands) -> None:
     ev.add_argument("--seed", type=seed, default=0)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--out", help="folder for evaluation.csv, curves.png and evaluation.json")
+    add_run_arguments(ev, store_required=False)
     ev.add_argument("--json", action="store_true", help="print the JSON report to stdout and nothing else")
 
 
@@ -93,46 +95,28 @@ def cmd_train_images(args) -> int:
     return 0
 
 
-def _pick(items, n: int):
-    """Up to n items, taken in turn from each class so every class is represented."""
-    by_label: dict = {}
-    for item in items:
-        by_label.setdefault(item.label, []).append(item)
-    picked, queues = [], [list(v) for v in by_label.values()]
-    while len(picked) < n and any(queues):
-        for queue in queues:
-            if queue and len(picked) < n:
-                picked.append(queue.pop(0))
-    return picked
-
-
 def cmd_evaluate(args) -> int:
     from engine.core.files import check_output_folder
-    from engine.core.params import parse_assignments
-    from engine.demo.catalogue import resolve_image_data
-    from engine.io.images import scan_inputs
-    from engine.metrics.study import EVALUATE_DEFAULTS, evaluate_methods
+    from engine.metrics.study import evaluate_methods
     from engine.models.loading import load_model
     from engine.runtime.device import select_device
 
     if args.out:
         check_output_folder(args.out)  # before the work, not after it
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise UserError("--methods needs at least one method")
-    if args.n < 1:
-        raise UserError("--n must be at least 1")
-    given = parse_assignments(args.param)
-    assignments = {f"{m}.{k}": str(v) for m in methods for k, v in EVALUATE_DEFAULTS.get(m, {}).items()} | given
-    params = _method_params(methods, assignments, None)
-    device = select_device(args.device)
+    if args.resume and not args.store:
+        raise UserError("--resume needs --store (the store to continue)")
+    methods = method_list(args.methods)
+    job = build_job(args, methods)
     loaded = load_model(args.model, args.weights, args.labels, trust=args.trust, seed=args.seed)
-    loaded.module.to(device)
-    scan = scan_inputs(resolve_image_data(args.data))
-    items = _pick([i for i in scan.items if not i.is_tensor], args.n)
-    report = evaluate_methods(loaded, items, params, steps=args.steps, baseline=args.baseline, sanity_images=args.sanity_images, seed=args.seed, progress=None if args.json else _progress_printer())
-    if not args.json:
-        print(file=sys.stderr)
+    loaded.module.to(select_device(args.device))
+    folder, items = data_items(args.data, args.n)
+    if args.store:
+        report = _evaluate_into_store(args, job, loaded, folder, items)
+    else:
+        with _ProgressBar("images", quiet=args.json) as progress:
+            report = evaluate_methods(
+                loaded, items, job.methods, steps=args.steps, baseline=args.baseline, sanity_images=args.sanity_images, seed=args.seed, tolerance=args.tolerance, with_road=args.road, progress=progress
+            )
     data = report.to_dict()
     if args.out:
         data["files"] = write_evaluation_files(report, args.out)
@@ -144,22 +128,63 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _evaluate_into_store(args, job, loaded, folder, items):
+    """evaluate --store: the pairs go through the resumable run; the report is read from the store."""
+    import time
+
+    from engine.metrics.study import sanity_checks
+    from engine.runs.report import report_from_store
+    from engine.runs.store import Store
+
+    start = time.perf_counter()
+    summary = run_into_store(args, job, folder, items)
+    if not summary.complete:
+        _log(f"{summary.store}: stopped after {summary.computed} pairs; the report covers the pairs stored so far (continue with --resume)")
+    sanity = sanity_checks(loaded, items, job.methods, sanity_images=args.sanity_images, seed=args.seed) if args.sanity_images else None
+    return report_from_store(Store.open(args.store), time.perf_counter() - start, sanity)
+
+
 def _cell(stat: dict, digits: int = 2) -> str:
     if stat["mean"] is None:
         return "-"
-    return f"{stat['mean']:.{digits}f} +- {stat['std']:.{digits}f}"
+    if stat.get("ci_low") is None:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} [{stat['ci_low']:.{digits}f}, {stat['ci_high']:.{digits}f}]"
+
+
+_COLUMNS = (
+    ("pointing", "pointing"),
+    ("energy", "energy in mask"),
+    ("iou", "IoU top-q"),
+    ("deletion_auc", "deletion AUC"),
+    ("insertion_auc", "insertion AUC"),
+    ("road_morf", "ROAD MoRF"),
+    ("road_lerf", "ROAD LeRF"),
+    ("time_s", "s / image"),
+)
 
 
 def format_table(report) -> str:
     accuracy = "n/a" if report.accuracy is None else f"{report.accuracy:.3f}"
     lines = [f"model {report.model}: accuracy {accuracy} on {report.n_images} images ({report.elapsed_s:.0f} s in all)", ""]
-    header = f"{'method':<10}{'pointing':>14}{'energy in mask':>16}{'IoU top-q':>16}{'deletion AUC':>16}{'insertion AUC':>16}{'s / image':>16}  sanity check"
+    stats = {summary.method: summary.stats() for summary in report.methods}
+    shown = [(key, title) for key, title in _COLUMNS if any(s[key]["n"] for s in stats.values())]
+    header = f"{'method':<12}" + "".join(f"{title:>20}" for _, title in shown) + "  sanity check"
     lines += [header, "-" * len(header)]
     for summary in report.methods:
-        stats = summary.stats()
-        cells = [f"{_cell(stats[name]):>{width}}" for name, width in (("pointing", 14), ("energy", 16), ("iou", 16), ("deletion_auc", 16), ("insertion_auc", 16), ("time_s", 16))]
-        lines.append(f"{summary.method:<10}{''.join(cells)}  {summary.sanity_verdict()}")
-    lines += ["", "pointing, energy and IoU on images with a lesion (higher is better); deletion AUC lower is better, insertion AUC higher is better."]
+        cells = "".join(f"{_cell(stats[summary.method][key]):>20}" for key, _ in shown)
+        lines.append(f"{summary.method:<12}{cells}  {summary.sanity_verdict()}")
+    lines += [
+        "",
+        "mean [bootstrap 95% interval]. pointing, energy and IoU on images with a lesion (higher is better); deletion AUC and ROAD MoRF lower is better, insertion AUC and ROAD LeRF higher is better.",
+    ]
+    comparisons = [c for c in report.comparisons() if c.metric != "time_s"]
+    if comparisons:
+        lines += ["", "paired differences on the same images (Wilcoxon signed-rank, Holm-corrected within each metric; * = holds at 0.05):"]
+        for c in comparisons:
+            p = "-" if c.p_holm is None else f"{c.p_holm:.3g}"
+            verdict = f"* {c.better} better" if c.holds and c.better else ("*" if c.holds else "")
+            lines.append(f"  {c.metric:<14}{c.a + ' - ' + c.b:<28} n={c.n:<5} mean diff {c.mean_difference:+.3f}  p(Holm) {p:<8} {verdict}")
     return "\n".join(lines)
 
 
@@ -175,11 +200,12 @@ def write_evaluation_files(report, out_dir) -> dict[str, str]:
         files = {"table_csv": str(out / "evaluation.csv"), "curves_png": str(out / "curves.png"), "report_json": str(out / "evaluation.json")}
         with atomic_path(files["table_csv"]) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            names = ["pointing", "energy", "iou", "deletion_auc", "insertion_auc", "time_s"]
-            writer.writerow(["method", *[f"{n}_{s}" for n in names for s in ("mean", "std")], "sanity"])
+            names = [key for key, _ in _COLUMNS]
+            parts = ("mean", "std", "ci_low", "ci_high")
+            writer.writerow(["method", *[f"{n}_{s}" for n in names for s in parts], "sanity"])
             for summary in report.methods:
                 stats = summary.stats()
-                writer.writerow([summary.method, *["" if stats[n][s] is None else f"{stats[n][s]:.6f}" for n in names for s in ("mean", "std")], summary.sanity_verdict()])
+                writer.writerow([summary.method, *["" if stats[n][s] is None else f"{stats[n][s]:.6f}" for n in names for s in parts], summary.sanity_verdict()])
         write_text(files["report_json"], dumps(report.to_dict()))
         plt = _pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)

@@ -7,12 +7,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import explain, images, phantom, tabular
+from cli import batch, explain, images, phantom, tabular
 from cli._common import EXIT_USER_ERROR, _Parser
 from engine.core.errors import Cancelled, UserError
 
 # Sub-commands appear in --help in this order.
-_GROUPS = (explain, tabular, phantom, images)
+_GROUPS = (explain, tabular, phantom, images, batch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for group in _GROUPS:
             if args.command in group.COMMANDS:
                 return group.COMMANDS[args.command](args)
-        raise UserError("no command given; use info, explain, train, sobol, reduce, phantom, train-images or evaluate (or no arguments for the GUI)")
+        raise UserError("no command given; use info, explain, train, sobol, reduce, phantom, train-images, evaluate or batch (or no arguments for the GUI)")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

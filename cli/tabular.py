@@ -1,4 +1,4 @@
-"""Command-line sub-commands of the tabular workflow: train, sobol, reduce."""
+"""Command-line sub-commands of the tabular workflow: train, sobol, sensitivity, reduce."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ from engine.core.vocab import ACTIVATIONS, DISTRIBUTIONS, MISSING_POLICIES, TABU
 from engine.core.vocab import TABULAR_MAX_LAYERS as MAX_LAYERS
 from engine.core.vocab import TABULAR_MAX_WIDTH as MAX_WIDTH
 
+# Kept here (not imported from engine.tabular, which imports torch): a test checks they agree.
+METHOD_NAMES = ("sobol", "morris", "fast", "rbd_fast", "delta", "pawn", "dgsm")
+DEFAULT_NETWORKS = 5
+AUTO_TOLERANCE = 0.02
+AUTO_BUDGET = 2_000_000
+
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
@@ -22,6 +28,20 @@ def _ints(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1 or max(values) > MAX_WIDTH or len(values) > MAX_LAYERS:
         raise argparse.ArgumentTypeError(f"'{text}' needs 1 to {MAX_LAYERS} layer widths from 1 to {MAX_WIDTH}")
     return values
+
+
+def _sample_size(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    return integer(2, 2**20)(text)
+
+
+def _methods(text: str) -> list[str]:
+    names = list(METHOD_NAMES) if text.strip().lower() == "all" else _names(text)
+    unknown = [n for n in names if n not in METHOD_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown) or text!r}; choose from {', '.join(METHOD_NAMES)} or 'all'")
+    return list(dict.fromkeys(names))
 
 
 def _names(text: str) -> list[str]:
@@ -66,6 +86,16 @@ def add_parsers(commands) -> None:
     _sobol_arguments(sobol)
     sobol.add_argument("--out", help="folder for CSV tables and PNG charts")
 
+    sensitivity = commands.add_parser("sensitivity", help="one or several sensitivity methods on an ensemble of tabular networks, with their rankings compared")
+    _data_arguments(sensitivity)
+    source = sensitivity.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a model saved by `train` (an ensemble of one)")
+    source.add_argument("--train", action="store_true", help="train the networks first (training options apply)")
+    sensitivity.add_argument("--method", type=_methods, default=["sobol"], help=f"comma-separated methods or 'all': {', '.join(METHOD_NAMES)} (default sobol)")
+    _train_arguments(sensitivity)
+    _sobol_arguments(sensitivity)
+    sensitivity.add_argument("--out", help="folder for CSV tables")
+
     reduce = commands.add_parser("reduce", help="rank inputs by Sobol indices and retrain on the top k")
     _data_arguments(reduce)
     _train_arguments(reduce)
@@ -74,14 +104,18 @@ def add_parsers(commands) -> None:
     reduce.add_argument("--seeds", type=integer(1, 100), default=3, help="trainings per k (mean and spread are reported)")
     reduce.add_argument("--tolerance", type=number(0, 1), default=0.01, help="accepted loss of accuracy (R^2 for regression) against the full model")
     reduce.add_argument("--no-random", action="store_true", help="skip the random-selection baseline")
+    reduce.add_argument("--workers", type=integer(1, 32), default=None, help="processes for the retrainings (default: the cores available, at most 8; 1 = in this process)")
     reduce.add_argument("--out", help="folder for the table and chart")
 
 
 def _sobol_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Sobol analysis")
-    group.add_argument("--n", type=integer(2, 2**20), default=1024, help="base sample size N from 2 to 2^20 (a power of two; others are rounded up)")
+    group.add_argument("--n", type=_sample_size, default=1024, help="base sample size N from 2 to 2^20 (a power of two; others are rounded up), or 'auto'")
+    group.add_argument("--n-tolerance", type=number(0, 1, low_open=True), default=AUTO_TOLERANCE, help=f"--n auto: stop when the widest ST interval (+-) is below this (default {AUTO_TOLERANCE})")
+    group.add_argument("--n-budget", type=integer(1000, 10**9), default=AUTO_BUDGET, help=f"--n auto: never more model evaluations than this per network (default {AUTO_BUDGET:,})")
     group.add_argument("--second-order", action="store_true", help="also compute S2 (costs N(2D+2) instead of N(D+2) evaluations)")
-    group.add_argument("--dist", choices=DISTRIBUTIONS, default="uniform", help="input distribution built from the data")
+    group.add_argument("--dist", choices=DISTRIBUTIONS, default="empirical", help="input distribution from the training rows (default empirical: each input through its empirical quantile function)")
+    group.add_argument("--networks", type=integer(1, 50), default=DEFAULT_NETWORKS, help=f"with --train: networks trained with seeds s..s+K-1 on the same split (default {DEFAULT_NETWORKS})")
     group.add_argument("--class", dest="class_name", help="class whose probability is analysed (default: the positive class)")
 
 
@@ -135,6 +169,9 @@ LONG_DESIGN = 500_000
 def _announce_design(args, d: int, second_order: bool) -> None:
     from engine.stats.sobol import power_of_two
 
+    if args.n == "auto":
+        _log(f"--n auto: N doubles from 256 until the widest ST interval is below {args.n_tolerance:g} or {args.n_budget:,} evaluations per network")
+        return
     n, _ = power_of_two(args.n)
     rows = n * (2 * d + 2 if second_order else d + 2)
     if rows >= LONG_DESIGN:  # a small table network evaluates ~50,000 rows a second on a CPU
@@ -171,28 +208,81 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _model_for(args, data):
-    from engine.tabular import load_tabular_model, train_tabular
+def _saved_network(args, data):
+    """The model of --model, checked against the data, as a TrainedModel with its test metrics."""
+    import dataclasses
+
+    from engine.stats.scores import classification_metrics, regression_metrics
+    from engine.tabular import TrainConfig, TrainedModel, load_tabular_model
+    from engine.tabular.train import predict
+
+    model, meta = load_tabular_model(args.model)
+    if meta["features"] and [f["name"] for f in meta["features"]] != data.names:
+        raise UserError(f"the model was trained on {', '.join(f['name'] for f in meta['features'])}; pass the same columns with --features")
+    if meta.get("target") != data.target or meta.get("task") != data.task or list(meta.get("classes", [])) != data.classes:
+        raise UserError(f"the model predicts '{meta.get('target')}' ({meta.get('task')}, classes {meta.get('classes')}), not '{data.target}' ({data.task}, classes {data.classes})")
+    for spec in data.features:
+        trained_on = next((f for f in meta["features"] if f["name"] == spec.name), {})
+        if spec.kind == "categorical" and list(trained_on.get("categories", [])) != spec.categories:
+            raise UserError(f"column '{spec.name}' has the categories {', '.join(spec.categories)} here but the model was trained on {', '.join(trained_on.get('categories', []))}")
+    outputs = predict(model, data.x[data.test], data.task)
+    metrics = classification_metrics(outputs, data.y[data.test], data.classes) if data.task == "classification" else regression_metrics(outputs, data.y[data.test])
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = {k: v for k, v in (meta.get("config") or {}).items() if k in fields}
+    try:
+        config = TrainConfig(**{**saved, "hidden": tuple(saved.get("hidden", TrainConfig().hidden))})
+    except (TypeError, UserError):
+        config = TrainConfig()
+    return TrainedModel(model, data, config, metrics)
+
+
+def _networks(args, data) -> list:
+    """--model: the saved network (an ensemble of one); --train: --networks networks, seeds s..s+K-1."""
+    from engine.tabular.ensemble import train_ensemble
 
     if getattr(args, "model", None):
-        model, meta = load_tabular_model(args.model)
-        if meta["features"] and [f["name"] for f in meta["features"]] != data.names:
-            raise UserError(f"the model was trained on {', '.join(f['name'] for f in meta['features'])}; pass the same columns with --features")
-        if meta.get("target") != data.target or meta.get("task") != data.task or list(meta.get("classes", [])) != data.classes:
-            raise UserError(f"the model predicts '{meta.get('target')}' ({meta.get('task')}, classes {meta.get('classes')}), not '{data.target}' ({data.task}, classes {data.classes})")
-        for spec in data.features:
-            trained_on = next((f for f in meta["features"] if f["name"] == spec.name), {})
-            if spec.kind == "categorical" and list(trained_on.get("categories", [])) != spec.categories:
-                raise UserError(f"column '{spec.name}' has the categories {', '.join(spec.categories)} here but the model was trained on {', '.join(trained_on.get('categories', []))}")
-        from engine.stats.scores import classification_metrics, regression_metrics
-        from engine.tabular.train import predict
+        if args.networks != DEFAULT_NETWORKS and args.networks != 1:
+            _log("note: --networks applies to --train; a saved model is an ensemble of one")
+        return [_saved_network(args, data)]
+    trained = train_ensemble(data, _config(args), args.networks, progress=_progress(args, "train "))
+    _end_progress(args)
+    for t in trained:
+        _log(f"trained seed {t.config.seed}: {_metrics_line(t.metrics)} on {t.metrics['n_test']} test rows")
+    return trained
 
-        outputs = predict(model, data.x[data.test], data.task)
-        metrics = classification_metrics(outputs, data.y[data.test], data.classes) if data.task == "classification" else regression_metrics(outputs, data.y[data.test])
-        return model, metrics
-    trained = train_tabular(data, _config(args))
-    _log(f"trained: {_metrics_line(trained.metrics)} on {trained.metrics['n_test']} test rows")
-    return trained.model, trained.metrics
+
+def _mean_metrics(trained: list) -> dict:
+    """One network's metrics, or for an ensemble the mean of each figure (and each network's)."""
+    if len(trained) == 1:
+        return trained[0].metrics
+    keys = [k for k, v in trained[0].metrics.items() if isinstance(v, (int, float))]
+    return {k: sum(t.metrics[k] for t in trained) / len(trained) for k in keys} | {"per_network": [t.metrics for t in trained]}
+
+
+def _ensemble_run(args, trained, data, method: str):
+    from engine.tabular.ensemble import ensemble_method
+
+    if method == "sobol":
+        _announce_design(args, len(data.names), args.second_order)
+    result = ensemble_method(trained, data, method, n=args.n, dist=args.dist, class_name=args.class_name, seed=args.seed, second_order=args.second_order,
+                             tolerance=args.n_tolerance, budget=args.n_budget, progress=_progress(args, f"{method} "))
+    _end_progress(args)
+    return result
+
+
+def _print_ensemble(ensemble) -> None:
+    """Per input: ensemble mean, spread across networks, bootstrap half-width and the rank in each network."""
+    from engine.stats.screening import METHOD_TITLES
+
+    k = len(ensemble.runs)
+    print(f"{METHOD_TITLES[ensemble.method]}: {ensemble.measure}, {k} network{'s' if k > 1 else ''} (seeds {', '.join(map(str, ensemble.seeds))})")
+    print(f"{'feature':<16}{'mean':>9}{'spread':>9}{'+-boot':>9}  ranks per network")
+    for row in ensemble.summary():
+        ranks = " ".join(f"{r:g}" for r in row["ranks"])
+        conf = f"{row['conf']:>9.3f}" if row["conf"] == row["conf"] else f"{'-':>9}"
+        print(f"{row['name']:<16}{row['mean']:>9.3f}{row['spread']:>9.3f}{conf}  {ranks}")
+    if k > 1:
+        print(f"Kendall's W (agreement of the {k} networks' rankings): {ensemble.kendall_w:.2f}")
 
 
 def _sobol_report(out: dict, order: list[str], metrics: dict) -> dict:
@@ -215,28 +305,31 @@ def _sobol_report(out: dict, order: list[str], metrics: dict) -> dict:
 
 
 def cmd_sobol(args) -> int:
-    from engine.tabular.report import write_sobol_files
-    from engine.tabular.sensitivity import tabular_sobol
+    from engine.tabular.ensemble import mean_sobol
+    from engine.tabular.report import write_ensemble_files, write_sobol_files
 
     if args.out:
         check_output_folder(args.out)  # before the work, not after it
     data = _load_data(args)
-    model, metrics = _model_for(args, data)
-    _announce_design(args, len(data.names), args.second_order)
-    result = tabular_sobol(model, data, n=args.n, second_order=args.second_order, dist=args.dist, class_name=args.class_name, seed=args.seed, progress=_progress(args, "sobol "))
-    _end_progress(args)
+    trained = _networks(args, data)
+    ensemble = _ensemble_run(args, trained, data, "sobol")
+    result = mean_sobol(ensemble)
     for note in result.notes:
         _log(f"note: {note}")
-    report = _sobol_report(result.to_dict(), result.ranking("ST"), metrics)
+    report = _sobol_report(result.to_dict(), result.ranking("ST"), _mean_metrics(trained))
+    report["ensemble"] = {k: v for k, v in ensemble.to_dict().items() if k != "sobol"}
     if args.out:
-        report["files"] = write_sobol_files(result, args.out)
+        report["files"] = write_sobol_files(result, args.out) | (write_ensemble_files(ensemble, args.out) if len(trained) > 1 else {})
     if args.json:
         _print_json(report)
         return 0
-    print(f"Sobol indices of {result.output_name}, N = {result.n} ({result.n_evaluations} model evaluations), {args.dist} inputs")
+    what = f"mean of {len(trained)} networks, " if len(trained) > 1 else ""
+    print(f"Sobol indices of {result.output_name}, N = {result.n} ({what}{result.n_evaluations} model evaluations), {args.dist} inputs")
     print(f"{'feature':<16}{'S1':>9}{'+-':>8}{'ST':>9}{'+-':>8}")
     for row in report["features"]:
         print(f"{row['name']:<16}{row['S1']:>9.3f}{row['S1_conf']:>8.3f}{row['ST']:>9.3f}{row['ST_conf']:>8.3f}")
+    if len(trained) > 1:
+        _print_ensemble(ensemble)
     t = report["timings_s"]
     print(f"time: sampling {t['sampling']:.2f} s, evaluation {t['evaluation']:.2f} s, analysis {t['analysis']:.2f} s")
     if args.out:
@@ -244,27 +337,79 @@ def cmd_sobol(args) -> int:
     return 0
 
 
+def cmd_sensitivity(args) -> int:
+    from engine.tabular.ensemble import MethodComparison
+    from engine.tabular.report import write_comparison_files, write_ensemble_files
+
+    if args.out:
+        check_output_folder(args.out)
+    data = _load_data(args)
+    trained = _networks(args, data)
+    ensembles = [_ensemble_run(args, trained, data, method) for method in args.method]
+    comparison = MethodComparison.from_ensembles(ensembles) if len(ensembles) > 1 else None
+    report = {"output": ensembles[0].runs[0].output_name, "distribution": args.dist, "metrics": _mean_metrics(trained),
+              "methods": {e.method: {k: v for k, v in e.to_dict().items() if k != "sobol"} for e in ensembles},
+              "comparison": comparison.to_dict() if comparison else None}
+    if args.out:
+        report["files"] = {}
+        for e in ensembles:
+            report["files"] |= write_ensemble_files(e, args.out)
+        if comparison:
+            report["files"] |= write_comparison_files(comparison, args.out)
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"Sensitivity of {report['output']}; sampled inputs: {args.dist}; delta and PAWN: the {len(data.x)} observed rows")
+    for e in ensembles:
+        print()
+        _print_ensemble(e)
+        for note in e.runs[0].notes:
+            print(f"  note: {note}")
+    if comparison:
+        print()
+        _print_comparison(comparison)
+    if args.out:
+        print(f"files in {Path(args.out)}")
+    return 0
+
+
+def _print_comparison(comparison) -> None:
+    table = comparison.rank_table()
+    width = max(9, *(len(m) + 2 for m in comparison.methods))
+    print("rank of each input by method (ensemble means; 1 = most influential)")
+    print(f"{'feature':<16}" + "".join(f"{m:>{width}}" for m in comparison.methods))
+    order = sorted(range(len(comparison.names)), key=lambda i: sum(table[m][i] for m in comparison.methods))
+    for i in order:
+        print(f"{comparison.names[i]:<16}" + "".join(f"{table[m][i]:>{width}g}" for m in comparison.methods))
+    print(f"{'networks W':<16}" + "".join(f"{comparison.network_w[m]:>{width}.2f}" for m in comparison.methods))
+    print(f"Kendall's W across the {len(comparison.methods)} methods: {comparison.kendall_w:.2f}")
+
+
 def cmd_reduce(args) -> int:
-    from engine.tabular import train_tabular
+    from engine.stats.ranking import ranking_names
+    from engine.tabular.parallel import default_workers
     from engine.tabular.report import write_reduction_files
-    from engine.tabular.sensitivity import input_reduction, tabular_sobol
+    from engine.tabular.sensitivity import input_reduction
 
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
     if args.out:
         check_output_folder(args.out)  # before the work, not after it
     data = _load_data(args)
-    config = _config(args)
-    full = train_tabular(data, config)
-    sobol = tabular_sobol(full.model, data, n=args.n, second_order=False, dist=args.dist, class_name=args.class_name, seed=args.seed)
-    ranking = sobol.ranking(args.rank_by)
-    _log(f"ranking by {args.rank_by}: {', '.join(ranking)}")
-    trainings = len(ranking) * args.seeds * (1 if args.no_random else 2)
-    _log(f"input reduction: up to {trainings} trainings ({len(ranking)} sizes x {args.seeds} seeds{'' if args.no_random else ' x ranked and random'})")
-    result = input_reduction(data, ranking, rank_by=args.rank_by, config=config, seeds=args.seeds, tolerance=args.tolerance, random_baseline=not args.no_random, progress=_progress(args, "reduce "))
+    args.model = None
+    trained = _networks(args, data)
+    ensemble = _ensemble_run(args, trained, data, "sobol")
+    scores = {key: ensemble.mean_of(key) for key in ("S1", "ST")}
+    ranking = ranking_names(data.names, scores[args.rank_by])
+    workers = args.workers or default_workers()
+    _log(f"ranking by the mean {args.rank_by} of {len(trained)} network(s): {', '.join(ranking)}")
+    trainings = len(ranking) * args.seeds * (1 if args.no_random else 2) - (0 if args.no_random else args.seeds)
+    _log(f"input reduction: {trainings} trainings ({len(ranking)} sizes x {args.seeds} seeds{'' if args.no_random else ' x ranked and random'}) in {workers} process(es)")
+    result = input_reduction(data, ranking, rank_by=args.rank_by, config=_config(args), seeds=args.seeds, tolerance=args.tolerance, random_baseline=not args.no_random,
+                             progress=_progress(args, "reduce "), workers=workers)
     _end_progress(args)
-    indices = sobol.to_dict()
-    report = result.to_dict() | {"sobol": {key: indices[key] for key in ("names", "S1", "ST")}}
+    sobol = {"names": data.names, "S1": scores["S1"].tolist(), "ST": scores["ST"].tolist(), "networks": len(trained), "kendall_w": ensemble.kendall_w}
+    report = result.to_dict() | {"sobol": sobol, "workers": workers}
     if args.out:
         report["files"] = write_reduction_files(result, args.out)
     if args.json:
@@ -275,8 +420,8 @@ def cmd_reduce(args) -> int:
     for row in result.rows:
         mean, std = row.metrics[result.metric]
         print(f"{row.k:>3}  {row.selection:<9}{mean:>16.3f}{std:>8.3f}  {', '.join(row.features[0])}")
-    print(f"recommended k = {result.recommended_k}: {', '.join(ranking[: result.recommended_k])} ({result.elapsed_s:.1f} s)")
+    print(f"recommended k = {result.recommended_k}: {', '.join(ranking[: result.recommended_k])} ({result.elapsed_s:.1f} s, {workers} process(es))")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sobol": cmd_sobol, "reduce": cmd_reduce}
+COMMANDS = {"train": cmd_train, "sobol": cmd_sobol, "sensitivity": cmd_sensitivity, "reduce": cmd_reduce}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 APP_NAME = "Sensiscope"
 SCREENSHOT_TIMEOUT_S = 120
@@ -27,6 +28,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--demo", action="store_true", help="open the ultrasound demo and explain one image (the default)")
     group.add_argument("--empty", action="store_true", help="open an empty workspace instead of the demo")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="open these: a session (.zip), a model file, an image, a folder or DICOM series, a table (.csv)")
     parser.add_argument("--screenshot", metavar="PATH", help="with the demo: save the window as PNG once its maps are drawn, then exit")
     parser.add_argument("--timeout", type=float, default=SCREENSHOT_TIMEOUT_S, help="screenshot mode: give up after this many seconds (default %(default)s)")
     return parser.parse_known_args(list(argv))
@@ -78,10 +80,17 @@ def run_gui(argv: Sequence[str] | None = None) -> int:
 
         scratch = tempfile.TemporaryDirectory()
         settings = QSettings(f"{scratch.name}/settings.ini", QSettings.Format.IniFormat)
-    window = MainWindow(demo=not args.empty, settings=settings)
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        print(f"sensiscope: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    window = MainWindow(demo=args.demo or not (args.empty or args.paths), settings=settings)
     window.show()
+    for path in args.paths:
+        window.habits.open_path(str(Path(path).resolve()))
     try:
         if args.screenshot:
+            window.confirm_close = lambda: True  # a picture, not a session: nothing to save at exit
             return _screenshot_mode(app, window, args.screenshot, args.timeout)
         return app.exec()
     finally:

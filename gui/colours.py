@@ -43,3 +43,26 @@ def colormap(name: str) -> pg.ColorMap:
     positions = np.linspace(0.0, 1.0, table.N)
     colours = np.round(table(positions) * 255).astype(np.uint8)
     return pg.ColorMap(positions, colours, name=name)
+
+
+def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """At most ``most`` round tick values in [low, high]: a step of 1, 2, 2.5 or 5 times a power of ten."""
+    if not (np.isfinite(low) and np.isfinite(high)) or high <= low:
+        return [float(low)] if np.isfinite(low) else []
+    raw = (high - low) / max(most - 1, 1)
+    power = 10.0 ** np.floor(np.log10(raw))
+    step = next(f * power for f in (1.0, 2.0, 2.5, 5.0, 10.0) if f * power >= raw * (1 - 1e-9))
+    while True:
+        first = np.ceil(low / step - 1e-9) * step
+        ticks = [float(v) for v in np.arange(first, high + step * 1e-6, step)]
+        if len(ticks) <= most:
+            return [0.0 if abs(v) < step * 1e-9 else float(f"{v:.12g}") for v in ticks]
+        step *= 2.0
+
+
+def label_bar(bar, low: float, high: float, label: str) -> None:
+    """A colour bar's axis: at most six round ticks and a label that says what the colours measure."""
+    values = nice_ticks(low, high)
+    bar.axis.enableAutoSIPrefix(False)  # the ticks carry the values themselves: no "(x0.001)" beside them
+    bar.axis.setTicks([[(v, f"{v:.3g}") for v in values], []])
+    bar.axis.setLabel(label)

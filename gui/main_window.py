@@ -10,15 +10,18 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMe
 
 from engine.core.errors import UntrustedFile
 
+from .analyses import AnalysisController
 from .jobs import JobManager, error_text
 from .panels.analysis_panel import AnalysisPanel
 from .panels.dataset_panel import IMAGE_FILTER, DatasetPanel
 from .panels.jobs_panel import JobsPanel
+from .panels.messages_panel import MessagesPanel, gui_words
 from .panels.model_panel import ModelPanel
 from .panels.tabular_panel import PIMA, TabularPanel
 from .session import SessionActions
+from .undo import UndoActions
 from .widgets.map_grid import MapGrid
-from .widgets.map_view import AnalysisRequest, MapCell
+from .widgets.map_view import MapCell
 from .window_actions import WindowActions
 from .workspace import DEMO_MODEL, Workspace
 
@@ -26,9 +29,10 @@ from .workspace import DEMO_MODEL, Workspace
 DEMO_ANALYSES = (("gradcam", {}), ("local", {"window": 16, "stride": 8}))
 DEMO_CLASSES = ("benign", "malignant")
 STYLE = """
-QLabel#hint { color: #555; }
-QLabel#placeholder { color: gray; font-size: 15px; }
-QLabel#cellFooter { color: #555; font-family: monospace; }
+QLabel#hint { color: palette(window-text); }
+QLabel#placeholder { color: palette(window-text); font-size: 15px; }
+QLabel#cellFooter { color: palette(window-text); font-family: monospace; }
+QLabel#untrained { color: palette(bright-text); font-weight: bold; }
 QFrame#mapCell { border: 1px solid palette(mid); border-radius: 4px; }
 QFrame#mapCell[selected="true"] { border: 2px solid palette(highlight); }
 QPushButton#runButton { font-weight: bold; min-width: 70px; }
@@ -56,15 +60,19 @@ class MainWindow(QMainWindow):
         self.setStyleSheet(STYLE)
         self.settings = settings or QSettings()
         self.errors: list[tuple[str, str]] = []
+        self.session_path = ""
+        self._close_confirmed = False
         self.jobs = JobManager(self)
         self.workspace = Workspace(self.jobs, self)
-        self.cell_jobs: dict[int, object] = {}
         self._demo = demo
         self._demo_analyses = demo_analyses
         self._demo_cells: list[MapCell] = []
-        self._message_box: QMessageBox | None = None
 
         self.grid = MapGrid()
+        self.analyses = AnalysisController(self)
+        self.undo = UndoActions(self)
+        self.grid.remover = self.undo.remove
+        self.document = self.analyses.document
         self.tabular_panel = TabularPanel(self.jobs)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -81,6 +89,10 @@ class MainWindow(QMainWindow):
         self.dataset_dock = self._dock("Data", self.dataset_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.analysis_dock = self._dock("Analysis", self.analysis_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.jobs_dock = self._dock("Jobs", self.jobs_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.messages_panel = MessagesPanel()
+        self.messages_dock = self._dock("Messages", self.messages_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.jobs_dock, self.messages_dock)
+        self.jobs_dock.raise_()
         self.splitDockWidget(self.model_dock, self.analysis_dock, Qt.Orientation.Vertical)
         # The preferred size, shrunk to fit smaller screens (laptops, 1280 x 800 displays).
         screen = QGuiApplication.primaryScreen()
@@ -144,13 +156,15 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.open_session_action)
         file_menu.addAction(self.save_session_action)
         export_menu = file_menu.addMenu("&Export")
-        self.export_comparison_action = QAction("The &comparison as PNG...", self)
+        self.export_comparison_action = QAction("The &comparison as a figure (PNG, SVG, PDF)...", self)
         self.export_comparison_action.triggered.connect(lambda: self.session.export_comparison())
         self.export_maps_action = QAction("Each &map as .npy and PNG...", self)
         self.export_maps_action.triggered.connect(lambda: self.session.export_maps())
         self.export_tables_action = QAction("&Tabular results (CSV, PNG, model)...", self)
         self.export_tables_action.triggered.connect(lambda: self.session.export_tables())
-        for action in (self.export_comparison_action, self.export_maps_action, self.export_tables_action):
+        self.export_report_action = QAction("A &report of the session (HTML)...", self)
+        self.export_report_action.triggered.connect(lambda: self.session.export_report())
+        for action in (self.export_comparison_action, self.export_maps_action, self.export_report_action, self.export_tables_action):
             export_menu.addAction(action)
         file_menu.addSeparator()
         self.quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
@@ -162,7 +176,7 @@ class MainWindow(QMainWindow):
         self.fit_action.triggered.connect(self.grid.fit)
         view_menu.addAction(self.fit_action)
         view_menu.addSeparator()
-        for dock in (self.dataset_dock, self.model_dock, self.analysis_dock, self.jobs_dock):
+        for dock in (self.dataset_dock, self.model_dock, self.analysis_dock, self.jobs_dock, self.messages_dock):
             view_menu.addAction(dock.toggleViewAction())
 
         help_menu = self.menuBar().addMenu("&Help")
@@ -194,7 +208,10 @@ class MainWindow(QMainWindow):
         self.analysis_panel.run_requested.connect(self.run_analysis)
         self.analysis_panel.cancel_requested.connect(self.cancel_analyses)
         self.grid.rerun_requested.connect(self.rerun_cell)
-        self.grid.cell_removed.connect(self._cell_removed)
+        self.grid.cell_removed.connect(self.analyses.cell_removed)
+        self.grid.order_changed.connect(self.analyses.order_changed)
+        self.grid.export_requested.connect(lambda cell: self.session.export_cell(cell))
+        self.grid.follow_box.toggled.connect(lambda on: setattr(self.document, "follow", on))
         self.tabular_panel.error.connect(self.show_error)
         self.tabular_panel.status.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.tabular_panel.table_opened.connect(lambda _table: self.tabs.setCurrentWidget(self.tabular_panel))
@@ -203,7 +220,7 @@ class MainWindow(QMainWindow):
     def _tab_changed(self, index: int) -> None:
         """The Table tab needs the room: the docks step aside while it shows (View brings them back) and return after."""
         if self.tabs.widget(index) is self.tabular_panel:
-            self._hidden_docks = [dock for dock in (self.dataset_dock, self.model_dock, self.analysis_dock, self.jobs_dock) if dock.isVisible() and not dock.isFloating()]
+            self._hidden_docks = [dock for dock in (self.dataset_dock, self.model_dock, self.analysis_dock, self.jobs_dock, self.messages_dock) if dock.isVisible() and not dock.isFloating()]
             for dock in self._hidden_docks:
                 dock.hide()
         else:
@@ -214,7 +231,7 @@ class MainWindow(QMainWindow):
     # ---------------------------------------------------------------- workspace events
     def _engine_ready(self, info) -> None:
         self.version = info.version
-        self.setWindowTitle(f"Sensiscope {info.version}")
+        self.update_title()
         self.device_label.setText(f"Device: {info.default_device}")
         self.model_panel.set_engine(info)
         self.analysis_panel.set_methods(info.methods)
@@ -237,15 +254,18 @@ class MainWindow(QMainWindow):
         job.signals.failed.connect(lambda error: self._model_failed(spec, weights, labels, trust, error))
 
     def _model_failed(self, spec: str, weights: str, labels: str, trust: bool, error: BaseException) -> None:
-        self.model_panel.set_busy(False, error_text(error) if self.workspace.model is None else "")
+        current = self.workspace.model.loaded.spec if self.workspace.model is not None else ""
+        self.model_panel.load_failed(spec, weights, labels, gui_words(error_text(error)), current)
         if not trust and isinstance(error, UntrustedFile) and self.model_panel.confirm_trust(spec):
             self._load_model(spec, weights, labels, True)
 
     def _model_loaded(self, state) -> None:
+        self.analyses.model_loaded(state)
         self.dataset_panel.set_model_ready(True)
         self.model_panel.set_busy(False)
         self.model_panel.show_model(state)
         self.analysis_panel.set_labels(state.loaded.labels, state.loaded.num_classes)
+        self.analysis_panel.set_layers(state.conv_layers)
         if state.conv_layers and self.analysis_panel.layer not in state.conv_layers:
             self.analysis_panel.set_layer("")
 
@@ -262,18 +282,25 @@ class MainWindow(QMainWindow):
         if job is not None:
             self.dataset_panel.set_predicting(job)
             job.signals.finished.connect(self.dataset_panel.set_predictions)
+            job.signals.finished.connect(self._predictions_skipped)
+
+    def _predictions_skipped(self, predictions) -> None:
+        if predictions.skipped:
+            names = "; ".join(predictions.skipped[:3]) + (f"; and {len(predictions.skipped) - 3} more" if len(predictions.skipped) > 3 else "")
+            self.show_error(f"Predict all skipped {len(predictions.skipped)} unreadable file(s)", names)
 
     def _input_changed(self, state) -> None:
+        """A prepared input is current: following analyses of another input or model run for it."""
         self.statusBar().showMessage(f"Input {state.item.relative}" + (f" (class {state.item.label})" if state.item.label else ""), 6000)
-        if self.session.skip_rerun(state):  # a restored session's maps are shown as saved
-            return
-        if self._demo and self._demo_analyses and not self._demo_cells:
+        self.session.skip_rerun(state)  # a restored session's maps belong to this input: the document keeps them
+        self.document.follow = self.grid.follow_box.isChecked()
+        self.analyses.input_changed(state)
+        model = self.workspace.model
+        if self._demo and self._demo_analyses and not self._demo_cells and model is not None and model.ref.get("spec") == DEMO_MODEL:
             self._demo_analyses = False
             for method, params in DEMO_ANALYSES:
                 self._demo_cells.append(self.run_analysis(method, params, None))
-        elif self.grid.follow_box.isChecked():
-            for cell in self.grid.cells:
-                self.rerun_cell(cell)
+        self.analyses.run_pending()
 
     def _device_changed(self, spec: str) -> None:
         self.device_label.setText(f"Device: {spec}")
@@ -285,78 +312,48 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Layer {name} will be used by Grad-CAM and layer objectives", 6000)
 
     # ---------------------------------------------------------------- analyses
+    @property
+    def cell_jobs(self) -> dict[int, object]:
+        return self.analyses.cell_jobs
+
     def run_analysis(self, method: str, params: dict, target, cell: MapCell | None = None) -> MapCell | None:
         """Run a method on the current input into a new cell (or the given one); returns the cell."""
-        ws = self.workspace
-        if ws.model is None or ws.current is None:
-            self.show_error("Nothing to explain", "Load a model and choose an input first.")
-            return None
-        spec = self.analysis_panel.methods.get(method)
-        defaults = {p.name: p.default for p in spec.params()} if spec is not None else {}
-        merged = {**defaults, **params}
-        state = ws.current
-        label = ws.label(target) if target is not None else "predicted"
-        request = AnalysisRequest(method, merged, target, label, str(state.item.relative), defaults)
-        if cell is None:
-            cell = self.grid.add_cell(request)
-        else:
-            cell.request = request
-            cell._update_title()
-        cell.input_path = str(state.item.path)
-        job = ws.analysis_job(method, params, target, key=f"cell:{cell.cell_id}", state=state)
-        if job is None:
-            return cell
-        self.cell_jobs[cell.cell_id] = job
-        cell.set_running(0.0, "queued")
-        self.analysis_panel.set_running(True, f"{method}: queued")
-        job.signals.started.connect(lambda: cell.set_running(0.0, "running"))
-        job.signals.progress.connect(cell.set_running)
-        job.signals.progress.connect(self.analysis_panel.set_progress)
-        job.signals.finished.connect(lambda result: self._analysis_done(cell, state, result))
-        job.signals.failed.connect(lambda error: self._analysis_failed(cell, error_text(error)))
-        job.signals.cancelled.connect(lambda: self._analysis_cancelled(cell))
-        return cell
+        return self.analyses.run(method, params, target, cell)
 
-    def _analysis_ended(self, cell: MapCell, text: str) -> None:
-        self.cell_jobs.pop(cell.cell_id, None)
-        running = [job for job in self.cell_jobs.values() if not job.ended]
-        self.analysis_panel.set_running(bool(running), text)
-
-    def _analysis_done(self, cell: MapCell, state, explanation) -> None:
-        if cell not in self.grid.cells:
-            return
-        cell.set_result(explanation, state.image, state.mask, self.workspace.label)
-        self.grid.refresh_display()
-        self._analysis_ended(cell, f"{explanation.method}: done in {explanation.elapsed_s:.2f} s")
+    def analysis_done(self, cell: MapCell) -> None:
         if self._demo_cells and all(c is not None and c.explanation is not None for c in self._demo_cells):
             self._demo_cells = [None]  # report once
+            self.document.mark_saved()  # the demo's own maps are nobody's unsaved work
             self.demo_ready.emit()
 
-    def _analysis_failed(self, cell: MapCell, message: str) -> None:
-        cell.set_failed(message)
-        self._analysis_ended(cell, "failed")
+    def analysis_failed(self, cell: MapCell, message: str) -> None:
+        """Shown in the cell (by the document) and once in the messages; never a dialog per failure."""
         self.show_error(f"{cell.request.method} failed", message)
         if cell in self._demo_cells:
             self.demo_failed.emit(message)
 
-    def _analysis_cancelled(self, cell: MapCell) -> None:
-        if cell in self.grid.cells:
-            cell.set_cancelled()
-        self._analysis_ended(cell, "cancelled")
-
     def rerun_cell(self, cell: MapCell) -> None:
-        request = cell.request
-        params = {name: value for name, value in request.params.items() if request.defaults.get(name) != value}
-        self.run_analysis(request.method, params, request.target, cell)
+        self.analyses.rerun(cell)
 
     def cancel_analyses(self) -> None:
-        for job in list(self.cell_jobs.values()):
-            self.jobs.cancel(job)
+        self.analyses.cancel_all()
 
-    def _cell_removed(self, cell: MapCell) -> None:
-        job = self.cell_jobs.pop(cell.cell_id, None)
-        if job is not None:
-            self.jobs.cancel(job)
+    def document_modified(self, modified: bool) -> None:
+        self.setWindowModified(modified)
+        self.update_title()
+
+    def update_title(self, session_path: str | None = None) -> None:
+        """The session's name (when it was saved or opened) and Qt's modified mark ([*] shows as *)."""
+        if session_path is not None:
+            self.session_path = session_path
+        app = f"Sensiscope {self.version}".strip()
+        self.setWindowTitle(f"{Path(self.session_path).name}[*] - {app}" if self.session_path else f"{app}[*]")
+        self.setWindowModified(self.document.modified)
+
+    def session_saved(self, path: str) -> None:
+        """A session was saved to or opened from ``path``: the document matches the file."""
+        self.document.mark_saved()
+        self.update_title(str(path))
 
     # ---------------------------------------------------------------- messages and state
     def _workspace_error(self, title: str, message: str) -> None:
@@ -365,22 +362,19 @@ class MainWindow(QMainWindow):
         self.show_error(title, message)
 
     def show_error(self, title: str, message: str | BaseException) -> None:
-        """A readable message in the status bar and a non-modal box; never raises.
+        """A readable message, in the GUI's words, in the status bar and once in the Messages dock
+        (a repeat only counts up); never a modal dialog, never raises.
 
         A failed job's exception may be passed as it is (``job.signals.failed`` connects here directly).
         """
         if isinstance(message, BaseException):
             message = error_text(message)
+        message = gui_words(message)
         self.errors.append((title, message))
         self.statusBar().showMessage(f"{title}: {message}", 15000)
-        if self._message_box is not None:
-            self._message_box.close()
-        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
-        box.setModal(False)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.show()
-        self._message_box = box
-        box.destroyed.connect(lambda *_: setattr(self, "_message_box", None) if self._message_box is box else None)
+        if self.messages_panel.add(title, message) and not self.messages_dock.isVisible():
+            self.messages_dock.show()
+        self.messages_dock.raise_()
 
     def _update_busy(self, *_args) -> None:
         visible = [job for job in self.jobs.running() if not job.quiet]
@@ -421,11 +415,26 @@ class MainWindow(QMainWindow):
         if paths:
             event.acceptProposedAction()
 
+    def confirm_close(self) -> bool:
+        """Unsaved maps: ask Save, Discard or Cancel before they are lost; True to go on closing."""
+        if not self.document.modified or not self.grid.finished_cells():
+            return True
+        buttons = QMessageBox.StandardButton
+        box = QMessageBox(QMessageBox.Icon.Question, "Save the session?", "The maps of this session were not saved. Save them before quitting?", buttons.Save | buttons.Discard | buttons.Cancel, self)
+        box.setDefaultButton(buttons.Save)
+        answer = box.exec()
+        if answer == buttons.Save:
+            return self.session.save()
+        return answer == buttons.Discard
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if not self._close_confirmed:
+            if not self.confirm_close():
+                event.ignore()
+                return
+            self._close_confirmed = True
         self.tabs.setCurrentIndex(0)  # the docks the Table tab hid are saved as shown
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.jobs.shutdown(wait=True)
-        if self._message_box is not None:
-            self._message_box.close()
         super().closeEvent(event)

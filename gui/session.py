@@ -14,16 +14,20 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from engine.core.errors import UserError
 from engine.core.files import OutputExists, atomic_path, check_output
 from engine.core.jsonable import jsonable
 
+from .document import AnalysisRequest, ModelInfo
 from .jobs import FILE_LANE, Job
 from .session_file import Session, SessionError, read_session, write_session
 from .tabular_results import rebuild_results, results_state
+from .widgets.map_view import METHOD_TITLES
 
+FIGURE_FILTER = "PNG image (*.png);;SVG drawing (*.svg);;PDF document (*.pdf)"
+DEFAULT_DPI = 200
 SESSION_FILTER = "Sensiscope sessions (*.sensiscope.zip *.zip);;All files (*)"
 
 
@@ -55,12 +59,38 @@ def cell_record(cell, index: int) -> tuple[dict, dict[str, np.ndarray]]:
         "target_label": request.target_label,
         "input_name": request.input_name,
         "input_path": cell.input_path,
+        "model": request.model.to_dict() if getattr(request, "model", None) is not None else None,
         "explanation": {**{key: summary[key] for key in ("method", "params", "target", "target_probability", "predicted", "probability", "device", "seed")}, "elapsed_s": float(explanation.elapsed_s)},
         "extras": extras,
         "array_extras": array_extras,
         "folder": prefix,
     }
     return record, arrays
+
+
+def figure_panel(cell, colormap: str, show_mask: bool) -> dict:
+    """What a figure draws of a cell: the map as on screen (levels, colour map), image, mask, title, bar label."""
+    request = cell.request
+    model = request.model
+    params = request.key_params()
+    title = f"{METHOD_TITLES.get(request.method, request.method)}" + (f" ({params})" if params else "")
+    title += f"\n{request.input_name} · target {request.target_label}" + (f" · {model.name()}" + (" UNTRAINED" if model.untrained else "") if model else "")
+    data = cell.map_item.image if cell.map_item.image is not None else cell.explanation.map
+    levels = tuple(float(v) for v in cell.colorbar.levels())
+    return {"map": np.asarray(data), "image": cell.image, "mask": cell.mask if show_mask else None, "title": title,
+            "label": cell.colorbar.axis.labelText or "map value", "levels": levels, "colormap": cell.colormap_choice or colormap}
+
+
+def map_record(cell) -> dict:
+    """The parameters JSON of one exported map: what was asked, of which model and input, and what came back."""
+    request, explanation = cell.request, cell.explanation
+    summary = explanation.summary()
+    return jsonable({
+        "method": request.method, "params": request.params, "target": request.target, "target_label": request.target_label,
+        "input": request.input_name, "input_path": request.input_path, "model": request.model.to_dict() if request.model else None,
+        **{key: summary.get(key) for key in ("predicted", "probability", "target_probability", "device", "seed")},
+        "elapsed_s": float(explanation.elapsed_s),
+    })
 
 
 def safe_name(text: str) -> str:
@@ -110,18 +140,80 @@ class SessionActions:
         self.pending: dict | None = None  # the session's data selection, made once its dataset opens
 
     # ---------------------------------------------------------------- exports
-    def export_comparison(self, path: str | Path | None = None) -> bool:
+    def export_comparison(self, path: str | Path | None = None, dpi: int | None = None) -> bool:
+        """Every finished map as one figure (PNG at a chosen DPI, SVG or PDF) with a JSON of parameters beside it."""
+        cells = self.window.grid.finished_cells()
+        stem = safe_name(f"{Path(cells[0].request.input_name).stem}_comparison") if cells else "comparison"
+        return self.export_figure(cells, path, dpi, stem, "Export the comparison as a figure")
+
+    def export_cell(self, cell, path: str | Path | None = None, dpi: int | None = None) -> bool:
+        """One map as a figure (the cell's right-click menu), named from its input and method."""
+        stem = safe_name(f"{Path(cell.request.input_name).stem}_{cell.request.method}")
+        return self.export_figure([cell], path, dpi, stem, "Export the map as a figure")
+
+    def export_report(self, path: str | Path | None = None) -> bool:
+        """The session as one HTML file for a browser: each map as a figure with its parameters, and the versions."""
         window = self.window
+        cells = window.grid.finished_cells()
+        if not cells:
+            window.show_error("Nothing to report", "No finished map yet.")
+            return False
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(window, "Export the comparison", "comparison.png", "PNG images (*.png)")
+            path, _ = QFileDialog.getSaveFileName(window, "Export a report of the session", "report.html", "HTML (*.html)")
             if not path:
                 return False
-        ok = window.grid.grab().save(str(path), "PNG")
-        if ok:
-            window.statusBar().showMessage(f"Saved {path}", 6000)
-        else:
-            window.show_error("Cannot export the comparison", f"cannot write {path}")
-        return ok
+        from engine.core.files import write_text
+        from engine.core.versions import versions
+
+        from .report import report_html
+
+        grid, ws = window.grid, window.workspace
+        table = window.tabular_panel.table
+        context = {
+            "session": Path(window.session_path).name if window.session_path else "(not saved)",
+            "model": ws.model.loaded.spec if ws.model else "", "model source": ws.model.loaded.source if ws.model else "",
+            "data": (ws.data_ref or {}).get("path") or ("the demo images" if (ws.data_ref or {}).get("demo") else ""),
+            "table": str(table.path) if table is not None else "", "maps": len(cells),
+        }
+        panels = [figure_panel(cell, grid.colormap_box.currentText(), grid.mask_box.isChecked()) for cell in cells]
+        try:
+            write_text(path, report_html("Sensiscope report", panels, [map_record(cell) for cell in cells], context, versions()), overwrite=True)
+        except UserError as exc:
+            window.show_error("Cannot write the report", str(exc))
+            return False
+        window.statusBar().showMessage(f"Report written to {path}", 8000)
+        return True
+
+    def export_figure(self, cells: list, path, dpi: int | None, stem: str, caption: str) -> bool:
+        window = self.window
+        cells = [cell for cell in cells if cell.explanation is not None]
+        if not cells:
+            window.show_error("Nothing to export", "No finished map yet.")
+            return False
+        interactive = path is None
+        if interactive:
+            path, _ = QFileDialog.getSaveFileName(window, caption, f"{stem}.png", FIGURE_FILTER)
+            if not path:
+                return False
+        if dpi is None:
+            dpi = int(window.settings.value("export/dpi", DEFAULT_DPI))
+            if interactive and Path(path).suffix.lower() == ".png":
+                dpi, ok = QInputDialog.getInt(window, "Resolution", "Dots per inch of the PNG:", dpi, 72, 1200, 50)
+                if not ok:
+                    return False
+                window.settings.setValue("export/dpi", dpi)
+        from engine.io.writers import write_figure
+
+        grid = window.grid
+        panels = [figure_panel(cell, grid.colormap_box.currentText(), grid.mask_box.isChecked()) for cell in cells]
+        title = cells[0].request.input_name if len({c.request.input_name for c in cells}) == 1 else ""
+        try:
+            files = write_figure(path, panels, [map_record(cell) for cell in cells], dpi=dpi, title=title, overwrite=True)
+        except UserError as exc:
+            window.show_error("Cannot export the figure", str(exc))
+            return False
+        window.statusBar().showMessage(f"Saved {files[0]} and its parameters ({Path(files[1]).name})", 8000)
+        return True
 
     def export_maps(self, folder: str | Path | None = None) -> Job | None:
         window = self.window
@@ -210,6 +302,7 @@ class SessionActions:
             window.show_error("Cannot save the session", f"{path}: {exc}")
             return False
         window.statusBar().showMessage(f"Session saved to {path} ({len(state['cells'])} map(s))", 8000)
+        window.session_saved(str(path))
         return True
 
     def open(self, path: str | Path | None = None) -> Job | None:
@@ -234,32 +327,33 @@ class SessionActions:
             return session, results
 
         job = window.jobs.submit(load, f"Opening session {Path(path).name}", lane=FILE_LANE, key="session")
-        job.signals.finished.connect(lambda result: self._restore(*result))
+        job.signals.finished.connect(lambda result: (self._restore(*result), window.session_saved(str(path))))
         job.signals.failed.connect(lambda message: window.show_error("Cannot open the session", message))
         return job
 
     def _restore(self, session: Session, results: tuple = (None, None)) -> None:
         """Apply a session that was read and checked whole (nothing here can meet a wrong type)."""
-        from .widgets.map_view import AnalysisRequest
-
         window = self.window
         grid = window.grid
         window.cancel_analyses()
         grid.clear()
+        window.undo.stack.clear()  # a new document: nothing before it can be undone
         display = session.display
         grid.colormap_box.setCurrentText(display.colormap)
         grid.opacity_slider.setValue(display.opacity)
         grid.scale_box.setCurrentIndex(display.scale)
         grid.mask_box.setChecked(display.mask)
         grid.follow_box.setChecked(display.follow)
+        model = session.model
+        fallback = ModelInfo(model.spec, model.weights, model.labels) if model and model.spec else None
         for item in session.cells:
-            request = AnalysisRequest(item.method, dict(item.params), item.target, item.target_label, item.input_name, dict(item.defaults))
-            cell = grid.add_cell(request)
-            cell.input_path = item.input_path
-            cell.set_result(item.explanation, item.image, item.mask, window.workspace.label)
+            # The cell's own model when the file names it (older sessions: the session's model).
+            made_by = ModelInfo(**item.model) if item.model else fallback
+            request = AnalysisRequest(item.method, dict(item.params), item.target, item.target_label, item.input_name, dict(item.defaults), item.input_path, made_by)
+            window.analyses.restore(request, item.explanation, item.image, item.mask)
         grid.refresh_display()
         window.tabs.setCurrentIndex(0)
-        model, data = session.model, session.data
+        data = session.data
         self.pending = {"selected": data.selected} if data and data.selected else None
         if model and model.spec:
             # Never trusted from the file: a pickled model fails with UntrustedFile and the user is asked.

@@ -85,6 +85,7 @@ class CellData:
     explanation: Any  # engine.core.explanation.Explanation
     image: np.ndarray | None
     mask: np.ndarray | None
+    model: dict | None = None  # the model that made the map: spec, weights, labels, source, untrained
 
 
 @dataclass
@@ -177,7 +178,7 @@ def _display(value: Any) -> Display:
     return Display(
         colormap,
         _whole(value.get("opacity", 60), "display.opacity", 0, 100),
-        _whole(value.get("scale", 0), "display.scale", 0, 1),
+        _whole(value.get("scale", 0), "display.scale", 0, 2),
         _flag(value.get("mask", True), "display.mask"),
         _flag(value.get("follow", True), "display.follow"),
     )
@@ -217,6 +218,20 @@ def _explanation(record: dict, method: str, map_: np.ndarray, extras: dict):
     )
 
 
+def _cell_model(value: Any) -> dict | None:
+    """The model a map was made with (display only: a session never loads or trusts anything by it)."""
+    value = _object(value, "cells[].model", optional=True)
+    if value is None:
+        return None
+    return {
+        "spec": _text(value.get("spec"), "cells[].model.spec"),
+        "weights": _text(value.get("weights", ""), "cells[].model.weights"),
+        "labels": _text(value.get("labels", ""), "cells[].model.labels"),
+        "source": _text(value.get("source", ""), "cells[].model.source"),
+        "untrained": _flag(value.get("untrained", False), "cells[].model.untrained"),
+    }
+
+
 def _cell(record: Any, arrays: dict[str, np.ndarray], methods: set[str]) -> CellData:
     record = _object(record, "cells[]")
     method = _text(record.get("method"), "cells[].method", 64)
@@ -252,6 +267,7 @@ def _cell(record: Any, arrays: dict[str, np.ndarray], methods: set[str]) -> Cell
         explanation=_explanation(record, method, map_.astype(np.float32, copy=False), extras),
         image=image,
         mask=mask,
+        model=_cell_model(record.get("model")),
     )
 
 

@@ -16,7 +16,9 @@ from gui.plotting import configure_pyqtgraph
 MAX_RECENT = 8
 RECENT_KINDS = (("models", "Recent &models"), ("data", "Recent &data"), ("tables", "Recent &tables"))
 MODEL_SUFFIXES = frozenset(MODEL_FILE_SUFFIXES)  # a dropped file with one of these goes to the model panel
+TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".parquet"})
 THEMES = ("light", "dark")
+WARNING_COLOURS = {"light": "#b02a00", "dark": "#ff8a5c"}  # both at least 4.5:1 against their window colour (WCAG AA)
 MEMORY_INTERVAL_MS = 2000
 
 
@@ -46,17 +48,27 @@ class RecentFiles:
         return [p for p in paths if p not in kept]
 
 
+def readable_light(palette: QPalette) -> QPalette:
+    """The platform's light palette with the two colours that fall short of 4.5:1 made readable: the
+    warning colour (the untrained mark) and the selection (white on Fusion's light blue is 3.7:1)."""
+    palette.setColor(QPalette.ColorRole.BrightText, QColor(WARNING_COLOURS["light"]))
+    for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive):
+        palette.setColor(group, QPalette.ColorRole.Highlight, QColor("#2464a8"))
+        palette.setColor(group, QPalette.ColorRole.HighlightedText, QColor("#ffffff"))
+    return palette
+
+
 def themed_palette(name: str) -> QPalette:
     """The light palette of the style, or a dark one."""
     app = QApplication.instance()
     if name != "dark":
-        return app.style().standardPalette()
+        return readable_light(app.style().standardPalette())
     palette = QPalette()
     role = QPalette.ColorRole
     colours = {
         role.Window: "#2b2d30", role.WindowText: "#e6e6e6", role.Base: "#1f2023", role.AlternateBase: "#2b2d30",
         role.ToolTipBase: "#3a3c40", role.ToolTipText: "#e6e6e6", role.Text: "#e6e6e6", role.Button: "#35373b",
-        role.ButtonText: "#e6e6e6", role.BrightText: "#ff5555", role.Link: "#6ab0ff", role.Highlight: "#3d7bd9",
+        role.ButtonText: "#e6e6e6", role.BrightText: WARNING_COLOURS["dark"], role.Link: "#6ab0ff", role.Highlight: "#2f64b5",
         role.HighlightedText: "#ffffff", role.PlaceholderText: "#8a8a8a", role.Mid: "#55585e",
     }
     for key, colour in colours.items():
@@ -93,6 +105,8 @@ SHORTCUTS = (
     ("copy_map_action", "Ctrl+C"),
     ("quit_action", "Ctrl+Q"),
     ("remove_cell_action", "Ctrl+W"),
+    ("undo_action", "Ctrl+Z"),
+    ("redo_action", "Ctrl+Shift+Z"),
     ("fit_action", "F"),
 )
 
@@ -133,6 +147,11 @@ class WindowActions:
         w.run_action.triggered.connect(w.analysis_panel._run)
         w.cancel_action = QAction("Ca&ncel the running analyses", w)
         w.cancel_action.triggered.connect(w.cancel_analyses)
+        w.undo_action = w.undo.stack.createUndoAction(w, "&Undo")
+        w.redo_action = w.undo.stack.createRedoAction(w, "&Redo")
+        for action in (w.undo_action, w.redo_action):
+            edit_menu.addAction(action)
+        edit_menu.addSeparator()
         for action in (w.copy_map_action, w.remove_cell_action, w.run_action, w.cancel_action):
             edit_menu.addAction(action)
         theme_menu = view_menu.addMenu("&Theme")
@@ -154,6 +173,7 @@ class WindowActions:
             self.set_theme("dark", save=False)
         else:
             self.theme_actions["light"].setChecked(True)
+            QApplication.setPalette(readable_light(QApplication.palette()))
 
     def fill_recent(self, kind: str) -> None:
         menu = self.recent_menus[kind]
@@ -219,7 +239,7 @@ class WindowActions:
     def remove_cell(self) -> None:
         cell = self.selected_cell()
         if cell is not None:
-            self.window.grid.remove_cell(cell)
+            self.window.undo.remove([cell])
 
     # ---------------------------------------------------------------- view and help
     def set_theme(self, name: str, save: bool = True) -> None:
@@ -268,9 +288,15 @@ class WindowActions:
         return [url.toLocalFile() for url in mime.urls() if url.isLocalFile()] if mime.hasUrls() else []
 
     def open_path(self, path: str) -> None:
-        """A dropped file: a model file goes to the model panel, an image or a folder to the data panel."""
+        """A dropped or given file: a session opens, a model file goes to the model panel, a table to the
+        Table tab, an image, a DICOM series or a folder to the data panel."""
         w = self.window
-        if Path(path).suffix.lower() in MODEL_SUFFIXES:
+        name = Path(path).name.lower()
+        if name.endswith(".zip"):
+            w.session.open(path)
+        elif Path(path).suffix.lower() in TABLE_SUFFIXES:
+            w.tabular_panel.open_table(path)
+        elif Path(path).suffix.lower() in MODEL_SUFFIXES:
             w.model_panel.open_file(path)
         else:
             w.tabs.setCurrentWidget(w.grid)

@@ -47,6 +47,26 @@ class InputState:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Predictions:
+    """Predict all's answer: (label, probability) per item, None for a file that could not be read."""
+
+    results: list
+    skipped: list[str]
+
+    def scores(self, labels: list[str]) -> tuple[float | None, list[str], np.ndarray]:
+        """Accuracy over the items with a known class, and the confusion matrix (rows: true class,
+        columns: predicted class, both in the order of ``classes``)."""
+        pairs = [(label, result[0]) for label, result in zip(labels, self.results, strict=True) if label and result is not None]
+        if not pairs:
+            return None, [], np.zeros((0, 0), int)
+        classes = sorted({label for pair in pairs for label in pair})
+        matrix = np.zeros((len(classes), len(classes)), int)
+        for truth, guess in pairs:
+            matrix[classes.index(truth), classes.index(guess)] += 1
+        return float(np.trace(matrix)) / len(pairs), classes, matrix
+
+
 def _start_engine(progress, cancel) -> EngineInfo:
     progress(0.1, "importing torch")
     import engine
@@ -83,6 +103,7 @@ class Workspace(QObject):
         self.device = "cpu"
         self.data_ref: dict | None = None  # how the open dataset was opened: path, demo (for sessions)
         self._pending_item = None
+        self._scan_job: Job | None = None  # a data set being opened: its selection, not the old one, is next
 
     # ---------------------------------------------------------------- helpers
     def _submit(self, fn, title: str, *, lane: str, key: str | None = None, on_done=None, error_title: str = "", quiet: bool = False) -> Job:
@@ -147,8 +168,9 @@ class Workspace(QObject):
         self.model = state
         self.status.emit(f"Model {state.loaded.spec}: {state.loaded.source}")
         self.model_loaded.emit(state)
-        item = self.current.item if self.current is not None else self._pending_item
-        if item is not None:
+        # The input selected last (not necessarily prepared yet), so that a slow load never brings back an older one.
+        item = self._pending_item if self._pending_item is not None else (self.current.item if self.current is not None else None)
+        if item is not None and (self._scan_job is None or self._scan_job.ended):
             self.select_item(item)
 
     # ---------------------------------------------------------------- data
@@ -166,7 +188,8 @@ class Workspace(QObject):
 
         title = "Opening the demo images" if demo else f"Opening {Path(path).name}"
         ref = {"path": "" if demo else str(Path(path).resolve()), "demo": demo}
-        return self._submit(scan, title, lane=FILE_LANE, key="dataset", on_done=lambda result: self._dataset_opened(result, ref), error_title="Cannot open the data")
+        self._scan_job = self._submit(scan, title, lane=FILE_LANE, key="dataset", on_done=lambda result: self._dataset_opened(result, ref), error_title="Cannot open the data")
+        return self._scan_job
 
     def _dataset_opened(self, scan, ref: dict | None = None) -> None:
         self.scan = scan
@@ -220,7 +243,7 @@ class Workspace(QObject):
         return self._submit(run, f"Predicting {self.current.name}", lane=DEVICE_LANE, key="predict", on_done=self.prediction_ready.emit, error_title="Prediction failed")
 
     def predict_items(self, items: list, batch_size: int = PREDICT_BATCH) -> Job | None:
-        """Predict many inputs in batches (device lane); the result is [(label, probability)], one per item."""
+        """Predict many inputs in batches (device lane); the result is a Predictions (unreadable files skipped)."""
         if self.model is None or not items:
             return None
         loaded, items = self.model.loaded, list(items)
@@ -229,21 +252,33 @@ class Workspace(QObject):
             import torch
 
             import engine
+            from engine.core.errors import UserError
             from engine.methods.runner import model_device
 
             device = model_device(loaded.module)
-            results = []
+            results: list = []
+            skipped: list[str] = []
             for start in range(0, len(items), batch_size):
                 cancel.check()
-                tensors = [engine.load_input(item, loaded.preprocess)[0] for item in items[start : start + batch_size]]
-                groups = [torch.stack(tensors)] if len({tuple(t.shape) for t in tensors}) == 1 else [t.unsqueeze(0) for t in tensors]
+                chunk, tensors = items[start : start + batch_size], []
+                for item in chunk:
+                    try:
+                        tensors.append(engine.load_input(item, loaded.preprocess)[0])
+                    except (UserError, OSError, ValueError) as exc:  # an unreadable file is skipped and reported, as the CLI does
+                        skipped.append(f"{item.relative}: {exc}")
+                        tensors.append(None)
+                good = [t for t in tensors if t is not None]
+                groups = [torch.stack(good)] if good and len({tuple(t.shape) for t in good}) == 1 else [t.unsqueeze(0) for t in good]
+                found = []
                 with torch.inference_mode():
                     for batch in groups:
                         probabilities = torch.softmax(loaded.module(batch.to(device)).float().flatten(1), 1)
                         best = probabilities.max(1)
-                        results += [(loaded.label(int(i)), float(p)) for p, i in zip(best.values, best.indices, strict=True)]
+                        found += [(loaded.label(int(i)), float(p)) for p, i in zip(best.values, best.indices, strict=True)]
+                found.reverse()
+                results += [found.pop() if t is not None else None for t in tensors]
                 progress(len(results) / len(items), f"{len(results)} of {len(items)}")
-            return results
+            return Predictions(results, skipped)
 
         return self._submit(run, f"Predicting {len(items)} input(s)", lane=DEVICE_LANE, key="predict-all", error_title="Prediction failed")
 

@@ -706,13 +706,14 @@ Type=Application
 Name=Sensiscope
 GenericName=Neural network sensitivity analysis
 Comment=See how neural networks respond to perturbations of their inputs
-Exec=$(desktop_exec_arg "$VENV/bin/sensiscope")
+Exec=$(desktop_exec_arg "$VENV/bin/sensiscope") gui %F
 TryExec=$(desktop_string "$VENV/bin/sensiscope")
 Icon=$(desktop_string "$ICON_FILE")
 Terminal=false
 Categories=Science;DataVisualization;
 Keywords=saliency;attribution;sensitivity;Sobol;neural network;
 StartupNotify=true
+MimeType=image/png;image/jpeg;image/tiff;image/bmp;application/dicom;text/csv;application/zip;inode/directory;
 EOF
 fi
 # A copy of this script in the application folder, so that it can be uninstalled without the source tree.

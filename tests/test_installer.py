@@ -127,6 +127,9 @@ def test_install_run_and_uninstall_leave_nothing_behind(sandbox: Sandbox) -> Non
     executable = Path(shlex.split(entry["Exec"])[0])
     assert executable == sandbox.prefix / "venv" / "bin" / "sensiscope" and os.access(executable, os.X_OK)
     assert Path(entry["TryExec"]) == executable
+    # Files given by the desktop ("Open with Sensiscope") reach the window: `sensiscope gui FILE...`.
+    assert shlex.split(entry["Exec"])[1:] == ["gui", "%F"]
+    assert {"image/png", "text/csv", "application/zip", "inode/directory"} <= set(entry["MimeType"].strip(";").split(";"))
     assert Path(entry["Icon"]) == sandbox.icon and sandbox.icon.read_bytes() == ICON_SOURCE.read_bytes()
     assert "<svg" in sandbox.icon.read_text()
     if shutil.which("desktop-file-validate"):  # desktop-file-utils, where it is installed

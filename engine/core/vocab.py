@@ -5,11 +5,13 @@ from __future__ import annotations
 
 # Files that hold weights (a state dict, a checkpoint or safetensors).
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
-# Files that may hold a whole model (TorchScript, or a pickled module the user trusts).
-MODEL_FILE_SUFFIXES = WEIGHT_SUFFIXES + (".ts", ".jit", ".pkl")
+# Files that may hold a whole model (TorchScript, ONNX, or a pickled module the user trusts).
+MODEL_FILE_SUFFIXES = WEIGHT_SUFFIXES + (".ts", ".jit", ".pkl", ".onnx")
 
-# Input distributions of the tabular Sobol analysis (engine.tabular.sensitivity).
-DISTRIBUTIONS = ("uniform", "normal", "truncnorm", "empirical")
+# Input distributions of the tabular sensitivity analyses (engine.tabular.sensitivity); the first
+# is the default: each input through its empirical quantile function, so the network is evaluated
+# where the data are, not on every combination of extreme values a uniform box holds.
+DISTRIBUTIONS = ("empirical", "uniform", "normal", "truncnorm")
 
 # Colour maps by matplotlib name: the engine renders PNGs with these, the GUI shows them through
 # pyqtgraph's matplotlib bridge, so an exported picture has the colours seen on screen.

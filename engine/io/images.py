@@ -13,11 +13,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.core.errors import UserError
 from engine.core.files import regular_file
+from engine.io import dicom
+from engine.io.dicom import DICOM_SUFFIXES, has_preamble
 from engine.io.preprocess import Preprocess, display_from_tensor
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 TENSOR_SUFFIXES = frozenset({".npy"})
-INPUT_SUFFIXES = IMAGE_SUFFIXES | TENSOR_SUFFIXES
+# DICOM files are also recognised without a suffix, by the DICM preamble (see engine.io.dicom).
+INPUT_SUFFIXES = IMAGE_SUFFIXES | TENSOR_SUFFIXES | DICOM_SUFFIXES
 # Masks sit beside their images as NAME_mask.png; they are ground truth, not inputs.
 MASK_SUFFIX = "_mask"
 
@@ -73,12 +76,21 @@ def image_to_array(image: Image.Image) -> np.ndarray:
     return _to_unit(np.asarray(image.convert("RGB")), 255.0)
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def _is_dicom_file(path: Path) -> bool:
+    """A regular file with a DICOM suffix, or with the DICM preamble and no image or tensor suffix."""
+    suffix = path.suffix.lower()
+    return suffix in DICOM_SUFFIXES or (suffix not in IMAGE_SUFFIXES and suffix not in TENSOR_SUFFIXES and has_preamble(path))
+
+
+def read_image(path: str | Path, frame: int | None = None) -> np.ndarray:
     """Decode an image file to float32 H x W x C in [0, 1]; raise UserError if it cannot be read.
 
-    Pillow's decompression-bomb guard stays on, and its warning is treated as an error too.
+    Pillow's decompression-bomb guard stays on, and its warning is treated as an error too. A DICOM
+    file gives its frame ``frame`` (the first by default) through engine.io.dicom.read_frame.
     """
     path = regular_file(path, "image")
+    if frame is not None or _is_dicom_file(path):
+        return dicom.read_frame(path, frame or 0)[0]
     try:
         with warnings.catch_warnings():
             # Damaged metadata (a corrupt EXIF block) is Pillow's warning, not the user's problem: the
@@ -141,14 +153,45 @@ class InputItem:
     # Where results are named: the relative path without its suffix, unless another input of the
     # same scan has that stem too (good.png and good.jpg), then the suffix joins the name.
     stem: Path | None = None
+    # The frame of a multi-frame file (a DICOM cine loop), counted from 0; None for a single image.
+    frame: int | None = None
+    # What the file says about the image (DICOM: pixel spacing, series, window, photometric
+    # interpretation, frame and number of frames; see engine.io.dicom.frame_meta), or None.
+    meta: dict | None = field(default=None, compare=False)
 
     @property
     def is_tensor(self) -> bool:
         return self.path.suffix.lower() in TENSOR_SUFFIXES
 
     @property
+    def _frame_tag(self) -> str:
+        frames = (self.meta or {}).get("frames") or 0
+        return f"{self.frame:0{max(3, len(str(frames - 1)))}d}"
+
+    @property
+    def name(self) -> str:
+        """The input's name: its relative path, or ``stem#NNN`` for frame NNN of a multi-frame file."""
+        if self.frame is None:
+            return str(self.relative)
+        return f"{_base_stem(self.relative)}#{self._frame_tag}"
+
+    @property
+    def source(self) -> str:
+        """The file, with ``#NNN`` for a frame of a multi-frame file (for messages and records)."""
+        return str(self.path) if self.frame is None else f"{self.path}#{self._frame_tag}"
+
+    @property
     def output_stem(self) -> Path:
-        return self.stem if self.stem is not None else self.relative.with_suffix("")
+        """Results are named after this; a frame's is ``stem_fNNN`` (no ``#``, which URLs and shells treat specially)."""
+        if self.stem is not None:
+            return self.stem
+        base = _base_stem(self.relative)
+        return base if self.frame is None else base.with_name(f"{base.name}_f{self._frame_tag}")
+
+
+def _base_stem(relative: Path) -> Path:
+    """The relative path without a known suffix (a DICOM named 1.2.840.5 keeps its whole name)."""
+    return relative.with_suffix("") if relative.suffix.lower() in INPUT_SUFFIXES else relative
 
 
 @dataclass
@@ -160,8 +203,19 @@ class InputScan:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def _input_kind(path: Path) -> str | None:
+    """The kind of a regular file: "image", "tensor", "dicom" or None (a file without a known suffix is a
+    DICOM input when its first 132 bytes hold the DICM preamble)."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in TENSOR_SUFFIXES:
+        return "tensor"
+    return "dicom" if suffix in DICOM_SUFFIXES or has_preamble(path) else None
+
+
 def _is_input(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in INPUT_SUFFIXES and not path.name.startswith(".")
+    return path.is_file() and not path.name.startswith(".") and _input_kind(path) is not None
 
 
 def _is_mask(path: Path) -> bool:
@@ -173,19 +227,63 @@ def _mask_for(path: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def _dicom_items(file: Path, relative: Path, label: str | None) -> tuple[list[InputItem], tuple]:
+    """One item per frame of a DICOM file (a single-frame file is one plain item), and its sort key."""
+    _, metas, key = dicom.describe(file)
+    if len(metas) == 1:
+        return [InputItem(file, relative, label, _mask_for(file), meta=metas[0])], key
+    return [InputItem(file, relative, label, None, frame=meta["frame"], meta=meta) for meta in metas], key
+
+
+def _scan_folder(scan: InputScan, folder: Path, label: str | None, *, report: bool = True) -> None:
+    """Add a folder's inputs to the scan; DICOM files take their places in series order
+    (Series Number, Instance Number, then file name), other files stay in file-name order."""
+    entries: list[tuple[tuple | None, list[InputItem]]] = []
+    for file in sorted(folder.iterdir()):
+        if file.is_dir() or file.name.startswith("."):
+            continue
+        if not file.is_file():
+            if report:
+                scan.skipped.append((file, "not a regular file (a pipe, socket or device)"))
+            continue
+        kind = _input_kind(file)
+        if kind is None:
+            if report:
+                scan.skipped.append((file, f"unsupported file type '{file.suffix or '(none)'}'"))
+        elif _is_mask(file):
+            continue
+        elif kind == "dicom":
+            try:
+                items, key = _dicom_items(file, file.relative_to(scan.root), label)
+                entries.append((key, items))
+            except UserError as exc:
+                scan.skipped.append((file, str(exc).removeprefix(f"{file}: ")))
+        else:
+            entries.append((None, [InputItem(file, file.relative_to(scan.root), label, _mask_for(file))]))
+    slots = [i for i, (key, _) in enumerate(entries) if key is not None]
+    for slot, entry in zip(slots, sorted((entries[i] for i in slots), key=lambda e: e[0]), strict=True):
+        entries[slot] = entry
+    scan.items += [item for _, items in entries for item in items]
+
+
 def scan_inputs(path: str | Path) -> InputScan:
     """Find the inputs under a path: one file, a flat folder, or an ImageFolder (class sub-folders).
 
     Files with other suffixes are listed in ``skipped`` with the reason; nothing is decoded here.
+    DICOM files are read up to their pixel data (not decoded): each frame of a multi-frame file is
+    one input, and a folder of DICOM files (a series) is ordered by Instance Number.
     """
     root = Path(path)
     if not root.exists():
         raise UserError(f"{root}: no such file or folder")
     if not root.is_dir():
         root = regular_file(root, "image")
-        if root.suffix.lower() not in INPUT_SUFFIXES:
+        kind = _input_kind(root)
+        if kind is None:
             supported = ", ".join(sorted(INPUT_SUFFIXES))
-            raise UserError(f"{root}: unsupported file type '{root.suffix}'; supported: {supported}")
+            raise UserError(f"{root}: unsupported file type '{root.suffix}'; supported: {supported} (and DICOM files of any name)")
+        if kind == "dicom":
+            return InputScan(root=root, layout="file", items=_dicom_items(root, Path(root.name), None)[0])
         return InputScan(root=root, layout="file", items=[InputItem(root, Path(root.name), None, _mask_for(root))])
 
     scan = InputScan(root=root, layout="folder")
@@ -194,26 +292,14 @@ def scan_inputs(path: str | Path) -> InputScan:
     if class_dirs:
         scan.layout = "imagefolder"
         scan.classes = [d.name for d in class_dirs]
-        folders = [(d, d.name) for d in class_dirs]
-    else:
-        folders = [(root, None)]
-    for folder, label in folders:
-        for file in sorted(folder.iterdir()):
-            if file.is_dir() or file.name.startswith("."):
-                continue
-            if not file.is_file():
-                scan.skipped.append((file, "not a regular file (a pipe, socket or device)"))
-            elif file.suffix.lower() not in INPUT_SUFFIXES:
-                scan.skipped.append((file, f"unsupported file type '{file.suffix or '(none)'}'"))
-            elif not _is_mask(file):
-                scan.items.append(InputItem(file, file.relative_to(root), label, _mask_for(file)))
-    if scan.layout == "imagefolder":
+        for folder in class_dirs:
+            _scan_folder(scan, folder, folder.name)
         # Loose files next to the class folders are still inputs, just without a label.
-        for file in sorted(root.iterdir()):
-            if _is_input(file) and not _is_mask(file):
-                scan.items.append(InputItem(file, file.relative_to(root), None, _mask_for(file)))
+        _scan_folder(scan, root, None, report=False)
+    else:
+        _scan_folder(scan, root, None)
     if not scan.items:
-        raise UserError(f"{root}: no images or .npy inputs found")
+        raise UserError(f"{root}: no images, DICOM files or .npy inputs found")
     scan.items = _unique_stems(scan.items)
     return scan
 
@@ -222,13 +308,19 @@ def _unique_stems(items: list[InputItem]) -> list[InputItem]:
     """Give inputs that share a stem (good.png, good.jpg) distinct result names (good_png, good_jpg)."""
     counts: dict[Path, int] = {}
     for item in items:
-        key = item.relative.with_suffix("")
-        counts[key] = counts.get(key, 0) + 1
-    unique = []
+        counts[item.output_stem] = counts.get(item.output_stem, 0) + 1
+    unique, used = [], set()
     for item in items:
-        key = item.relative.with_suffix("")
+        key = item.output_stem
         if counts[key] > 1:
-            item = dataclasses.replace(item, stem=key.with_name(f"{key.name}_{item.relative.suffix.lstrip('.').lower()}"))
+            key = key.with_name(f"{key.name}_{item.relative.suffix.lstrip('.').lower() or 'file'}")
+        base, number = key, 1
+        while key in used:  # the same stem and suffix twice (a frame and a file named like it)
+            number += 1
+            key = base.with_name(f"{base.name}_{number}")
+        if key != item.output_stem:
+            item = dataclasses.replace(item, stem=key)
+        used.add(key)
         unique.append(item)
     return unique
 
@@ -236,7 +328,7 @@ def _unique_stems(items: list[InputItem]) -> list[InputItem]:
 def load_input(item: InputItem | str | Path, preprocess: Preprocess) -> tuple[torch.Tensor, np.ndarray]:
     """The model input tensor (C x H x W) and a display image (H x W x C in [0, 1]) for one item.
 
-    A .npy input is taken as already preprocessed and used unchanged.
+    A .npy input is taken as already preprocessed and used unchanged; a DICOM item gives its frame.
     """
     path = item.path if isinstance(item, InputItem) else Path(item)
     if path.suffix.lower() in TENSOR_SUFFIXES:
@@ -245,7 +337,7 @@ def load_input(item: InputItem | str | Path, preprocess: Preprocess) -> tuple[to
             raise UserError(f"{path}: has {tensor.shape[0]} channel(s) but the model takes {preprocess.channels}")
         return tensor, display_from_tensor(tensor)
     try:
-        return preprocess(read_image(path))
+        return preprocess(read_image(path, item.frame if isinstance(item, InputItem) else None))
     except UserError as exc:
         if str(exc).startswith(str(path)):
             raise

@@ -71,6 +71,46 @@ class Preprocess:
         interpolation = str(transforms.interpolation.value)
         return cls(resize=resize, crop=crop, mean=tuple(transforms.mean), std=tuple(transforms.std), channels=channels, interpolation=interpolation)
 
+    @classmethod
+    def from_timm(cls, config: dict) -> Preprocess:
+        """Read timm's data config (``timm.data.resolve_model_data_config``): the input size is the
+        crop and the image is first resized to crop / crop_pct, as timm's eval transform does."""
+        channels, height, width = (int(v) for v in config.get("input_size", (3, 224, 224)))
+        crop = min(height, width)
+        crop_pct = float(config.get("crop_pct") or 1.0)
+        resize = math.floor(crop / crop_pct) if 0 < crop_pct < 1 else crop
+        interpolation = str(config.get("interpolation", "bilinear"))
+        mean, std = tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
+        if channels == 1:
+            mean, std = mean[:1], std[:1]
+        return cls(resize, crop, mean, std, channels, interpolation if interpolation in _INTERPOLATIONS else "bilinear")
+
+    @classmethod
+    def from_hf(cls, config: dict, image_size: int | None = None, channels: int = 3) -> Preprocess:
+        """Read a Hugging Face image processor's settings (``preprocessor_config.json``): the
+        ``size`` (height x width, or the shortest edge), the centre crop, ``image_mean`` and
+        ``image_std``, and the PIL ``resample`` code. A resize to a fixed height x width (ViT) is
+        approximated by a resize of the shorter side and a centre crop, which keeps square images
+        identical and does not squash others."""
+        size = config.get("size")
+        crop_size = config.get("crop_size") if config.get("do_center_crop", False) else None
+        if isinstance(size, int):
+            size = {"shortest_edge": size}
+        size = size if isinstance(size, dict) else {}
+        edge = size.get("shortest_edge") or size.get("height") or image_size or 224
+        resize: int | None = int(edge) if config.get("do_resize", True) else None
+        crop = int(min(crop_size.get("height", edge), crop_size.get("width", edge))) if isinstance(crop_size, dict) else int(edge)
+        crop_pct = config.get("crop_pct")
+        if "shortest_edge" in size and isinstance(crop_pct, (int, float)) and 0 < crop_pct < 1 and int(edge) < 384:
+            resize, crop = math.floor(int(edge) / crop_pct), int(edge)  # ConvNeXt's processor
+        if not config.get("do_normalize", True):
+            mean, std = (0.0,) * channels, (1.0,) * channels
+        else:
+            mean = tuple(config.get("image_mean") or IMAGENET_MEAN)[:channels]
+            std = tuple(config.get("image_std") or IMAGENET_STD)[:channels]
+        interpolation = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(config.get("resample", 2), "bilinear")
+        return cls(resize, crop, mean, std, channels, interpolation)
+
     def geometry(self, image: np.ndarray) -> torch.Tensor:
         """Resize, crop and adapt channels: C x H x W in [0, 1], not yet normalised."""
         if image.ndim == 2:

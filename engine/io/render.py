@@ -75,3 +75,63 @@ def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.55, colorm
 
 def save_overlay(path: str | Path, image: np.ndarray, saliency: np.ndarray, alpha: float = 0.55, colormap: str | None = None) -> None:
     Image.fromarray(overlay(image, saliency, alpha, colormap)).save(path)
+
+
+FIGURE_FORMATS = ("png", "svg", "pdf")
+MASK_COLOUR = "#28e65a"  # the GUI's mask outline
+
+
+def panel_levels(saliency: np.ndarray) -> tuple[float, float]:
+    """Colour limits of one map: symmetric about zero when signed, its range otherwise (as on screen)."""
+    finite = saliency[np.isfinite(saliency)]
+    if not finite.size:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    if low < 0 < high:
+        return -max(-low, high), max(-low, high)
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def save_figure(path: str | Path, panels: list[dict], dpi: int = 200, alpha: float = 0.6, title: str = "") -> None:
+    """Maps as a publication figure (PNG at ``dpi``, SVG or PDF by the file's suffix).
+
+    Each panel is a dict: ``map`` (H x W), optional ``image`` (H x W x C in [0, 1], drawn in grey
+    under the map), ``mask`` (boolean H x W, drawn as an outline), ``title``, ``label`` (the colour
+    bar's), ``levels`` ((low, high); default :func:`panel_levels`) and ``colormap`` (a matplotlib
+    name; None or "auto" chooses by the sign). Every panel has its own colour bar with at most six
+    ticks. matplotlib's object API is used, never pyplot, so no global figure state is touched.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    path = Path(path)
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in FIGURE_FORMATS:
+        raise UserError(f"{path.name}: a figure is saved as {', '.join('.' + k for k in FIGURE_FORMATS)}")
+    if not panels:
+        raise UserError("no map to draw")
+    columns = min(len(panels), 3)
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4.0 * columns, 3.7 * rows + (0.3 if title else 0.0)), layout="constrained")
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        saliency = np.asarray(panel["map"], dtype=np.float32)
+        image = panel.get("image")
+        if image is not None:
+            gray = image.mean(axis=2) if image.ndim == 3 else image
+            axes.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        low, high = panel.get("levels") or panel_levels(saliency)
+        shown = axes.imshow(saliency, cmap=colormap_name(panel.get("colormap"), low < 0 < high), vmin=low, vmax=high, alpha=alpha if image is not None else 1.0, interpolation="nearest")
+        mask = panel.get("mask")
+        if mask is not None and mask.shape == saliency.shape and mask.any() and not mask.all():
+            axes.contour(mask.astype(np.float32), levels=[0.5], colors=MASK_COLOUR, linewidths=1.2)
+        axes.set_title(panel.get("title", ""), fontsize=9)
+        axes.set_axis_off()
+        bar = figure.colorbar(shown, ax=axes, shrink=0.85)
+        bar.locator = MaxNLocator(nbins=5)
+        bar.update_ticks()
+        bar.set_label(panel.get("label", "map value"), fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.savefig(path, dpi=dpi, format=kind)

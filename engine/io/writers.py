@@ -81,9 +81,63 @@ def write_result(
             "versions": versions(),
         }
     )
+    if item.frame is not None or item.meta:  # a frame of a multi-frame file, and what a DICOM file said about it
+        record.update(frame=item.frame, input_meta=item.meta)
     if loaded is not None:
         record["model_source"] = loaded.source
         record["preprocess"] = loaded.preprocess.to_dict()
     record.update(context or {})
     write_text(files["json"], dumps(record), overwrite)
     return record
+
+
+def write_figure(path: str | Path, panels: list[dict], records: list[dict], dpi: int = 200, title: str = "", overwrite: bool = False) -> list[str]:
+    """A figure of maps (engine.io.render.save_figure) and, beside it, a JSON of each map's parameters
+    (``records``: method, parameters, model, input, ...; with the versions). Both files are written
+    atomically and neither replaces a file Sensiscope did not write; returns their paths."""
+    from engine.io.render import save_figure
+
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    for target in (path, sidecar):
+        check_output(target, overwrite)
+    with atomic_path(path, overwrite) as temporary:
+        save_figure(temporary, panels, dpi=dpi, title=title)
+    write_text(sidecar, dumps({"figure": path.name, "dpi": dpi, "title": title, "maps": records, "versions": versions()}), overwrite)
+    return [str(path), str(sidecar)]
+
+
+def _channel_values(text: str, channels: int, fallback: tuple[float, ...]) -> np.ndarray:
+    values = [float(v) for v in str(text or "").replace(" ", "").split(",") if v] or list(fallback)
+    values = values * channels if len(values) == 1 else values
+    return np.asarray(values[:channels], dtype=np.float32).reshape(channels, 1, 1)
+
+
+def write_optimised_images(result: Explanation, out_dir: str | Path, item: InputItem, overwrite: bool = False) -> list[str]:
+    """Activation maximisation's optimised images beside its map: per target k,
+    ``<stem>.actmax.optimised<k>.npy`` in model-input space (C x H x W, normalised with the run's mean and
+    std, ready to feed the model) and ``.png`` as seen (display space, [0, 1]). Nothing for other methods."""
+    images = result.extras.get("images")
+    if images is None:
+        return []
+    images = np.asarray(images, dtype=np.float32)  # N x H x W x C in [0, 1]
+    channels = images.shape[-1]
+    gray = channels == 1
+    mean = _channel_values(getattr(result.params, "mean", ""), channels, (0.449,) if gray else (0.485, 0.456, 0.406))
+    std = _channel_values(getattr(result.params, "std", ""), channels, (0.226,) if gray else (0.229, 0.224, 0.225))
+    targets = list(result.extras.get("targets") or range(len(images)))
+    base = str(_base(Path(out_dir), item, result.method))
+    files = []
+    for index, image in enumerate(images):
+        unit = targets[index] if index < len(targets) else index
+        stem = f"{base}.optimised{unit}"
+        model_input = (image.transpose(2, 0, 1) - mean) / std
+        with atomic_path(f"{stem}.npy", overwrite) as temporary, temporary.open("wb") as handle:
+            np.save(handle, model_input.astype(np.float32), allow_pickle=False)
+        picture = (np.clip(image[..., 0] if gray else image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+        from PIL import Image
+
+        with atomic_path(f"{stem}.png", overwrite) as temporary:
+            Image.fromarray(picture).save(temporary, format="PNG")
+        files += [f"{stem}.npy", f"{stem}.png"]
+    return files

@@ -2,8 +2,10 @@
 maps (and, when asked, their gradient) and the end of every CAM: the optional ReLU, the bilinear
 upsampling to the input and the record of the layer-resolution map.
 
-The layer helpers are Grad-CAM's (``engine.methods.gradcam``): the activation is recorded and the
-rest of the network gets a copy, so an in-place ReLU after the layer (VGG) changes neither.
+The layer is recorded with ``engine.models.layers.UntouchedRecorder`` (the rest of the network gets
+a copy, so an in-place ReLU after the layer, as in VGG, changes neither) and its output is turned into
+C x h x w feature maps by ``engine.models.tokens``: a vision transformer's patch tokens and Swin's
+channels-last maps become grids with no user-written reshape function.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.methods._base import Setup, begin, finish, to_size
-from engine.methods.gradcam import _feature_map, _resolve_layer, _UntouchedRecorder
+from engine.models.layers import UntouchedRecorder, channels_last_hint, resolve_layer
 from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
+from engine.models.tokens import MapLayout, feature_map
 from engine.runtime.batching import batch_for_budget, default_budget_bytes
 
 # Score-CAM and Ablation-CAM take one forward per channel of the layer; before a run the cost is
@@ -52,6 +55,8 @@ class Capture:
     feature: torch.Tensor  # C x h x w, float, detached
     grad: torch.Tensor | None  # C x h x w, or None when no gradient was asked for
     calls: int  # how often the layer ran in the forward
+    layout: MapLayout  # how the layer's output became ``feature`` (tokens, channels last ...)
+    output: torch.Tensor  # the layer's own output for the input, detached (batch 1)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -62,7 +67,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, target: int | None, params: 
     """Run the model once on ``inputs`` with ``params.layer`` recorded; with ``gradient``, also take
     d output / d feature maps for the target."""
     x = begin(inputs, progress, cancel, "forward")
-    layer_name, layer = _resolve_layer(model, params.layer, tuple(x.shape[1:]))
+    layer_name, layer = resolve_layer(model, params.layer, tuple(x.shape[1:]))
     calls = [0]
 
     def count(*_args) -> None:
@@ -72,10 +77,11 @@ def capture(model: nn.Module, inputs: torch.Tensor, target: int | None, params: 
     try:
         if gradient:
             x = x.clone().requires_grad_(True)
-        with torch.enable_grad() if gradient else torch.inference_mode(), _UntouchedRecorder(layer) as recorder:
+        with torch.enable_grad() if gradient else torch.inference_mode(), UntouchedRecorder(layer) as recorder:
             logits = logits_of(model(x))
             setup = Setup.from_logits(x.detach(), logits, target)
-            activation = _feature_map(recorder.activation, layer_name, method)
+            activation = recorder.activation
+            maps, layout = feature_map(activation, layer_name, method, tuple(x.shape[2:]), channels_last_hint(layer))
             grad = None
             if gradient:
                 cancel.check()
@@ -83,11 +89,11 @@ def capture(model: nn.Module, inputs: torch.Tensor, target: int | None, params: 
                 (grad,) = torch.autograd.grad(select_output(logits, setup.target, params.output).sum(), activation, allow_unused=True)
                 if grad is None:
                     raise UserError(f"the target output does not depend on layer '{layer_name}'; choose a layer on the path to the output")
-                grad = grad.detach()[0].float()
-            feature = activation.detach()[0].float().clone()
+                grad = layout.to_maps(grad.detach())[0].float()
+            feature = maps.detach()[0].float().clone()
     finally:
         counter.remove()
-    return Capture(setup, layer_name, layer, feature, grad, calls[0])
+    return Capture(setup, layer_name, layer, feature, grad, calls[0], layout, activation.detach().clone())
 
 
 def weighted_sum(weights: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
@@ -102,6 +108,8 @@ def end(cap: Capture, method: str, params: Any, raw: torch.Tensor, progress: Pro
     if getattr(params, "relu", True):
         raw = torch.relu(raw)
     record = {"layer": cap.layer_name, "activations": cap.feature.cpu().numpy(), "raw_map": raw.cpu().numpy()}
+    if cap.layout.kind != "nchw":
+        record["layer_layout"] = cap.layout.describe()
     record.update(extras or {})
     return finish(cap.setup, method, params, to_size(raw[None], cap.size)[0], progress, record)
 

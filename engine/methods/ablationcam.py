@@ -34,16 +34,22 @@ class AblationCamParams(BatchedCamParams):
 
 
 class _Ablator:
-    """Forward hook that replaces the layer's output by copies with one channel zeroed each."""
+    """Forward hook that replaces the layer's output by copies with one channel zeroed each (for
+    token layers, zeroed on the patch tokens only; the class token is kept)."""
 
-    def __init__(self, feature: torch.Tensor, dtype: torch.dtype) -> None:
-        self.feature = feature.to(dtype)
+    def __init__(self, cap: Capture, dtype: torch.dtype) -> None:
+        self.feature = cap.feature.to(dtype)
+        self.layout = cap.layout
+        self.template = cap.output.to(dtype)
         self.channels = torch.arange(0)
 
     def __call__(self, _module, _inputs, output):
         copies = self.feature.unsqueeze(0).repeat(len(self.channels), 1, 1, 1)
         copies[torch.arange(len(self.channels)), self.channels] = 0
-        return copies
+        replaced = self.layout.from_maps(copies, self.template)
+        if isinstance(output, tuple):  # a Hugging Face layer: (hidden states, ...)
+            return (replaced, *output[1:])
+        return replaced
 
 
 def _ablated_scores(model, cap: Capture, params: AblationCamParams, progress, cancel) -> tuple[torch.Tensor, dict]:
@@ -53,7 +59,7 @@ def _ablated_scores(model, cap: Capture, params: AblationCamParams, progress, ca
         _, per_image = forward_with_memory_estimate(model, x)
     batch_size, budget = channel_batch(params, per_image, x.device)
     scores = torch.empty(channels, dtype=torch.float64, device=x.device)
-    ablator = _Ablator(cap.feature, x.dtype)
+    ablator = _Ablator(cap, x.dtype)
     single = [True]  # feed one input and let the rest of the network broadcast the batch
 
     def run(start: int, stop: int) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Both weight the feature maps A_k of one layer by a per-channel weight computed from the gradient
 g = d y_target / d A and sum them: cam = ReLU(sum_k w_k A_k), upsampled bilinearly to the input.
-They differ only in the weights:
+They differ only in the weights (the layer's output is read as feature maps by ``_cam.capture``, so
+the patch tokens of a vision transformer and Swin's channels-last maps work as a CNN's do):
 
 * Grad-CAM: w_k = mean over positions of g_k.
 * Grad-CAM++: w_k = sum_ij alpha_kij ReLU(g_kij) with the closed form of Chattopadhay et al. 2018,
@@ -18,14 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import Setup, begin, finish, to_size
+from engine.methods._cam import capture, end
 from engine.methods._registry import MethodSpec, register
-from engine.models.layers import LayerRecorder, default_cam_layer, get_layer
-from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
+from engine.models.outputs import OUTPUT_CHOICES
 
 
 @dataclass(frozen=True)
@@ -33,21 +32,6 @@ class GradCamParams:
     layer: str = param("", "layer whose feature maps are weighted (empty: the last convolutional block, e.g. layer4 of a ResNet)")
     relu: bool = param(True, "keep only the positive evidence (ReLU of the weighted sum); off: the signed map")
     output: str = param("logit", "what is differentiated: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
-
-
-class _UntouchedRecorder(LayerRecorder):
-    """A LayerRecorder that hands the rest of the network a copy of the layer's output.
-
-    Without the copy an in-place operation after the layer (VGG's ReLU(inplace=True) right after
-    its last Conv2d) would overwrite the recorded activation and re-route its gradient, so the map
-    would silently describe the ReLU's output instead of the named layer.
-    """
-
-    def _hook(self, module, inputs, output):
-        super()._hook(module, inputs, output)
-        if isinstance(output, torch.Tensor):
-            return output.clone()
-        return None
 
 
 def _gradcam_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -67,50 +51,12 @@ def _gradcam_pp_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.T
     return (alpha * torch.relu(grad)).sum(dim=(1, 2))
 
 
-def _resolve_layer(model, name: str, input_shape: tuple[int, ...]) -> tuple[str, nn.Module]:
-    if isinstance(model, torch.jit.ScriptModule):
-        raise UserError("Grad-CAM needs hooks on a layer, which a TorchScript model cannot have; load the architecture with its weights instead")
-    name = name or default_cam_layer(model, input_shape)
-    return name, get_layer(model, name)
-
-
-def _feature_map(activation: torch.Tensor | None, layer_name: str, method: str) -> torch.Tensor:
-    """The recorded activation, checked to be one feature map of shape 1 x C x h x w."""
-    if activation is None:
-        raise UserError(f"layer '{layer_name}' did not run during the forward pass; choose a layer the model uses")
-    if activation.ndim != 4 or activation.shape[0] != 1:
-        raise UserError(f"layer '{layer_name}' outputs shape {tuple(activation.shape)}; {method} needs a feature map of shape N x C x h x w")
-    return activation
-
-
 def _explain(model, inputs, target, params: GradCamParams, progress, cancel, name: str, weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Explanation:
     progress, cancel = resolve(progress, cancel)
-    x = begin(inputs, progress, cancel, "forward")
-    layer_name, layer = _resolve_layer(model, params.layer, tuple(x.shape[1:]))
-    # The input requires grad so the recorded activation is in the graph even when the
-    # model's parameters do not require grad.
-    x = x.clone().requires_grad_(True)
-    with torch.enable_grad(), _UntouchedRecorder(layer) as recorder:
-        logits = logits_of(model(x))
-        setup = Setup.from_logits(x, logits, target)
-        activation = _feature_map(recorder.activation, layer_name, name)
-        cancel.check()
-        progress(0.5, "backward")
-        (grad,) = torch.autograd.grad(select_output(logits, setup.target, params.output).sum(), activation, allow_unused=True)
-    if grad is None:
-        raise UserError(f"the target output does not depend on layer '{layer_name}'; choose a layer on the path to the output")
-    feature = activation.detach()[0].float()
-    weights = weigh(feature, grad.detach()[0].float())
-    raw = torch.einsum("k,khw->hw", weights, feature)
-    if params.relu:
-        raw = torch.relu(raw)
-    extras = {
-        "layer": layer_name,
-        "activations": feature.cpu().numpy(),
-        "weights": weights.cpu().numpy(),
-        "raw_map": raw.cpu().numpy(),
-    }
-    return finish(setup, name, params, to_size(raw[None], tuple(x.shape[2:]))[0], progress, extras)
+    cap = capture(model, inputs, target, params, progress, cancel, name, gradient=True)
+    weights = weigh(cap.feature, cap.grad)
+    raw = torch.einsum("k,khw->hw", weights, cap.feature)
+    return end(cap, name, params, raw, progress, {"weights": weights.cpu().numpy()})
 
 
 def explain_gradcam(

@@ -15,7 +15,7 @@ from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import build_params
 from engine.core.progress import CancelToken, ProgressFn
-from engine.methods._registry import get_method
+from engine.methods._registry import available_methods, get_method
 from engine.models.loading import LoadedModel
 from engine.runtime.batching import is_out_of_memory, release_memory
 from engine.runtime.device import select_device
@@ -67,6 +67,7 @@ def explain(
     if isinstance(model, LoadedModel):
         params = _fill_normalisation(params, model)
     module = model.module if isinstance(model, LoadedModel) else model
+    _check_gradients(module, spec)
     if device is not None:
         module.to(select_device(device))
     target_device = model_device(module)
@@ -87,6 +88,16 @@ def explain(
     result.seed = seed
     result.elapsed_s = time.perf_counter() - start
     return result
+
+
+def _check_gradients(module: nn.Module, spec) -> None:
+    """A model without gradients (an ONNX graph: ``has_gradients = False``) runs only the black-box
+    methods; a gradient or layer method gets one line naming those."""
+    if getattr(module, "has_gradients", True) or (not spec.gradients and not spec.needs_layer):
+        return
+    black_box = ", ".join(m.name for m in available_methods() if not m.gradients and not m.needs_layer)
+    what = "hooks on its layers" if not spec.gradients else "gradients"
+    raise UserError(f"{spec.name} needs {what}, which this model (an ONNX graph run by onnxruntime) does not have; methods that work on it: {black_box}")
 
 
 def _check_finite(result: Explanation, method: str) -> None:

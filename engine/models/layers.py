@@ -9,7 +9,10 @@ import torch
 from torch import nn
 
 from engine.core.errors import UserError
+from engine.models.tokens import layout_of
 
+# The first norm of a transformer block in timm, torchvision and Hugging Face.
+FIRST_NORMS = ("norm1", "ln_1", "layernorm_before")
 _POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten)
 
 
@@ -31,6 +34,8 @@ def _execution_order(model: nn.Module, input_shape: tuple[int, ...], device: tor
             continue
 
         def hook(mod, _inputs, output, name=name):
+            if isinstance(output, (tuple, list)) and output:
+                output = output[0]
             if isinstance(output, torch.Tensor):
                 fired.append((name, mod, tuple(output.shape)))
 
@@ -44,10 +49,26 @@ def _execution_order(model: nn.Module, input_shape: tuple[int, ...], device: tor
     return fired
 
 
+def channels_last_hint(module: nn.Module) -> bool:
+    """A LayerNorm normalises the last axis, so its 4-D output is channels-last (Swin) unless it is
+    one of the channels-first variants (timm's and ConvNeXt's LayerNorm2d)."""
+    return isinstance(module, nn.LayerNorm) and "2d" not in type(module).__name__.lower()
+
+
+def _vit_block_norm(fired: list[tuple[str, nn.Module, tuple]]) -> str | None:
+    """The first norm of the last transformer block that ran (``norm1`` in timm, ``ln_1`` in
+    torchvision, ``layernorm_before`` in Hugging Face): the layer pytorch-grad-cam's tutorial uses for ViT,
+    since after the last block only the class token reaches the head and the patch tokens get no gradient."""
+    norms = [name for name, _, _ in fired if name.rpartition(".")[2] in FIRST_NORMS]
+    return norms[-1] if norms else None
+
+
 def default_cam_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     """The layer Grad-CAM uses when none is named: ``layer4`` for ResNets, the last Conv2d of
-    ``features`` for VGG, otherwise the last module (in execution order) whose output is a
-    spatial feature map larger than 1 x 1 and which is not a pooling or dropout layer."""
+    ``features`` for VGG, the first norm of the last block for vision transformers with a class
+    token (ViT, DeiT, BEiT), otherwise the last module (in execution order) whose output is a
+    feature map larger than 1 x 1 (channels first or last, as in Swin, or a grid of patch tokens)
+    and which is not a pooling or dropout layer."""
     if isinstance(model, torch.jit.ScriptModule):
         raise UserError("layers of a TorchScript model cannot be hooked; load the architecture with its weights instead")
     modules = dict(model.named_modules())
@@ -60,14 +81,31 @@ def default_cam_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
         if convs:
             return convs[-1]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    fired = _execution_order(model, input_shape, device)
+    size = tuple(input_shape[-2:])
+    layouts = [(name, module, layout_of(shape, size, channels_last_hint(module), strict=True)) for name, module, shape in fired]
+    if any(layout is not None and layout.kind == "tokens" and layout.prefix for _, _, layout in layouts):
+        chosen = _vit_block_norm(fired)
+        if chosen:
+            return chosen
     candidates = [
         name
-        for name, module, shape in _execution_order(model, input_shape, device)
-        if len(shape) == 4 and shape[2] > 1 and shape[3] > 1 and not isinstance(module, _POOLING)
+        for name, module, layout in layouts
+        if layout is not None and min(layout.grid) > 1 and not isinstance(module, _POOLING) and type(module).__name__ != "Permute"
     ]
     if not candidates:
-        raise UserError("no convolutional feature map found in this model; name a layer with --layer")
+        raise UserError("no convolutional feature map or patch-token layer found in this model; name a layer with --layer")
     return candidates[-1]
+
+
+def resolve_layer(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> tuple[str, nn.Module]:
+    """The named layer (or the default one when ``name`` is empty) and its module."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UserError("Grad-CAM needs hooks on a layer, which a TorchScript model cannot have; load the architecture with its weights instead")
+    if not getattr(model, "has_gradients", True):
+        raise UserError("this model is a graph without layers to hook (ONNX); layer methods need a torch model")
+    name = name or default_cam_layer(model, input_shape)
+    return name, get_layer(model, name)
 
 
 class LayerRecorder:
@@ -97,3 +135,18 @@ class LayerRecorder:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+
+
+class UntouchedRecorder(LayerRecorder):
+    """A LayerRecorder that hands the rest of the network a copy of the layer's output.
+
+    Without the copy an in-place operation after the layer (VGG's ReLU(inplace=True) right after
+    its last Conv2d) would overwrite the recorded activation and re-route its gradient, so the map
+    would silently describe the ReLU's output instead of the named layer.
+    """
+
+    def _hook(self, module, inputs, output):
+        super()._hook(module, inputs, output)
+        if isinstance(output, torch.Tensor):
+            return output.clone()
+        return None

@@ -1,5 +1,6 @@
 """The one resolver for model specs: architecture names, ``arch:WEIGHTS`` from the hub cache,
-``demo:NAME``, TorchScript files and (only when the user trusts the file) whole pickled models."""
+``demo:NAME``, ``timm:NAME``, ``hf:DIR``, ONNX and TorchScript files and (only when the user trusts
+the file) whole pickled models."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from engine.demo.catalogue import demo_name
 from engine.io.preprocess import Preprocess
 from engine.models.architectures import build_architecture, classification_models, suggest
 from engine.models.demo import demo_model_file
+from engine.models.hub import HF_PREFIX, TIMM_PREFIX, load_hf, load_timm
 from engine.models.labels import read_labels
 from engine.models.weights import (
-    _head_classes,
     _is_torchscript_archive,
     _resolve_weights_member,
     _sidecar,
@@ -28,6 +29,7 @@ from engine.models.weights import (
     _unwrap_checkpoint,
     cached_file,
     compare_state,
+    head_classes,
     load_weights_into,
     read_state_dict,
 )
@@ -98,7 +100,10 @@ def _first_line(exc: Exception) -> str:
 def _load_file_model(path: Path, trust: bool) -> tuple[nn.Module, str]:
     path = regular_file(path, "model file")
     if path.suffix.lower() == ".onnx":
-        raise UserError(f"{path}: ONNX models are not supported by this version of Sensiscope; give a TorchScript file, or an architecture name with a weights file")
+        from engine.models.onnx_model import load_onnx
+
+        module = load_onnx(path)
+        return module, f"ONNX {path.name} (onnxruntime: {', '.join(module.providers)})"
     if _is_torchscript_archive(path):
         try:
             with warnings.catch_warnings():
@@ -135,15 +140,14 @@ def load_model(
     allow_download: bool = False,
 ) -> LoadedModel:
     """Load a model from a spec: an architecture name (``resnet18``), ``arch:WEIGHTS`` for torchvision
-    weights in the hub cache, or a path to a TorchScript or (trusted) pickled model file.
+    weights in the hub cache, ``timm:NAME[:pretrained]``, ``hf:DIR`` (a Hugging Face folder), or a
+    path to an ONNX, TorchScript or (trusted) pickled model file.
 
     ``weights`` is a weights file, or the name of torchvision weights (``DEFAULT``, ``IMAGENET1K_V1``)
     that must already be in the hub cache unless ``allow_download`` is set.
     """
     spec = spec.strip()
     notes: list[str] = []
-    label_names: list[str] | None = None
-    chosen_preprocess: Preprocess | None = None
     if demo_name(spec) is not None:
         if weights:
             raise UserError(f"{spec} brings its own weights; --weights cannot be combined with it")
@@ -152,6 +156,19 @@ def load_model(
         loaded.spec = spec
         loaded.source = f"demo model {spec} ({loaded.source})"
         return loaded
+    if spec.startswith(TIMM_PREFIX):
+        module, source, label_names, chosen = load_timm(spec, weights, seed, num_classes, allow_download, notes)
+    elif spec.startswith(HF_PREFIX):
+        module, source, label_names, chosen = load_hf(spec, weights, trust, notes)
+    else:
+        module, source, label_names, chosen = _resolve_spec(spec, weights, trust, seed, num_classes, allow_download, notes)
+    return _finish(module, spec, source, label_names, chosen, labels, preprocess, notes)
+
+
+def _resolve_spec(spec, weights, trust, seed, num_classes, allow_download, notes):
+    """(module, source, labels, preprocess) for architecture names and model files."""
+    label_names: list[str] | None = None
+    chosen_preprocess: Preprocess | None = None
     architecture, _, weights_name = spec.partition(":")
     path = Path(spec).expanduser()
     meta = _sidecar(path) if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES else {}
@@ -162,10 +179,10 @@ def load_model(
         architecture, weights, weights_name = str(meta["arch"]), str(path), ""
         if architecture not in classification_models():
             raise UserError(f"{path.with_suffix('.json')}: unknown architecture '{architecture}'")
-        module, source, label_names, chosen_preprocess = _load_architecture(architecture, weights, seed, num_classes, allow_download, notes)
-    elif path.exists() and architecture not in classification_models():
+        return _load_architecture(architecture, weights, seed, num_classes, allow_download, notes)
+    if path.exists() and architecture not in classification_models():
         if path.is_dir():
-            raise UserError(f"{path}: is a folder; give a model file or an architecture name")
+            raise UserError(f"{path}: is a folder; give a model file, an architecture name, or hf:{spec} for a Hugging Face folder")
         if weights:
             raise UserError("--weights goes with an architecture name; a model file already holds its weights")
         module, source = _load_file_model(path, trust)
@@ -174,17 +191,26 @@ def load_model(
             label_names = [str(v) for v in meta.get("labels") or meta.get("classes")]
         if isinstance(meta.get("preprocess"), dict):
             chosen_preprocess = Preprocess.from_dict(meta["preprocess"])
-    elif architecture in classification_models():
+        elif hasattr(module, "preprocess") and callable(module.preprocess):
+            chosen_preprocess = module.preprocess()  # an ONNX graph's input size
+        return module, source, label_names, chosen_preprocess
+    if architecture in classification_models():
         if weights_name and weights:
             raise UserError(f"give the weights either in the spec ('{spec}') or with --weights, not both")
         weights = weights or weights_name or None
-        module, source, label_names, chosen_preprocess = _load_architecture(architecture, weights, seed, num_classes, allow_download, notes)
-    elif looks_like_path(spec):
+        return _load_architecture(architecture, weights, seed, num_classes, allow_download, notes)
+    if looks_like_path(spec):
         raise UserError(f"{spec}: no such model file")
-    else:
-        raise UserError(f"unknown model '{spec}'{suggest(architecture, classification_models())}: give a torchvision architecture name or a model file; `main.py info` lists the names")
+    raise UserError(
+        f"unknown model '{spec}'{suggest(architecture, classification_models())}: give a torchvision architecture name, timm:NAME, hf:DIR "
+        "or a model file; `main.py info` lists the names"
+    )
 
+
+def _finish(module, spec, source, label_names, chosen_preprocess, labels, preprocess, notes) -> LoadedModel:
+    """Labels, preprocessing and class count checked together; the module frozen in eval mode."""
     classes = _output_classes(module) if not isinstance(module, torch.jit.ScriptModule) else None
+    classes = getattr(module, "num_classes", None) if not getattr(module, "has_gradients", True) else classes
     if labels:
         label_names = read_labels(labels)
     if preprocess is None:
@@ -215,7 +241,7 @@ def _load_architecture(architecture, weights, seed, num_classes, allow_download,
         channels = int(meta.get("in_channels", 3))
         module = build_architecture(architecture, classes, seed, in_channels=channels)
         mismatch = compare_state(module, state)
-        inferred = None if classes else _head_classes(mismatch)
+        inferred = None if classes else head_classes(mismatch)
         if inferred is not None:
             module = build_architecture(architecture, inferred, seed, in_channels=channels)
             notes.append(f"the weights have {inferred} output classes; the model was built to match")

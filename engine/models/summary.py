@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from engine.models.layers import channels_last_hint
+from engine.models.tokens import layout_of
+
 
 @dataclass(frozen=True)
 class LayerInfo:
@@ -16,6 +19,9 @@ class LayerInfo:
     parameters: int  # own parameters, not counting children
     depth: int
     is_leaf: bool
+    # how a class-activation map reads the output: "7 x 7 map", "channels-last 7 x 7 map",
+    # "tokens on a 14 x 14 grid, 1 prefix token dropped"; None when it is no spatial map
+    grid: str | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -59,10 +65,15 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], device: torch.devi
     for name, module in model.named_modules():
         own = sum(p.numel() for p in module.parameters(recurse=False))
         is_leaf = next(iter(module.children()), None) is None
-        layers.append(LayerInfo(name, type(module).__name__ if not scripted else module.original_name, shapes.get(name), own, name.count(".") + (1 if name else 0), is_leaf))
+        shape = shapes.get(name)
+        layout = layout_of(shape, tuple(input_shape[-2:]), channels_last_hint(module), strict=True) if shape and name else None
+        grid = layout.describe() if layout is not None and min(layout.grid) > 1 else None
+        kind = type(module).__name__ if not scripted else module.original_name
+        layers.append(LayerInfo(name, kind, shape, own, name.count(".") + (1 if name else 0), is_leaf, grid))
     return layers
 
 
 def conv_layers(layers: list[LayerInfo]) -> list[str]:
-    """Names of modules whose output is a feature map (N x C x H x W): candidates for Grad-CAM."""
-    return [layer.name for layer in layers if layer.name and layer.output_shape and len(layer.output_shape) == 4]
+    """Names of modules whose output is a feature map (N x C x H x W, channels-last, or patch
+    tokens on a grid): candidates for Grad-CAM."""
+    return [layer.name for layer in layers if layer.name and layer.output_shape and (len(layer.output_shape) == 4 or layer.grid)]

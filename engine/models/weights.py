@@ -139,7 +139,7 @@ def compare_state(model: nn.Module, state: dict[str, torch.Tensor]) -> StateMism
     return StateMismatch(missing, unexpected, shapes)
 
 
-def _head_classes(mismatch: StateMismatch) -> int | None:
+def head_classes(mismatch: StateMismatch) -> int | None:
     """If the only conflicts are in the output layer's class count, that count; else None."""
     if mismatch.missing or mismatch.unexpected or not mismatch.shapes:
         return None

@@ -1,2 +1,2 @@
-"""Data-set runs: many images times many methods, written to a result store as they finish and
-resumable; the top layer of the engine (it uses methods, models, metrics)."""
+"""Data-set runs: every (image, method) pair explained and scored into a result store (Parquet
+records, Zarr maps, a JSON manifest), resumable, on the local backend or on Ray."""

@@ -120,3 +120,26 @@ def write_reduction_files(result: ReductionResult, out_dir: str | Path) -> dict[
     except OSError as exc:
         raise UserError(f"cannot write the reduction results to {out}: {exc}") from None
     return files
+
+
+def write_ensemble_files(ensemble, folder: str | Path, prefix: str = "") -> dict[str, str]:
+    """ENSEMBLE.csv: per input (most influential first) the ensemble mean of the method's measure,
+    the spread across networks, the bootstrap half-width, min, max and the rank in each network."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = str(folder / f"{prefix}{ensemble.method}_ensemble.csv")
+    header = ["feature", f"{ensemble.measure}_mean", "spread_sd", "bootstrap_halfwidth", "min", "max", *[f"rank_seed_{s}" for s in ensemble.seeds]]
+    rows = [[r["name"], _cell(r["mean"]), _cell(r["spread"]), _cell(r["conf"]), _cell(r["min"]), _cell(r["max"]), *r["ranks"]] for r in ensemble.summary()]
+    _write_csv(path, header, rows)
+    return {f"{ensemble.method}_ensemble_csv": path}
+
+
+def write_comparison_files(comparison, folder: str | Path) -> dict[str, str]:
+    """method_comparison.csv: the rank of each input under each method (1 = most influential)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = str(folder / "method_comparison.csv")
+    table = comparison.rank_table()
+    rows = [[name, *[table[m][i] for m in comparison.methods]] for i, name in enumerate(comparison.names)]
+    _write_csv(path, ["feature", *[f"rank_{m}" for m in comparison.methods]], rows)
+    return {"comparison_csv": path}

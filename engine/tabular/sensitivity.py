@@ -3,6 +3,7 @@ reduction study (retrain on the top-k inputs, against random choices of k)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.core.vocab import DISTRIBUTIONS
 from engine.stats.sobol import SobolResult, sobol_indices
+from engine.stats.sobol_auto import AUTO_BUDGET, AUTO_TOLERANCE, sobol_auto
 from engine.tabular.dataset import TabularData
-from engine.tabular.train import TrainConfig, train_tabular
+from engine.tabular.parallel import train_metrics
+from engine.tabular.train import TrainConfig
 
 
 def _category(values: np.ndarray, count: int) -> np.ndarray:
@@ -33,7 +36,7 @@ def _numeric(values: np.ndarray, quantiles: np.ndarray | None, integer: bool, lo
     return np.clip(np.floor(values + 0.5), low, high) if integer else values
 
 
-def build_problem(data: TabularData, dist: str = "uniform") -> tuple[dict, callable]:
+def build_problem(data: TabularData, dist: str = "empirical") -> tuple[dict, callable]:
     """A SALib problem over the data's features and the map from SALib samples to feature values.
 
     uniform: on the observed range; normal / truncnorm: from the training rows' mean and standard
@@ -118,18 +121,35 @@ def tabular_sobol(
     model: nn.Module,
     data: TabularData,
     *,
-    n: int = 1024,
+    n: int | str = 1024,
     second_order: bool = False,
-    dist: str = "uniform",
+    dist: str = "empirical",
     class_name: str | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    tolerance: float = AUTO_TOLERANCE,
+    budget: int = AUTO_BUDGET,
 ) -> SobolResult:
+    """Sobol indices of the network's output (a class probability, or the regression output) with
+    inputs drawn from ``dist`` built from the training rows.
+
+    ``dist`` defaults to ``empirical``: each input through its empirical quantile function, so the
+    network is evaluated on values patients actually have (a uniform box samples every combination
+    of extreme values, far from the training data). ``n='auto'`` doubles N from 256 until the widest
+    ST interval is below ``tolerance`` or the next N would pass ``budget`` evaluations.
+    """
     problem, to_features = build_problem(data, dist)
     class_index = positive_class(data, class_name)
     evaluate = model_output(model, data.task, class_index)
-    result = sobol_indices(lambda rows: evaluate(to_features(rows)), problem, n=n, second_order=second_order, seed=seed, progress=progress, cancel=cancel)
+
+    def fn(rows: np.ndarray) -> np.ndarray:
+        return evaluate(to_features(rows))
+
+    if n == "auto":
+        result = sobol_auto(fn, problem, tolerance=tolerance, budget=budget, second_order=second_order, seed=seed, progress=progress, cancel=cancel)
+    else:
+        result = sobol_indices(fn, problem, n=int(n), second_order=second_order, seed=seed, progress=progress, cancel=cancel)
     result.notes.append(f"inputs drawn from the {dist} distribution built from the training rows")
     result.output_name = f"P({data.target} = {data.classes[class_index]})" if data.task == "classification" else data.target
     result.distribution = dist
@@ -220,10 +240,12 @@ def input_reduction(
     random_baseline: bool = True,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    workers: int = 1,
 ) -> ReductionResult:
     """Retrain on the top-k inputs for k = D .. 1 (several seeds each) and, as a baseline, on random
     choices of k inputs; recommend the smallest k whose mean score is within ``tolerance`` of the
-    full model's (accuracy for classifiers, R^2 for regressors)."""
+    full model's (accuracy for classifiers, R^2 for regressors). ``workers`` > 1 runs the
+    trainings in that many spawned processes (engine.tabular.parallel); the result is the same."""
     progress, cancel = resolve(progress, cancel)
     if seeds < 1:
         raise UserError("at least one seed is needed")
@@ -235,20 +257,15 @@ def input_reduction(
     d = len(ranking)
     plans = [(k, "ranked") for k in range(d, 0, -1)] + ([(k, "random") for k in range(d - 1, 0, -1)] if random_baseline else [])
     rng = np.random.default_rng(config.seed)
-    rows, done, total = [], 0, len(plans) * seeds
-    for k, selection in plans:
-        scores = {name: [] for name in names}
-        chosen = []
-        for seed in range(seeds):
-            cancel.check()
-            features = ranking[:k] if selection == "ranked" else [ranking[i] for i in sorted(rng.choice(d, size=k, replace=False))]
-            trained = train_tabular(data.select(features), TrainConfig(**{**config.__dict__, "seed": config.seed + seed}), cancel=cancel)
-            chosen.append(features)
-            for name in names:
-                scores[name].append(trained.metrics.get(name, float("nan")))
-            done += 1
-            progress(done / total, f"k = {k} ({selection}), seed {seed + 1}/{seeds}")
-        rows.append(ReductionRow(k, selection, chosen, {n: (float(np.mean(v)), float(np.std(v))) for n, v in scores.items()}))
+    # Every training planned first (the random choices drawn in the order of a serial run), then run.
+    chosen = [[ranking[:k] if selection == "ranked" else [ranking[i] for i in sorted(rng.choice(d, size=k, replace=False))] for _ in range(seeds)] for k, selection in plans]
+    tasks = [(data.select(features), dataclasses.replace(config, seed=config.seed + seed)) for per_plan in chosen for seed, features in enumerate(per_plan)]
+    scores = train_metrics(tasks, workers, progress=lambda f, m: progress(f, f"input reduction: {m}"), cancel=cancel)
+    rows = []
+    for index, ((k, selection), features) in enumerate(zip(plans, chosen, strict=True)):
+        block = scores[index * seeds : (index + 1) * seeds]
+        values = {name: [m.get(name, float("nan")) for m in block] for name in names}
+        rows.append(ReductionRow(k, selection, features, {n: (float(np.mean(v)), float(np.std(v))) for n, v in values.items()}))
     full = next(r for r in rows if r.k == d).metrics[metric][0]
     ranked = [r for r in rows if r.selection == "ranked"]
     good = [r.k for r in ranked if r.metrics[metric][0] >= full - tolerance]

@@ -9,6 +9,9 @@ from ..widgets.map_view import METHOD_TITLES
 from ..widgets.param_form import ParamForm
 
 PREDICTED = "predicted class"
+# Where the window's starting value differs from the method's: activation maximisation starts from
+# the input, so that its map shows what had to change in this image (from noise it shows an image).
+GUI_DEFAULTS = {"actmax": {"init": "input"}}
 
 
 class AnalysisPanel(QWidget):
@@ -30,7 +33,7 @@ class AnalysisPanel(QWidget):
         self.target_box.setToolTip("The class whose evidence is explained")
         self.reset_button = QPushButton("Defaults")
         self.reset_button.setToolTip("Reset the parameters to their defaults")
-        self.reset_button.clicked.connect(self.form.reset)
+        self.reset_button.clicked.connect(lambda: self._method_changed())
         self.run_button = QPushButton("Run")
         self.run_button.setDefault(True)
         self.run_button.setObjectName("runButton")
@@ -91,6 +94,13 @@ class AnalysisPanel(QWidget):
         for index, name in enumerate(names):
             self.target_box.addItem(f"{index}: {name}", index)
 
+    def set_layers(self, names: list[str]) -> None:
+        """The loaded model's feature-map layers: the only ones the layer field offers."""
+        self.form.layer_choices = list(names)
+        if self.layer not in names:
+            self.layer = ""
+        self._method_changed()
+
     def set_layer(self, name: str) -> None:
         """The layer chosen in the model panel, used by methods that take one."""
         self.layer = name
@@ -109,7 +119,10 @@ class AnalysisPanel(QWidget):
         if spec is None:
             return
         self.summary.setText(spec.summary)
-        self.form.set_specs(spec.params(), {"layer": self.layer} if self.layer else None)
+        values = dict(GUI_DEFAULTS.get(spec.name, {}))
+        if self.layer:
+            values["layer"] = self.layer
+        self.form.set_specs(spec.params(), values or None)
 
     def target(self):
         return self.target_box.currentData()

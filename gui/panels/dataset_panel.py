@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
-from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QListView, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QListView, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from ..jobs import FILE_LANE, JobManager
 
@@ -97,7 +97,8 @@ class ThumbnailModel(QAbstractListModel):
         return None if prediction is None or not label else prediction[0] == label
 
     def set_predictions(self, predictions: list) -> None:
-        self.predictions = dict(enumerate(predictions))
+        """One (label, probability) per item; None for an item that could not be read."""
+        self.predictions = {row: p for row, p in enumerate(predictions) if p is not None}
         if self.items:
             self.dataChanged.emit(self.index(0), self.index(len(self.items) - 1), [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole])
 
@@ -146,6 +147,13 @@ class DatasetPanel(QWidget):
         self.summary.setObjectName("hint")
         self.summary.setWordWrap(True)
 
+        self.scores_label = QLabel()
+        self.scores_label.setWordWrap(True)
+        self.scores_label.hide()
+        self.confusion = QTableWidget()
+        self.confusion.setToolTip("Confusion matrix of Predict all: rows are the true classes, columns the predicted ones")
+        self.confusion.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.confusion.hide()
         self.model = ThumbnailModel(jobs, self)
         self.view = QListView()
         self.view.setViewMode(QListView.ViewMode.IconMode)
@@ -170,6 +178,8 @@ class DatasetPanel(QWidget):
         predict.addWidget(self.predict_button)
         predict.addWidget(self.outcome_box, 1)
         layout.addLayout(predict)
+        layout.addWidget(self.scores_label)
+        layout.addWidget(self.confusion)
         layout.addWidget(self.view, 1)
         self.class_box.hide()
 
@@ -200,6 +210,8 @@ class DatasetPanel(QWidget):
         self.class_box.blockSignals(False)
         self.class_box.setVisible(bool(scan.classes))
         self.model.set_items(scan.items)
+        self.scores_label.hide()
+        self.confusion.hide()
         self.outcome_box.setCurrentIndex(0)
         self.outcome_box.setEnabled(False)
 
@@ -217,12 +229,42 @@ class DatasetPanel(QWidget):
         self.predict_button.setText("Predict all")
         self.predict_button.setEnabled(True)
 
-    def set_predictions(self, predictions: list) -> None:
-        self.model.set_predictions(predictions)
+    def set_predictions(self, predictions) -> None:
+        """Predict all's answer (gui.workspace.Predictions, or a plain list): captions, accuracy and confusion matrix."""
+        results, skipped = (predictions.results, predictions.skipped) if hasattr(predictions, "results") else (list(predictions), [])
+        self.model.set_predictions(results)
+        self._show_scores(predictions if hasattr(predictions, "scores") else None, skipped)
         self.view.setGridSize(QSize(THUMB + 16, THUMB + 36))
         self.outcome_box.setEnabled(any(item.label for item in self.model.items))
         self._filter()
         self.predictions_shown.emit()
+
+    def _show_scores(self, predictions, skipped: list[str]) -> None:
+        accuracy, classes, matrix = predictions.scores([item.label for item in self.model.items]) if predictions is not None else (None, [], None)
+        lines = []
+        if accuracy is not None:
+            total = int(matrix.sum())
+            lines.append(f"<b>Accuracy {accuracy:.1%}</b> ({int(np.trace(matrix))} of {total} with a known class)")
+        if skipped:
+            lines.append(f"{len(skipped)} unreadable file(s) skipped")
+        self.scores_label.setText("<br>".join(lines))
+        self.scores_label.setToolTip("\n".join(skipped[:20]))
+        self.scores_label.setVisible(bool(lines))
+        self.confusion.setVisible(accuracy is not None)
+        if accuracy is None:
+            return
+        self.confusion.setRowCount(len(classes))
+        self.confusion.setColumnCount(len(classes))
+        self.confusion.setHorizontalHeaderLabels([f"pred. {name}" for name in classes])
+        self.confusion.setVerticalHeaderLabels([f"true {name}" for name in classes])
+        for row in range(len(classes)):
+            for column in range(len(classes)):
+                cell = QTableWidgetItem(str(int(matrix[row, column])))
+                cell.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                self.confusion.setItem(row, column, cell)
+        self.confusion.resizeColumnsToContents()
+        height = self.confusion.horizontalHeader().height() + sum(self.confusion.rowHeight(r) for r in range(len(classes))) + 4
+        self.confusion.setFixedHeight(min(height, 160))
 
     def _filter(self) -> None:
         choice = self.class_box.currentIndex()

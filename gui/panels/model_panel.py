@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from html import escape
+from pathlib import Path
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -20,7 +23,10 @@ from PySide6.QtWidgets import (
 
 from engine.core.vocab import MODEL_FILE_SUFFIXES
 
+from ..document import UNTRAINED_WORDS
+
 MODEL_FILTER = f"Models and weights ({' '.join('*' + suffix for suffix in MODEL_FILE_SUFFIXES)});;All files (*)"
+LABELS_TIP = "Class names: a text file (one a line) or JSON; applied when the model is next loaded"
 LABELS_FILTER = "Labels (*.txt *.json);;All files (*)"
 TRUST_WARNING = (
     "<b>{name}</b> is a whole pickled model, not only weights.<br><br>"
@@ -29,6 +35,9 @@ TRUST_WARNING = (
     "Load it only if you made it yourself or trust its author. Safer: save a state dict or "
     "safetensors file and open it with its architecture."
 )
+
+
+UNTRAINED_TEXT = "UNTRAINED: random weights. Its predictions and maps show an untrained network, not a real classifier."
 
 
 def format_shape(shape) -> str:
@@ -56,7 +65,7 @@ class ModelPanel(QWidget):
         self.open_button.setToolTip("A TorchScript model, or weights (.pt/.safetensors) with a metadata .json beside them")
         self.open_button.clicked.connect(self._choose_file)
         self.labels_button = QPushButton("Labels...")
-        self.labels_button.setToolTip("Class names: a text file (one a line) or JSON; applied when the model is next loaded")
+        self.labels_button.setToolTip(LABELS_TIP)
         self.labels_button.clicked.connect(self._choose_labels)
         self.device_box = QComboBox()
         self.device_box.currentIndexChanged.connect(self._device_chosen)
@@ -75,6 +84,11 @@ class ModelPanel(QWidget):
         self.source_label = QLabel("Starting the engine...")
         self.source_label.setWordWrap(True)
         self.source_label.setObjectName("hint")
+        self.untrained_label = QLabel(UNTRAINED_TEXT)
+        self.untrained_label.setObjectName("untrained")
+        self.untrained_label.setWordWrap(True)
+        self.untrained_label.setToolTip("No trained weights were found for this architecture, so it was built with random weights. Open a weights file to explain a trained model.")
+        self.untrained_label.hide()
         self.busy = QProgressBar()
         self.busy.setRange(0, 0)
         self.busy.setMaximumHeight(6)
@@ -95,6 +109,7 @@ class ModelPanel(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.busy)
         layout.addWidget(self.source_label)
+        layout.addWidget(self.untrained_label)
         layout.addWidget(self.prediction)
         layout.addWidget(self.tree, 1)
         self.set_enabled(False)
@@ -107,6 +122,24 @@ class ModelPanel(QWidget):
         self.busy.setVisible(busy)
         if text:
             self.source_label.setText(text)
+
+    def load_failed(self, spec: str, weights: str, labels: str, message: str, current: str = "") -> None:
+        """Leave "Loading..." for what happened; a labels file or a model file that failed is set aside,
+        so that it does not come back with the next load (Labels... or Load)."""
+        self.set_busy(False)
+        notes = []
+        if labels and labels == self.labels_path:
+            self.labels_path = ""
+            self.labels_button.setToolTip(LABELS_TIP)
+            notes.append(f"The labels file {Path(labels).name} was set aside; choose it again with Labels... if it was not the cause.")
+        if self.last_file and self.last_file in (spec, weights):
+            self.last_file = ""
+        name = Path(weights or spec).name
+        text = f"<b>Could not load {escape(name)}</b>: {escape(message)}"
+        if current:
+            text += f"<br>Still using <b>{escape(current)}</b>."
+        self.source_label.setText(text + "".join(f"<br><i>{escape(note)}</i>" for note in notes))
+        self.source_label.setToolTip(message)
 
     def set_engine(self, info) -> None:
         self.model_box.clear()
@@ -140,14 +173,10 @@ class ModelPanel(QWidget):
 
     @staticmethod
     def _has_sidecar(path: str) -> bool:
-        from pathlib import Path
-
         return Path(path).with_suffix(".json").is_file()
 
     def confirm_trust(self, path: str) -> bool:
         """Ask before unpickling a whole model; the default answer is No."""
-        from pathlib import Path
-
         box = QMessageBox(QMessageBox.Icon.Warning, "Load a pickled model?", TRUST_WARNING.format(name=Path(path).name), QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
         box.setDefaultButton(QMessageBox.StandardButton.No)
         box.button(QMessageBox.StandardButton.Yes).setText("Load it, I trust this file")
@@ -177,6 +206,7 @@ class ModelPanel(QWidget):
         notes = "".join(f"<br><i>{note}</i>" for note in loaded.notes)
         self.source_label.setText(f"<b>{loaded.spec}</b>: {classes}, {params:,} parameters, input {format_shape((1, *state.input_shape))}{notes}")
         self.source_label.setToolTip(loaded.source)
+        self.untrained_label.setVisible(UNTRAINED_WORDS in loaded.source)
         if loaded.spec in [self.model_box.itemText(i) for i in range(self.model_box.count())]:
             self.model_box.setCurrentText(loaded.spec)
         self.conv_layers = set(state.conv_layers)

@@ -34,12 +34,16 @@ from engine.core.progress import EpochLosses
 from engine.core.vocab import ACTIVATIONS, DISTRIBUTIONS, MISSING_POLICIES, TABULAR_TRAINING
 
 from ..jobs import DEVICE_LANE, FILE_LANE, Job, JobManager, error_text
+from ..tabular_results import TableResults, analysis_job, ensemble_metrics_html, export_results, reduction_job, restore_networks, training_job
 from ..widgets.table_model import FrameModel, StatsModel, compact, double_box, spin_box, table_view
-from ..widgets.tabular_plots import LossPlot, ReductionView, SobolView, metrics_html
+from ..widgets.tabular_plots import LossPlot, MethodsView, ReductionView, SobolView, metrics_html
 
 PIMA = "demo:pima"
 TABLE_FILTER = "CSV tables (*.csv *.tsv *.txt);;All files (*)"
 SOBOL_SIZES = [2**k for k in range(6, 17)]
+# engine.stats.screening.MEASURES, without importing the engine's numerics here (a test checks they agree).
+METHODS = ("sobol", "morris", "fast", "rbd_fast", "delta", "pawn", "dgsm")
+DEFAULT_NETWORKS = 5
 TARGET_NAMES = ("type", "target", "class", "label", "outcome", "y")
 # A fast training finishes an epoch every few milliseconds; the loss curve is redrawn at most this often.
 LOSS_REDRAW_MS = 100
@@ -86,14 +90,20 @@ class TabularPanel(QWidget):
     status = Signal(str)
     table_opened = Signal(object)  # engine.tables.Table
     trained = Signal(object)  # TrainedModel
-    sobol_done = Signal(object)  # SobolResult
+    sobol_done = Signal(object)  # SobolResult (the ensemble's mean)
+    methods_done = Signal(object)  # list of EnsembleResult, one per method run
     reduction_done = Signal(object)  # ReductionResult
 
     def __init__(self, jobs: JobManager, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.jobs = jobs
         self.table = None
-        self.model_result = None  # TrainedModel
+        self.model_result = None  # TrainedModel: the ensemble's first network (its loss curve and metrics are shown)
+        self.networks: list = []  # every TrainedModel of the ensemble
+        self.ensembles: dict = {}  # method -> EnsembleResult
+        self.prepared: dict = {}  # how the table became the networks' data (target, missing, seed)
+        self.saved_networks: dict | None = None  # a restored session's networks, rebuilt once its table is open
+        self.workers: int | None = None  # processes for the reduction's retrainings (None: the cores available)
         self.sobol = None
         self.reduction = None
         self.job: Job | None = None
@@ -101,6 +111,7 @@ class TabularPanel(QWidget):
         self.pending_results: tuple | None = None  # a restored session's (Sobol, reduction), kept when its table opens
         self.losses: list[EpochLosses] = []  # the running training's epochs, as the engine reports them
         self._training_job: Job | None = None  # only its epochs feed the loss curve (a reduction trains too)
+        self._reduction_job: Job | None = None
         self._loss_redraw = QTimer(self)
         self._loss_redraw.setSingleShot(True)
         self._loss_redraw.setInterval(LOSS_REDRAW_MS)
@@ -177,23 +188,29 @@ class TabularPanel(QWidget):
         self.dropout_spin = double_box(0.0, 0.9, defaults["dropout"], 2, 0.05, "Dropout after each hidden layer")
         self.patience_spin = spin_box(1, 5000, defaults["patience"], "Early stopping: epochs without a better validation loss before training stops")
         self.seed_spin = spin_box(0, 2**31 - 1, defaults["seed"], "Seed of the initialisation, the batches and the validation split")
+        self.networks_spin = spin_box(1, 50, DEFAULT_NETWORKS, "Networks trained with seeds s, s+1, ... on the same split; every analysis runs on each and reports their mean and spread")
         self.train_button = run_button("Train", self.train)
         rows = [("Hidden", self.hidden_edit), ("Activation", self.activation_box), ("Epochs", self.epochs_spin), ("Learning rate", self.lr_spin)]
-        rows += [("Dropout", self.dropout_spin), ("Patience", self.patience_spin), ("Seed", self.seed_spin), self.train_button]
+        rows += [("Dropout", self.dropout_spin), ("Patience", self.patience_spin), ("Seed", self.seed_spin), ("Networks", self.networks_spin), self.train_button]
         return form_box("Network", rows)
 
     def _build_sobol_box(self) -> QGroupBox:
         self.n_box = QComboBox()
         for n in SOBOL_SIZES:
             self.n_box.addItem(str(n), n)
+        self.n_box.addItem("auto", "auto")
         self.n_box.setCurrentText("1024")
-        self.n_box.setToolTip("Base sample size N (a power of two); the model is evaluated N (D + 2) times, N (2D + 2) with S2")
+        self.n_box.setToolTip("Base sample size N (a power of two); the model is evaluated N (D + 2) times, N (2D + 2) with S2. "
+                              "auto: N doubles until the widest ST interval is below 0.02 or 2,000,000 evaluations")
         self.dist_box = QComboBox()
         self.dist_box.addItems(DISTRIBUTIONS)
-        self.dist_box.setToolTip("How inputs are drawn: uniform on the observed range, normal / truncated normal from mean and std, or the data's own (empirical)")
+        self.dist_box.setToolTip("How inputs are drawn: the data's own (empirical, the default), uniform on the observed range, or normal / truncated normal")
+        self.method_box = QComboBox()
+        self.method_box.addItems([*METHODS, "all"])
+        self.method_box.setToolTip("Sobol, Morris, FAST, RBD-FAST, DGSM (sampled), delta and PAWN (on the table's rows); 'all' runs every method and compares their rankings")
         self.s2_box = QCheckBox("second order (S2)")
-        self.sobol_button = run_button("Run Sobol", self.run_sobol)
-        return form_box("Sobol sensitivity", [("N", self.n_box), ("Inputs", self.dist_box), self.s2_box, self.sobol_button])
+        self.sobol_button = run_button("Run analysis", self.run_sobol)
+        return form_box("Sensitivity", [("Method", self.method_box), ("N", self.n_box), ("Inputs", self.dist_box), self.s2_box, self.sobol_button])
 
     def _build_reduction_box(self) -> QGroupBox:
         self.seeds_spin = spin_box(1, 20, 3, "Trainings per k (their mean and spread are plotted)")
@@ -225,6 +242,7 @@ class TabularPanel(QWidget):
         training_layout.addWidget(self.loss_plot, 1)
         training_layout.addWidget(self.metrics_label)
         self.sobol_view = SobolView()
+        self.methods_view = MethodsView()
         self.reduction_view = ReductionView()
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -232,6 +250,7 @@ class TabularPanel(QWidget):
         self.tabs.addTab(training, "Training")
         self.tabs.addTab(self.sobol_view, "Sobol")
         self.tabs.addTab(self.reduction_view, "Reduction")
+        self.tabs.addTab(self.methods_view, "Methods")
         return self.tabs
 
     def _update_buttons(self) -> None:
@@ -259,7 +278,11 @@ class TabularPanel(QWidget):
     def _progress(self, job: Job, fraction: float, message: str, data: object = None) -> None:
         self.progress.setValue(int(fraction * 1000))
         self.progress.setFormat(f"{message} (%p%)" if message else "%p%")
+        if job is self._reduction_job:
+            self.reduction_view.show_running(message)
         if isinstance(data, EpochLosses) and job is self._training_job:
+            if data.epoch == 1:  # the next network of the ensemble: its own curve
+                self.losses = []
             self.losses.append(data)
             if not self._loss_redraw.isActive():
                 self._loss_redraw.start()
@@ -299,6 +322,7 @@ class TabularPanel(QWidget):
     def show_table(self, table) -> None:
         self.table = table
         self.model_result = self.sobol = self.reduction = None
+        self.networks, self.ensembles = [], {}
         names = [c.name for c in table.columns]
         target = self.pending_target if self.pending_target in names else default_target(names)
         self.pending_target = None
@@ -322,15 +346,37 @@ class TabularPanel(QWidget):
         self._update_buttons()
         self.table_opened.emit(table)
 
-    def restore_results(self, sobol, reduction) -> None:
-        """Show a session's saved Sobol and reduction results as they were (nothing is recomputed)."""
+    def restore_results(self, results, reduction) -> None:
+        """Show a session's saved results as they were (nothing is recomputed); its networks, loss
+        curve and metrics come back once the table is open, so an analysis can run again."""
         self.pending_results = None
-        self.sobol, self.reduction = sobol, reduction
-        if sobol is not None:
-            self.sobol_view.show_result(sobol)
+        if not isinstance(results, TableResults):
+            results = TableResults(sobol=results)
+        self.sobol, self.reduction = results.sobol, reduction
+        self.ensembles = dict(results.ensembles)
+        sobol_ensemble = self.ensembles.get("sobol")
+        if results.sobol is not None:
+            spread = sobol_ensemble.spread if sobol_ensemble is not None and len(sobol_ensemble.runs) > 1 else None
+            self.sobol_view.show_result(results.sobol, spread)
+        if self.ensembles:
+            self.methods_view.show_results(self.ensembles)
         if reduction is not None:
             self.reduction_view.show_result(reduction)
+        self.saved_networks = results.networks
+        if self.table is not None and results.networks:
+            self._restore_networks(results.networks)
         self._update_buttons()
+
+    def _restore_networks(self, record: dict) -> None:
+        from engine.core.errors import UserError
+
+        try:
+            networks = restore_networks(self.table, record)
+        except (UserError, ValueError, KeyError, TypeError) as exc:
+            self.status.emit(f"The session's networks were not restored: {exc}")
+            return
+        self.networks, self.prepared, self.saved_networks = networks, dict(record.get("prepared") or {}), None
+        self._trained(networks)
 
     def _target_changed(self, target: str) -> None:
         self.frame_model.set_target(target)
@@ -360,60 +406,65 @@ class TabularPanel(QWidget):
         except ValueError as exc:
             self.error.emit("Cannot train", str(exc))
             return None
-        table, target, missing = self.table, self.target(), self.missing_box.currentText()
-
-        def run(progress, cancel):
-            from engine.tabular import TrainConfig, prepare, train_tabular
-
-            config = TrainConfig(**settings)
-            data = prepare(table, target, missing=missing, seed=config.seed)
-            return train_tabular(data, config, progress=progress, cancel=cancel)
-
+        table, target, missing, count = self.table, self.target(), self.missing_box.currentText(), self.networks_spin.value()
+        run = training_job(table, target, missing, count, settings)
         self.losses = []
         self.loss_plot.reset()
         self.metrics_label.setText("Training...")
         self.tabs.setCurrentIndex(1)
         self.sobol = self.reduction = None
-        self._training_job = self._start(run, f"Training on {table.path.name}", DEVICE_LANE, self._trained)
+        self.ensembles = {}
+        self.prepared = {"target": target, "missing": missing, "seed": settings["seed"]}
+        self._training_job = self._start(run, f"Training {count} network{'s' if count > 1 else ''} on {table.path.name}", DEVICE_LANE, self._trained)
         return self._training_job
 
     def _draw_losses(self) -> None:
         validation = [epoch.validation for epoch in self.losses if epoch.validation is not None]
         self.loss_plot.set_history([epoch.loss for epoch in self.losses], validation)
 
-    def _trained(self, trained) -> None:
+    def _trained(self, networks) -> None:
         self._loss_redraw.stop()  # the history below has every epoch and the best one
-        self.model_result = trained
+        self.networks = list(networks)
+        trained = self.model_result = self.networks[0]
         history = trained.history
         self.loss_plot.set_history(history.get("train_loss", []), history.get("val_loss", []), history.get("best_epoch"))
-        self.metrics_label.setText(metrics_html(trained.metrics, trained.elapsed_s, history))
+        self.metrics_label.setText(ensemble_metrics_html(self.networks, metrics_html(trained.metrics, trained.elapsed_s, history)))
         self.trained.emit(trained)
 
     # ---------------------------------------------------------------- Sobol
     def run_sobol(self) -> Job | None:
-        trained = self.model_result
-        if trained is None:
+        """Run the chosen method ('all': every method) on every network of the ensemble."""
+        networks = self.networks or ([self.model_result] if self.model_result is not None else [])
+        if not networks:
             return None
-        n, dist, second, seed = int(self.n_box.currentData()), self.dist_box.currentText(), self.s2_box.isChecked(), self.seed_spin.value()
+        choice = self.method_box.currentText()
+        methods = list(METHODS) if choice == "all" else [choice]
+        n, dist, second, seed = self.n_box.currentData(), self.dist_box.currentText(), self.s2_box.isChecked(), self.seed_spin.value()
+        run = analysis_job(networks, methods, n, dist, second, seed)
+        self.tabs.setCurrentWidget(self.sobol_view if methods == ["sobol"] else self.methods_view)
+        what = f"Sobol N = {n}" if methods == ["sobol"] else (f"{len(methods)} methods" if len(methods) > 1 else methods[0])
+        return self._start(run, f"{what} on {len(networks)} network{'s' if len(networks) > 1 else ''}", DEVICE_LANE, self._analysis_ready)
 
-        def run(progress, cancel):
-            from engine.tabular.sensitivity import tabular_sobol
+    def _analysis_ready(self, results) -> None:
+        from engine.tabular.ensemble import mean_sobol
 
-            return tabular_sobol(trained.model, trained.data, n=n, second_order=second, dist=dist, seed=seed, progress=progress, cancel=cancel)
-
-        self.tabs.setCurrentIndex(2)
-        return self._start(run, f"Sobol N = {n}", DEVICE_LANE, self._sobol_ready)
-
-    def _sobol_ready(self, result) -> None:
-        self.sobol = result
-        self.sobol_view.show_result(result)
-        self.sobol_done.emit(result)
+        for ensemble in results:
+            self.ensembles[ensemble.method] = ensemble
+        self.methods_view.show_results(self.ensembles, results[-1].method)
+        sobol = next((e for e in results if e.method == "sobol"), None)
+        if sobol is not None:
+            self.sobol = mean_sobol(sobol)
+            self.sobol_view.show_result(self.sobol, sobol.spread if len(sobol.runs) > 1 else None)
+            self.sobol_done.emit(self.sobol)
+        self.methods_done.emit(results)
 
     # ---------------------------------------------------------------- reduction
     def run_reduction(self) -> Job | None:
         if self.sobol is None or self.model_result is None:
             return None
-        data, ranking = self.model_result.data, self.sobol.ranking("ST")
+        # The ensemble's mean ST decides the order (the one network's when there is no ensemble).
+        ensemble = self.ensembles.get("sobol")
+        data, ranking = self.model_result.data, (ensemble.ranking() if ensemble is not None else self.sobol.ranking("ST"))
         try:
             settings = self.train_settings(self.reduce_epochs_spin.value())
         except ValueError as exc:
@@ -421,14 +472,11 @@ class TabularPanel(QWidget):
             return None
         seeds, tolerance = self.seeds_spin.value(), self.tolerance_spin.value()
 
-        def run(progress, cancel):
-            from engine.tabular import TrainConfig
-            from engine.tabular.sensitivity import input_reduction
-
-            return input_reduction(data, ranking, rank_by="ST", config=TrainConfig(**settings), seeds=seeds, tolerance=tolerance, progress=progress, cancel=cancel)
-
-        self.tabs.setCurrentIndex(3)
-        return self._start(run, "Input reduction", DEVICE_LANE, self._reduction_ready)
+        run = reduction_job(data, ranking, settings, seeds, tolerance, self.workers)
+        self.tabs.setCurrentWidget(self.reduction_view)
+        self.reduction_view.show_running("starting the retrainings")
+        self._reduction_job = self._start(run, "Input reduction", DEVICE_LANE, self._reduction_ready)
+        return self._reduction_job
 
     def _reduction_ready(self, result) -> None:
         self.reduction = result
@@ -437,26 +485,14 @@ class TabularPanel(QWidget):
 
     # ---------------------------------------------------------------- export
     def export_results(self, folder: str | Path) -> Job | None:
-        """Write the Sobol and reduction CSVs and charts (and the trained model) to a folder, in a file-lane job."""
-        sobol, reduction, trained = self.sobol, self.reduction, self.model_result
-        if sobol is None and reduction is None and trained is None:
-            self.error.emit("Nothing to export", "Train a network or run a Sobol analysis first.")
+        """Write the Sobol, ensemble, comparison and reduction CSVs and charts and the trained networks to a folder, in a file-lane job."""
+        networks = list(self.networks) or ([self.model_result] if self.model_result is not None else [])
+        values = (self.sobol, self.reduction, dict(self.ensembles), networks)
+        if not any(values):
+            self.error.emit("Nothing to export", "Train a network or run an analysis first.")
             return None
 
-        def write(progress, cancel):
-            from engine.tabular.report import write_reduction_files, write_sobol_files
-
-            files = {}
-            if trained is not None:
-                weights, sidecar = trained.save(Path(folder) / "tabular_model")
-                files.update({"model_weights": str(weights), "model_json": str(sidecar)})
-            if sobol is not None:
-                files.update(write_sobol_files(sobol, folder))
-            if reduction is not None:
-                files.update({f"reduction_{k}": v for k, v in write_reduction_files(reduction, folder).items()})
-            return files
-
-        job = self.jobs.submit(write, f"Exporting tabular results to {Path(folder).name}", lane=FILE_LANE)
+        job = self.jobs.submit(lambda progress, cancel: export_results(folder, *values), f"Exporting tabular results to {Path(folder).name}", lane=FILE_LANE)
         job.signals.finished.connect(lambda files: self.status.emit(f"Wrote {len(files)} file(s) to {folder}"))
         job.signals.failed.connect(lambda exc: self.error.emit("Cannot export the results", error_text(exc)))
         return job

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget
 
@@ -22,7 +22,26 @@ def _decimals(spec) -> int:
     return digits
 
 
-class NumberBox(QDoubleSpinBox):
+class WheelOnFocus:
+    """A wheel over an editor changes its value only once it has focus (clicked or tabbed into);
+    otherwise the wheel scrolls the form, as users of long forms expect."""
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()
+
+
+class SpinBox(WheelOnFocus, QSpinBox):
+    pass
+
+
+class ChoiceBox(WheelOnFocus, QComboBox):
+    pass
+
+
+class NumberBox(WheelOnFocus, QDoubleSpinBox):
     """A spin box for floats that shows values compactly (0.02, 1e-09, 100), any magnitude."""
 
     def __init__(self) -> None:
@@ -60,6 +79,7 @@ class ParamForm(QWidget):
         self.layout_.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.specs: list = []
         self.editors: dict[str, QWidget] = {}
+        self.layer_choices: list[str] = []  # the loaded model's layers: the layer field offers only these
 
     def set_specs(self, specs: list, values: dict[str, Any] | None = None) -> None:
         while self.layout_.rowCount():
@@ -78,8 +98,26 @@ class ParamForm(QWidget):
             self.set_value(name, value)
 
     def _editor_for(self, spec) -> QWidget:
+        editor = self._strict_editor(spec)
+        for_focus = editor if editor is not None else self._plain_editor(spec)
+        if not isinstance(for_focus, (QLineEdit, QCheckBox)):
+            for_focus.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # the wheel alone does not focus it
+        return for_focus
+
+    def _strict_editor(self, spec) -> QWidget | None:
+        """The layer field as a list of the model's layers (never free text that fails at run time)."""
+        if spec.name != "layer" or spec.choices or not self.layer_choices:
+            return None
+        editor = ChoiceBox()
+        editor.addItem("(automatic)", "")
+        for name in self.layer_choices:
+            editor.addItem(name, name)
+        editor.currentIndexChanged.connect(self.changed)
+        return editor
+
+    def _plain_editor(self, spec) -> QWidget:
         if spec.choices:
-            editor = QComboBox()
+            editor = ChoiceBox()
             editor.addItems([str(c) for c in spec.choices])
             editor.setCurrentText(str(spec.default))
             editor.currentIndexChanged.connect(self.changed)
@@ -90,7 +128,7 @@ class ParamForm(QWidget):
             editor.toggled.connect(self.changed)
             return editor
         if spec.type is int:
-            editor = QSpinBox()
+            editor = SpinBox()
             editor.setRange(int(spec.low) if spec.low is not None else -INT_LIMIT, int(min(spec.high, INT_LIMIT)) if spec.high is not None else INT_LIMIT)
             editor.setValue(int(spec.default))
             editor.valueChanged.connect(self.changed)
@@ -112,7 +150,7 @@ class ParamForm(QWidget):
         if editor is None:
             return False
         if isinstance(editor, QComboBox):
-            index = editor.findText(str(value))
+            index = editor.findData(str(value)) if editor.itemData(0) == "" else editor.findText(str(value))
             if index < 0:
                 return False
             editor.setCurrentIndex(index)
@@ -128,7 +166,7 @@ class ParamForm(QWidget):
         editor = self.editors[name]
         if isinstance(editor, QComboBox):
             spec = next(s for s in self.specs if s.name == name)
-            return spec.choices[editor.currentIndex()]
+            return spec.choices[editor.currentIndex()] if spec.choices else (editor.currentData() or "")
         if isinstance(editor, QCheckBox):
             return editor.isChecked()
         if isinstance(editor, (QSpinBox, QDoubleSpinBox)):

@@ -8,11 +8,12 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor, QFont
-from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 S1_COLOUR = "#4477aa"
 ST_COLOUR = "#ee6677"
 RANDOM_COLOUR = "#999999"
+SPREAD_COLOUR = "#ee7733"
 RECOMMENDED_BACKGROUND = "#d9f0d9"
 FEATURE_COLOURS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb", "#332288", "#117733", "#882255"]
 
@@ -46,6 +47,17 @@ def styled_plot(title: str, left: str = "", bottom: str = "") -> pg.PlotWidget:
     if bottom:
         plot.setLabel("bottom", bottom)
     return plot
+
+
+def add_intervals(plot, x: np.ndarray, values: np.ndarray, bootstrap: np.ndarray | None, spread: np.ndarray | None) -> None:
+    """The ensemble's second interval beside the bootstrap one: +-1 sd across the networks, drawn
+    thick and orange just right of each bar, with legend entries for both."""
+    if spread is None:
+        return
+    plot.addItem(pg.ErrorBarItem(x=x + 0.07, y=values, top=spread, bottom=spread, beam=0.0, pen=pg.mkPen(SPREAD_COLOUR, width=3)))
+    plot.plot([], [], pen=pg.mkPen(SPREAD_COLOUR, width=3), name="spread across networks (+-1 sd)")
+    if bootstrap is not None:
+        plot.plot([], [], pen=pg.mkPen("#333333", width=1), name="bootstrap interval")
 
 
 class LossPlot(pg.PlotWidget):
@@ -90,8 +102,12 @@ class SobolView(QWidget):
         legend(self.bars)
         self.s2_plot = styled_plot("Second-order indices S2")
         self.s2_plot.showGrid(x=False, y=False)
-        self.s2_plot.setAspectLocked(True)
-        self.s2_plot.invertY(True)
+        self.s2_plot.invertY(True)  # no locked aspect: the cells fill the plot instead of leaving margins
+        self.s2_plot.scene().sigMouseMoved.connect(self._s2_hover)
+        self.s2_matrix: np.ndarray | None = None
+        self.s2_conf: np.ndarray | None = None
+        self.s2_value = QLabel("Point at a cell for its S2 value.")
+        self.s2_value.setObjectName("hint")
         small_ticks(self.s2_plot)
         self.s2_image = pg.ImageItem()
         self.s2_plot.addItem(self.s2_image)
@@ -102,7 +118,10 @@ class SobolView(QWidget):
         self.s2_note.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.convergence = styled_plot("Convergence of ST", "ST", "base sample size N")
         self.convergence.showGrid(x=True, y=True, alpha=0.25)
-        legend(self.convergence)
+        # The legend sits under the plot, never over its points.
+        self.convergence_legend = QLabel()
+        self.convergence_legend.setWordWrap(True)
+        self.convergence_legend.setTextFormat(Qt.TextFormat.RichText)
         self.summary = QLabel()
         self.summary.setObjectName("hint")
         self.summary.setWordWrap(True)
@@ -111,10 +130,16 @@ class SobolView(QWidget):
         s2_layout = QVBoxLayout(s2_host)
         s2_layout.setContentsMargins(0, 0, 0, 0)
         s2_layout.addWidget(self.s2_plot, 1)
+        s2_layout.addWidget(self.s2_value)
         s2_layout.addWidget(self.s2_note, 1)
+        convergence_host = QWidget()
+        convergence_layout = QVBoxLayout(convergence_host)
+        convergence_layout.setContentsMargins(0, 0, 0, 0)
+        convergence_layout.addWidget(self.convergence, 1)
+        convergence_layout.addWidget(self.convergence_legend)
         lower = QSplitter(Qt.Orientation.Horizontal)
         lower.addWidget(s2_host)
-        lower.addWidget(self.convergence)
+        lower.addWidget(convergence_host)
         lower.setSizes([480, 420])
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.bars)
@@ -131,7 +156,8 @@ class SobolView(QWidget):
         ticks = self.bars.getAxis("bottom")._tickLevels
         return [name for _, name in ticks[0]] if ticks else []
 
-    def show_result(self, result) -> None:
+    def show_result(self, result, spread=None) -> None:
+        """``result``: a SobolResult (an ensemble's mean); ``spread``: the ST spread across its networks."""
         self.names = list(result.names)
         self.order = [int(i) for i in np.argsort(-np.asarray(result.ST), kind="stable")]
         x = np.arange(len(self.order), dtype=float)
@@ -144,10 +170,13 @@ class SobolView(QWidget):
         self.bars.addItem(pg.BarGraphItem(x=x + 0.18, height=st, width=0.34, brush=ST_COLOUR, pen=pg.mkPen(None), name="ST (total)"))
         for offset, values, conf in ((-0.18, s1, s1c), (0.18, st, stc)):
             self.bars.addItem(pg.ErrorBarItem(x=x + offset, y=values, top=conf, bottom=conf, beam=0.12, pen=pg.mkPen("#333333", width=1)))
+        self.spread = None if spread is None else np.nan_to_num(np.asarray(spread, dtype=float)[self.order])
+        add_intervals(self.bars, x + 0.18, st, stc, self.spread)
         self.bars.getAxis("bottom").setTicks([[(float(i), self.names[j]) for i, j in enumerate(self.order)]])
         self.bars.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("#666666", width=1)))
         output = getattr(result, "output_name", "the output")
-        self.bars.setTitle(f"Sobol indices of {output}: N = {result.n}, {result.n_evaluations} evaluations, {int(result.conf_level * 100)}% intervals", size="10pt")
+        networks = "" if spread is None else " (ensemble mean)"
+        self.bars.setTitle(f"Sobol indices of {output}{networks}: N = {result.n}, {result.n_evaluations} evaluations, {int(result.conf_level * 100)}% intervals", size="10pt")
         self.bars.autoRange()
         self.show_s2(result.S2)
         self.show_convergence(result.convergence)
@@ -157,12 +186,15 @@ class SobolView(QWidget):
         has = s2 is not None
         self.s2_plot.setVisible(has)
         self.s2_note.setVisible(not has)
+        self.s2_value.setVisible(has)
         if not has:
             self.s2_image.clear()
+            self.s2_matrix = None
             return
         matrix = np.asarray(s2, dtype=float)[np.ix_(self.order, self.order)]
         full = np.where(np.isfinite(matrix), matrix, 0.0)
         full = np.triu(full, 1) + np.triu(full, 1).T  # SALib fills the upper triangle only
+        self.s2_matrix = full
         self.s2_image.setImage(full.astype(np.float32))
         n = len(self.order)
         self.s2_image.setRect(-0.5, -0.5, n, n)
@@ -171,20 +203,142 @@ class SobolView(QWidget):
         ticks = [[(float(i), self.names[j]) for i, j in enumerate(self.order)]]
         self.s2_plot.getAxis("bottom").setTicks(ticks)
         self.s2_plot.getAxis("left").setTicks(ticks)
-        self.s2_plot.autoRange(padding=0)
+        # Room for the longest name at 8 pt, so no label is clipped.
+        self.s2_plot.getAxis("left").setWidth(int(12 + 7 * max(len(name) for name in self.names)))
+        self.s2_plot.getAxis("bottom").setHeight(28)
+        self.s2_plot.setRange(xRange=(-0.5, n - 0.5), yRange=(-0.5, n - 0.5), padding=0)
+
+    def s2_text(self, row: int, column: int) -> str:
+        """What pointing at heat-map cell (row, column) shows: the pair and its S2."""
+        if self.s2_matrix is None or not (0 <= row < len(self.order) and 0 <= column < len(self.order)):
+            return ""
+        a, b = self.names[self.order[row]], self.names[self.order[column]]
+        if row == column:
+            return f"{a}: the diagonal has no S2"
+        return f"S2({a}, {b}) = {self.s2_matrix[row, column]:.4f}"
+
+    def _s2_hover(self, position) -> None:
+        if self.s2_matrix is None:
+            return
+        point = self.s2_plot.getPlotItem().vb.mapSceneToView(position)
+        text = self.s2_text(int(round(point.y())), int(round(point.x())))
+        self.s2_value.setText(text or "Point at a cell for its S2 value.")
+        self.s2_plot.setToolTip(text)
 
     def show_convergence(self, steps: list[dict]) -> None:
         plot = self.convergence
         plot.clear()
         if not steps:
+            self.convergence_legend.setText("")
             return
         sizes = np.array([math.log2(step["n"]) for step in steps])
         values = np.array([step["ST"] for step in steps], dtype=float)
+        keys = []
         for rank, index in enumerate(self.order):
             colour = FEATURE_COLOURS[rank % len(FEATURE_COLOURS)]
-            plot.plot(sizes, values[:, index], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6, symbolBrush=colour, name=self.names[index])
+            plot.plot(sizes, values[:, index], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6, symbolBrush=colour)
+            keys.append(f"<span style='color:{colour}'>&#9632;</span>&nbsp;{self.names[index]}")
+        self.convergence_legend.setText(" &nbsp; ".join(keys))
         plot.getAxis("bottom").setTicks([[(float(s), str(int(2**s))) for s in sizes]])
         plot.autoRange()
+
+
+class MethodsView(QWidget):
+    """Ensemble results of any method: the chosen method's bars (mean, bootstrap interval and spread
+    across networks) and the table of every method's ranking side by side."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.ensembles: dict = {}
+        self.method_box = QComboBox()
+        self.method_box.setToolTip("The method whose ensemble means are drawn")
+        self.method_box.currentTextChanged.connect(self._draw)
+        self.bars = styled_plot("Run a method to see its ensemble means", "index")
+        legend(self.bars)
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.summary = QLabel("Each method runs on every network of the ensemble; the table compares their rankings (1 = most influential).")
+        self.summary.setObjectName("hint")
+        self.summary.setWordWrap(True)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Show"))
+        top.addWidget(self.method_box)
+        top.addWidget(self.summary, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.bars)
+        split.addWidget(self.table)
+        split.setSizes([360, 260])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(split, 1)
+
+    def show_results(self, ensembles: dict, current: str | None = None) -> None:
+        """``ensembles``: method name -> EnsembleResult; ``current``: the one drawn."""
+        self.ensembles = dict(ensembles)
+        self.method_box.blockSignals(True)
+        self.method_box.clear()
+        self.method_box.addItems(list(self.ensembles))
+        self.method_box.setCurrentText(current or next(iter(self.ensembles), ""))
+        self.method_box.blockSignals(False)
+        self._draw(self.method_box.currentText())
+        self._fill_table()
+
+    def _draw(self, method: str) -> None:
+        ensemble = self.ensembles.get(method)
+        self.bars.clear()
+        if ensemble is None:
+            return
+        from engine.stats.screening import METHOD_TITLES
+
+        order = np.argsort(-np.nan_to_num(ensemble.mean, nan=-np.inf), kind="stable")
+        x = np.arange(len(order), dtype=float)
+        mean = np.nan_to_num(ensemble.mean[order])
+        conf = ensemble.conf[order]
+        has_conf = bool(np.isfinite(conf).any())
+        self.bars.addItem(pg.BarGraphItem(x=x, height=mean, width=0.6, brush=ST_COLOUR, pen=pg.mkPen(None), name=f"{ensemble.measure} (mean of {len(ensemble.runs)})"))
+        if has_conf:
+            c = np.nan_to_num(conf)
+            self.bars.addItem(pg.ErrorBarItem(x=x, y=mean, top=c, bottom=c, beam=0.12, pen=pg.mkPen("#333333", width=1)))
+        add_intervals(self.bars, x, mean, conf if has_conf else None, np.nan_to_num(ensemble.spread[order]))
+        self.bars.getAxis("bottom").setTicks([[(float(i), ensemble.names[j]) for i, j in enumerate(order)]])
+        self.bars.setTitle(f"{METHOD_TITLES[method]}: {ensemble.measure}, {len(ensemble.runs)} networks, Kendall's W {ensemble.kendall_w:.2f}", size="10pt")
+        self.bars.autoRange()
+
+    def _fill_table(self) -> None:
+        from engine.tabular.ensemble import MethodComparison
+
+        table = self.table
+        table.clear()
+        if not self.ensembles:
+            table.setRowCount(0)
+            return
+        comparison = MethodComparison.from_ensembles(list(self.ensembles.values()))
+        ranks = comparison.rank_table()
+        methods = comparison.methods
+        order = sorted(range(len(comparison.names)), key=lambda i: sum(ranks[m][i] for m in methods))
+        table.setColumnCount(len(methods))
+        table.setRowCount(len(order) + 1)
+        table.setHorizontalHeaderLabels(methods)
+        table.setVerticalHeaderLabels([comparison.names[i] for i in order] + ["networks W"])
+        for column, method in enumerate(methods):
+            ensemble = self.ensembles[method]
+            for row, i in enumerate(order):
+                item = QTableWidgetItem(f"{ranks[method][i]:g}")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                item.setToolTip(f"{ensemble.measure} {ensemble.mean[i]:.4f} +- {ensemble.spread[i]:.4f} across {len(ensemble.runs)} networks")
+                table.setItem(row, column, item)
+            w = QTableWidgetItem(f"{comparison.network_w[method]:.2f}")
+            w.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+            table.setItem(len(order), column, w)
+        table.resizeColumnsToContents()
+        if len(methods) > 1:
+            self.summary.setText(f"Rank of each input by method (1 = most influential). Kendall's W across the {len(methods)} methods: {comparison.kendall_w:.2f}")
+
+    def rank_texts(self) -> dict[str, list[str]]:
+        """Input name -> the ranks shown in its row, method by method."""
+        return {self.table.verticalHeaderItem(r).text(): [self.table.item(r, c).text() for c in range(self.table.columnCount())] for r in range(self.table.rowCount())}
 
 
 class ReductionView(QWidget):
@@ -210,6 +364,10 @@ class ReductionView(QWidget):
         row.addWidget(self.summary, 1)
         layout.addLayout(row)
         layout.addWidget(split, 1)
+
+    def show_running(self, message: str) -> None:
+        """While a reduction runs: say so (never 'run a Sobol analysis first')."""
+        self.summary.setText(f"<b>Input reduction running</b>: {message}")
 
     def show_result(self, result) -> None:
         plot = self.plot

@@ -10,9 +10,11 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from cli import tabular
 from cli.main import build_parser
 from cli.main import main as cli
 from cli.tabular import _config
@@ -56,7 +58,7 @@ def _check_sobol_report(report: dict, n: int) -> None:
     assert set(report["timings_s"]) == {"sampling", "evaluation", "analysis", "total", "convergence"}
     assert report["timings_s"]["convergence"] >= 0
     assert report["timings_s"]["total"] > 0
-    assert report["output"] == "P(type = Yes)" and report["distribution"] == "uniform"
+    assert report["output"] == "P(type = Yes)" and report["distribution"] == "empirical"
     assert report["metrics"]["n_test"] == 332 and report["metrics"]["accuracy"] >= 0.72
 
 
@@ -93,7 +95,7 @@ def test_sobol_with_a_saved_model_and_with_train_agree(capsys, trained):
     assert saved["S2"] is None and saved["n_evaluations"] == 512 * (7 + 2)
     # The saved model scores the same test rows as when it was trained.
     assert saved["metrics"]["accuracy"] == json.loads(trained[1])["metrics"]["accuracy"]
-    code, out, err = run_cli(capsys, "sobol", *PIMA, "--train", *TRAIN, "--n", "512", "--json")
+    code, out, err = run_cli(capsys, "sobol", *PIMA, "--train", *TRAIN, "--networks", "1", "--n", "512", "--json")
     assert code == 0, err
     fresh = json.loads(out)
     _check_sobol_report(fresh, 512)
@@ -128,16 +130,17 @@ def test_sobol_second_order_and_files(capsys, trained, tmp_path):
 
 
 def test_sobol_text_output(capsys, trained):
-    code, out, err = run_cli(capsys, "sobol", *PIMA, "--model", trained[3], "--n", "256", "--dist", "empirical")
+    code, out, err = run_cli(capsys, "sobol", *PIMA, "--model", trained[3], "--n", "256", "--dist", "uniform")
     assert code == 0, err
-    assert "Sobol indices of P(type = Yes), N = 256" in out and "empirical inputs" in out
+    assert "Sobol indices of P(type = Yes), N = 256" in out and "uniform inputs" in out
     assert sum(line.split()[0] in FEATURES for line in out.splitlines() if line.split()) == 7
 
 
 def test_reduce_json_and_files(capsys, tmp_path):
-    code, out, err = run_cli(capsys, "reduce", *PIMA, "--seeds", "1", "--n", "256", "--epochs", "60", "--out", tmp_path / "reduce", "--json")
+    code, out, err = run_cli(capsys, "reduce", *PIMA, "--seeds", "1", "--n", "256", "--epochs", "60", "--networks", "2", "--workers", "1", "--out", tmp_path / "reduce", "--json")
     assert code == 0, err
     report = json.loads(out)
+    assert report["sobol"]["networks"] == 2 and report["workers"] == 1 and 0 <= report["sobol"]["kendall_w"] <= 1
     assert report["metric"] == "accuracy" and report["rank_by"] == "ST"
     ranking = report["ranking"]
     assert sorted(ranking) == sorted(FEATURES)
@@ -152,6 +155,62 @@ def test_reduce_json_and_files(capsys, tmp_path):
     assert recommended["accuracy_mean"] >= report["full_score"] - report["tolerance"]
     assert all(r["accuracy_mean"] < report["full_score"] - report["tolerance"] for r in rows if r["selection"] == "ranked" and r["k"] < report["recommended_k"])
     assert (tmp_path / "reduce" / "reduction.csv").is_file() and (tmp_path / "reduce" / "reduction.png").is_file()
+
+
+def test_sobol_ensemble_reports_mean_spread_bootstrap_ranks_and_w(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "sobol", *PIMA, "--train", "--epochs", "30", "--networks", "3", "--n", "128", "--out", tmp_path / "o", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    ensemble = report["ensemble"]
+    assert ensemble["networks"] == 3 and ensemble["seeds"] == [0, 1, 2] and 0 <= ensemble["kendall_w"] <= 1
+    runs = np.array([r["values"]["ST"] for r in ensemble["runs"]])
+    st = {row["name"]: row["ST"] for row in report["features"]}
+    for row in ensemble["summary"]:
+        i = FEATURES.index(row["name"])
+        assert row["mean"] == pytest.approx(runs[:, i].mean()) and st[row["name"]] == pytest.approx(row["mean"])
+        assert row["spread"] == pytest.approx(runs[:, i].std(ddof=1)) and row["conf"] > 0 and len(row["ranks"]) == 3
+    assert report["metrics"]["accuracy"] == pytest.approx(np.mean([m["accuracy"] for m in report["metrics"]["per_network"]]))
+    assert (tmp_path / "o" / "sobol_ensemble.csv").is_file()
+    code, out, err = run_cli(capsys, "sobol", *PIMA, "--train", "--epochs", "30", "--networks", "2", "--n", "128")
+    assert code == 0, err
+    assert "spread   +-boot  ranks per network" in out and "Kendall's W (agreement of the 2 networks' rankings)" in out
+
+
+def test_sensitivity_methods_and_the_comparison_table(capsys, trained, tmp_path):
+    code, out, err = run_cli(capsys, "sensitivity", *PIMA, "--model", trained[3], "--method", "sobol,morris,delta,pawn,dgsm", "--n", "128", "--out", tmp_path / "s", "--json")
+    assert code == 0, err
+    report = json.loads(out)  # SALib's notices never reach stdout
+    assert list(report["methods"]) == ["sobol", "morris", "delta", "pawn", "dgsm"]
+    assert report["methods"]["delta"]["runs"][0]["n_evaluations"] == 532  # the observed rows
+    comparison = report["comparison"]
+    assert comparison["methods"] == list(report["methods"]) and 0 <= comparison["kendall_w"] <= 1
+    for method, ranks in comparison["ranks"].items():
+        assert sorted(ranks) == list(range(1, 8)), method
+        assert FEATURES[ranks.index(1)] == report["methods"][method]["ranking"][0]
+    assert (tmp_path / "s" / "method_comparison.csv").is_file() and (tmp_path / "s" / "morris_ensemble.csv").is_file()
+    code, out, err = run_cli(capsys, "sensitivity", *PIMA, "--model", trained[3], "--method", "morris,fast", "--n", "128")
+    assert code == 0, err
+    assert "rank of each input by method" in out and "Kendall's W across the 2 methods" in out
+    code, out, err = run_cli(capsys, "sensitivity", *PIMA, "--model", trained[3], "--method", "sobol,magic")
+    assert code == 2 and "unknown method(s)" in err and "magic" in err and err.count("\n") == 1
+
+
+def test_n_auto_stops_within_its_budget(capsys, trained):
+    code, out, err = run_cli(capsys, "sobol", *PIMA, "--model", trained[3], "--n", "auto", "--n-tolerance", "0.001", "--n-budget", "10000", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["n_evaluations"] <= 10000 and report["n"] == 1024  # 1024 * 9 fits, 2048 * 9 would not
+    assert "would pass the budget of 10,000 evaluations" in err
+
+
+def test_methods_and_defaults_agree_with_the_engine():
+    from engine.stats.screening import MEASURES
+    from engine.stats.sobol_auto import AUTO_BUDGET, AUTO_TOLERANCE
+    from engine.tabular.ensemble import DEFAULT_NETWORKS
+    from gui.panels.tabular_panel import METHODS
+
+    assert tabular.METHOD_NAMES == tuple(MEASURES) == METHODS
+    assert (tabular.DEFAULT_NETWORKS, tabular.AUTO_TOLERANCE, tabular.AUTO_BUDGET) == (DEFAULT_NETWORKS, AUTO_TOLERANCE, AUTO_BUDGET)
 
 
 def test_defaults_and_choices_are_the_shared_vocabulary():

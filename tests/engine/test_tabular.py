@@ -369,7 +369,7 @@ def test_sobol_known_answer_only_x1_matters(step_sobol):
     assert st["x1"] > 0.8
     assert all(st[name] < 0.1 for name in ("x2", "x3", "x4"))
     assert result.ranking("ST")[0] == "x1"
-    assert result.output_name == "P(y = pos)" and result.distribution == "uniform"
+    assert result.output_name == "P(y = pos)" and result.distribution == "empirical"
     assert result.n == 512 and result.n_evaluations == 512 * (4 + 2)
 
 

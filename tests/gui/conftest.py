@@ -24,6 +24,7 @@ def make_window(qtbot, monkeypatch, tmp_path):
         settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
         window = MainWindow(demo=demo, demo_analyses=demo_analyses, settings=settings)
         window.messages = messages
+        window.confirm_close = lambda: True  # closing at teardown never waits on "Save the session?"
         windows.append(window)
         qtbot.addWidget(window)
         window.show()

@@ -51,7 +51,7 @@ def test_the_demo_opens_with_two_maps_side_by_side(make_window, qtbot):
     assert window.workspace.current.item.label in ("benign", "malignant")
     assert window.model_panel.prediction.topLevelItemCount() == 3
     assert window.dataset_panel.model.rowCount() == 60
-    assert window.windowTitle() == f"Sensiscope {engine.app_version()}"
+    assert window.windowTitle() == f"Sensiscope {engine.app_version()}[*]" and not window.isWindowModified()  # [*]: Qt's modified mark
     assert not window.errors
     # Display settings: a shared, symmetric scale and another colour map apply to every map.
     window.grid.scale_box.setCurrentIndex(1)
@@ -179,7 +179,7 @@ def test_a_failure_asks_for_trust_by_its_type_never_by_its_words(make_window, qt
         pass  # the trusted second attempt, submitted when the first one failed
     # The engine's refusal text alone asks nothing; an UntrustedFile asks once and loads again with trust.
     assert asked == ["pickled.pt"] and requests == [("plain.pt", False), ("pickled.pt", False), ("pickled.pt", True)]
-    assert window.model_panel.source_label.text() == "pickled.pt: trusted, and still broken"
+    assert window.model_panel.source_label.text() == "<b>Could not load pickled.pt</b>: pickled.pt: trusted, and still broken"
 
 
 def test_the_main_thread_never_imports_torch():

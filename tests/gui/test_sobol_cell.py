@@ -39,3 +39,25 @@ def test_the_cell_draws_the_convergence_of_the_largest_regions(qtbot):
     result.extras = {"objective": [3.0, 2.0, 1.5], "steps": [0, 1, 2]}
     cell.set_result(result, None, None)
     assert len(cell.curve_plot.listDataItems()) == 1 and "objective" in cell.toolTip()
+
+
+def test_the_sobol_cell_outlines_its_regions_with_a_toggle(qtbot):
+    from gui.widgets.map_grid import MapGrid
+
+    configure_pyqtgraph()
+    result = engine.explain(region_model(size=32, region=(8, 24, 8, 24)), torch.rand(3, 32, 32), "sobol", params={"grid": 4, "n": 8})
+    grid = MapGrid()
+    qtbot.addWidget(grid)
+    cell = grid.add_cell(AnalysisRequest("sobol", {"grid": 4, "n": 8}, None, "predicted", "a.png"))
+    cell.set_result(result, np.zeros((32, 32, 3), np.float32), None)
+    grid.refresh_display()
+    edges = cell.regions_item.image[..., 3] > 0
+    # A 4 x 4 grid of 8-pixel regions: borders on rows and columns 8, 16 and 24, nowhere else.
+    assert np.unique(result.extras["labels"]).size == 16
+    expected = np.zeros((32, 32), bool)
+    expected[[8, 16, 24], :] = True
+    expected[:, [8, 16, 24]] = True
+    assert np.array_equal(edges, expected)
+    assert cell.regions_item.isVisible()
+    grid.regions_box.setChecked(False)
+    assert not cell.regions_item.isVisible()

@@ -1,4 +1,6 @@
-"""The Table tab: the Pima demo from opening to training, Sobol indices, input reduction, export and cancel."""
+"""The Table tab: the Pima demo from opening to training an ensemble, Sobol indices with both
+intervals, the other methods and their ranking table, input reduction, export, sessions that bring
+the networks back, and cancel."""
 
 from __future__ import annotations
 
@@ -6,10 +8,13 @@ import csv
 import threading
 
 import numpy as np
+import pyqtgraph as pg
+import torch
 from PySide6.QtCore import Qt
 
 from engine.core.progress import EpochLosses
 from engine.core.vocab import ACTIVATIONS, MISSING_POLICIES, TABULAR_TRAINING
+from gui.widgets.tabular_plots import SPREAD_COLOUR
 
 PIMA_FEATURES = {"npreg", "glu", "bp", "skin", "bmi", "ped", "age"}
 JOB_TIMEOUT_MS = 60000
@@ -22,8 +27,9 @@ def open_pima(qtbot, window):
     return panel
 
 
-def train(qtbot, panel, epochs: int):
+def train(qtbot, panel, epochs: int, networks: int = 1):
     panel.epochs_spin.setValue(epochs)
+    panel.networks_spin.setValue(networks)
     with qtbot.waitSignal(panel.trained, timeout=JOB_TIMEOUT_MS) as blocker:
         qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
     return blocker.args[0]
@@ -38,13 +44,15 @@ def test_pima_train_sobol_reduction_and_export(make_window, qtbot, tmp_path):
     assert panel.stats_model.cell(7, 1) == "categorical" and "No, Yes" in panel.stats_model.cell(7, 7)
     assert panel.frame_model.headerData(7, Qt.Orientation.Horizontal) == "type (target)"
 
-    trained = train(qtbot, panel, epochs=40)
+    panel.workers = 1  # the reduction's retrainings in this process (spawning workers is tested in the engine)
+    trained = train(qtbot, panel, epochs=40, networks=2)
     text = panel.metrics_label.text()
-    for name in ("Accuracy", "Balanced accuracy", "ROC AUC", "Confusion matrix"):
+    for name in ("Accuracy", "Balanced accuracy", "ROC AUC", "Confusion matrix", "Network 1 of 2"):
         assert name in text
-    assert trained.metrics["accuracy"] > 0.6
+    assert trained.metrics["accuracy"] > 0.6 and [t.config.seed for t in panel.networks] == [0, 1]
     assert len(panel.loss_plot.train_curve.getData()[0]) == trained.history["epochs_run"]
-    assert len(panel.losses) == trained.history["epochs_run"]  # every epoch's loss was seen live
+    # Every epoch's loss was seen live; each network of the ensemble starts its own curve.
+    assert len(panel.losses) == panel.networks[-1].history["epochs_run"]
 
     panel.n_box.setCurrentText("256")
     with qtbot.waitSignal(panel.sobol_done, timeout=JOB_TIMEOUT_MS) as blocker:
@@ -55,11 +63,22 @@ def test_pima_train_sobol_reduction_and_export(make_window, qtbot, tmp_path):
     assert set(names) == PIMA_FEATURES and names == result.ranking("ST")
     assert len([item for item in panel.sobol_view.bars.items() if type(item).__name__ == "BarGraphItem"]) == 2
     assert not panel.sobol_view.s2_plot.isVisibleTo(panel.sobol_view)
+    # The ensemble's mean, with the bootstrap interval and the spread across the two networks.
+    ensemble = panel.ensembles["sobol"]
+    assert len(ensemble.runs) == 2 and result.distribution == "empirical"
+    np.testing.assert_allclose(result.ST, ensemble.mean)
+    errors = [item for item in panel.sobol_view.bars.items() if type(item).__name__ == "ErrorBarItem"]
+    assert len(errors) == 3  # S1 and ST bootstrap, ST spread
+    spread = [item for item in errors if pg.mkPen(item.opts["pen"]).color().name() == SPREAD_COLOUR]
+    assert len(spread) == 1
+    np.testing.assert_allclose(spread[0].opts["top"], ensemble.spread[panel.sobol_view.order])
+    assert "spread across networks" in " ".join(label.text for _, label in panel.sobol_view.bars.getPlotItem().legend.items)
 
     panel.seeds_spin.setValue(1)
     panel.reduce_epochs_spin.setValue(15)
     with qtbot.waitSignal(panel.reduction_done, timeout=JOB_TIMEOUT_MS) as blocker:
         qtbot.mouseClick(panel.reduce_button, Qt.MouseButton.LeftButton)
+        assert "Input reduction running" in panel.reduction_view.summary.text()  # never "run a Sobol analysis first"
     reduction = blocker.args[0]
     view = panel.reduction_view
     assert list(view.curves["ranked"][0]) == list(range(1, 8)) and list(view.curves["random"][0]) == list(range(1, 7))
@@ -89,12 +108,55 @@ def test_pima_train_sobol_reduction_and_export(make_window, qtbot, tmp_path):
     restored = fresh.tabular_panel
     with qtbot.waitSignals([fresh.session_restored, restored.table_opened], timeout=JOB_TIMEOUT_MS):
         fresh.session.open(tmp_path / "tables.sensiscope.zip")
-    assert restored.target() == "type" and restored.model_result is None and restored.job is None
+    assert restored.target() == "type" and restored.job is None
     assert restored.sobol_view.tick_names() == names and bar_heights(restored.sobol_view) == bar_heights(panel.sobol_view)
+    # The networks, their loss curve and metrics come back, so an analysis runs again at once.
+    assert [t.config.seed for t in restored.networks] == [0, 1] and restored.sobol_button.isEnabled()
+    assert restored.metrics_label.text() == panel.metrics_label.text()
+    assert list(restored.loss_plot.train_curve.yData) == list(panel.loss_plot.train_curve.yData)
+    x = torch.as_tensor(restored.model_result.data.x[:10])
+    torch.testing.assert_close(restored.networks[1].model(x), panel.networks[1].model(x))
+    np.testing.assert_allclose(restored.ensembles["sobol"].spread, ensemble.spread)
     assert restored.sobol.n == 256 and restored.reduction.to_dict() == reduction.to_dict()
     assert restored.reduction_view.table.rowCount() == 13 and restored.reduction_view.table.recommended_row == marked
     assert list(restored.reduction_view.curves["ranked"][1]) == list(view.curves["ranked"][1])
     assert not fresh.errors
+    restored.n_box.setCurrentText("64")
+    with qtbot.waitSignal(restored.sobol_done, timeout=JOB_TIMEOUT_MS):
+        qtbot.mouseClick(restored.sobol_button, Qt.MouseButton.LeftButton)
+    assert restored.sobol.n == 64 and not fresh.errors
+
+
+def test_every_method_and_the_ranking_table(make_window, qtbot):
+    window = make_window()
+    panel = open_pima(qtbot, window)
+    train(qtbot, panel, epochs=20, networks=2)
+    panel.method_box.setCurrentText("all")
+    panel.n_box.setCurrentText("64")
+    panel.s2_box.setChecked(True)
+    with qtbot.waitSignal(panel.methods_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(panel.sobol_button, Qt.MouseButton.LeftButton)
+    results = blocker.args[0]
+    view = panel.methods_view
+    assert [e.method for e in results] == ["sobol", "morris", "fast", "rbd_fast", "delta", "pawn", "dgsm"]
+    assert panel.tabs.currentWidget() is view and view.table.columnCount() == 7
+    table = view.rank_texts()
+    assert set(table) == PIMA_FEATURES | {"networks W"}
+    for column, ensemble in enumerate(results):  # each column is that method's ranking by its ensemble mean
+        ranks = {name: float(table[name][column]) for name in PIMA_FEATURES}
+        assert sorted(ranks, key=ranks.get)[0] == ensemble.ranking()[0]
+        assert table["networks W"][column] == f"{ensemble.kendall_w:.2f}"
+    assert "across the 7 methods" in view.summary.text()
+    view.method_box.setCurrentText("delta")
+    assert "delta" in view.bars.getPlotItem().titleLabel.text
+    # The S2 heat map fills its plot, names every cell on hover and keeps the legend off the convergence points.
+    sobol_view = panel.sobol_view
+    first, second = sobol_view.names[sobol_view.order[0]], sobol_view.names[sobol_view.order[1]]
+    assert sobol_view.s2_text(0, 1) == f"S2({first}, {second}) = {sobol_view.s2_matrix[0, 1]:.4f}"
+    assert sobol_view.s2_text(0, 0).endswith("has no S2") and sobol_view.s2_text(9, 0) == ""
+    assert not sobol_view.s2_plot.getPlotItem().vb.state["aspectLocked"]
+    assert sobol_view.convergence.getPlotItem().legend is None and first in sobol_view.convergence_legend.text()
+    assert not window.errors
 
 
 def bar_heights(sobol_view) -> list[list[float]]:

@@ -1,0 +1,149 @@
+"""The driver of a data-set run: find the pairs still to do, hand them to a backend, and write
+each image's results to the store as they come back.
+
+Backends: ``local`` (one worker in this process) and ``ray`` (:mod:`engine.runs.ray_backend`:
+actors on a local Ray or a cluster). Both yield lists of :class:`PairResult`; only the driver
+writes the store, so the store never sees two writers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.core.errors import UserError
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.runs.store import MAP_DTYPES, Store
+from engine.runs.worker import Job, PairResult, Task, Worker
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RunCount:
+    """Progress payload of a run: pairs finished (this run and before) out of all."""
+
+    done: int
+    total: int
+    computed: int
+
+
+@dataclass
+class RunSummary:
+    store: str
+    total: int  # (image, method) pairs of the run
+    skipped: int  # already in the store when this run began (resume)
+    computed: int  # computed and written by this run
+    complete: bool
+    backend: str
+    elapsed_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    workers: int = 2
+    address: str | None = None
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+
+def image_name(item: Any) -> str:
+    return Path(item.relative).as_posix()
+
+
+def run_settings(job: Job, data: str, items: list, map_dtype: str) -> dict:
+    """The manifest settings of a run (what a resume must match)."""
+    if map_dtype not in MAP_DTYPES:
+        raise UserError(f"unknown map type '{map_dtype}'; choose one of {', '.join(MAP_DTYPES)}")
+    return job.settings() | {"data": str(data), "images": [image_name(item) for item in items], "map_dtype": map_dtype}
+
+
+def pending_tasks(items: list, methods: list[str], done: set[tuple[int, str]]) -> list[Task]:
+    tasks = []
+    for index, item in enumerate(items):
+        todo = tuple(m for m in methods if (index, m) not in done)
+        if todo:
+            tasks.append(Task(index, item, image_name(item), todo))
+    return tasks
+
+
+def local_results(job: Job, tasks: list[Task], cancel: CancelToken) -> Iterator[list[PairResult]]:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        worker = Worker(job)
+        for task in tasks:
+            cancel.check()
+            yield worker.run(task, cancel)
+    finally:
+        torch.set_num_threads(threads)  # the job's thread count is the run's, not the process's
+
+
+def run_batch(
+    job: Job,
+    store_dir: str | Path,
+    items: list,
+    *,
+    data: str = "",
+    resume: bool = False,
+    backend: str = "local",
+    ray: RayOptions | None = None,
+    map_dtype: str = "float32",
+    limit: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> RunSummary:
+    """Run every (image, method) pair of ``job`` on ``items`` into the store at ``store_dir``.
+
+    ``resume`` continues a store with the same settings, skipping its finished pairs. ``limit``
+    stops after that many pairs have been written (what a kill mid-way leaves behind; tests use
+    it). The summary counts the pairs computed by this call."""
+    progress, cancel = resolve(progress, cancel)
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    if not items:
+        raise UserError("no images to run")
+    if limit is not None and limit < 0:
+        raise UserError("the limit of pairs must be 0 or more")
+    start = time.perf_counter()
+    methods = list(job.methods)
+    store = Store.for_run(store_dir, run_settings(job, data, items, map_dtype), resume=resume)
+    done = store.done_pairs()
+    total = len(items) * len(methods)
+    skipped = sum(1 for index in range(len(items)) for m in methods if (index, m) in done)
+    tasks = pending_tasks(items, methods, done)
+    computed = 0
+    progress(skipped / total, f"{skipped} of {total} pairs already in the store", RunCount(skipped, total, 0))
+    if tasks and (limit is None or limit > 0):
+        if backend == "ray":
+            from engine.runs.ray_backend import ray_results
+
+            stream = ray_results(job, tasks, ray or RayOptions(), cancel)
+        else:
+            stream = local_results(job, tasks, cancel)
+        try:
+            for results in stream:
+                if limit is not None:
+                    results = results[: limit - computed]
+                store.write(results)
+                computed += len(results)
+                finished = skipped + computed
+                if results:
+                    progress(finished / total, f"{results[-1].record['image']}", RunCount(finished, total, computed))
+                if limit is not None and computed >= limit:
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+    complete = skipped + computed == total
+    summary = RunSummary(str(store.folder), total, skipped, computed, complete, backend, time.perf_counter() - start)
+    store.add_run_entry({"backend": backend, "computed": computed, "skipped": skipped, "complete": complete, "elapsed_s": round(summary.elapsed_s, 3)})
+    return summary

@@ -1,0 +1,226 @@
+"""The result store of a data-set run: a folder of formats the field opens without Sensiscope.
+
+::
+
+    STORE/
+      manifest.json          the run's settings (model, data, images, methods and their
+                             parameters, metric settings, seed), the versions, and one entry
+                             per run or resume
+      records/part-*.parquet one row per (image, method): the image, its label, the target, the
+                             prediction, every metric and the deletion/insertion curves
+                             (``pandas.read_parquet(STORE / "records")`` reads them all)
+      maps.zarr/METHOD       one Zarr array per method, images x H x W (float32, or float16 by
+                             choice), one chunk per map; NaN where a map is not computed yet
+
+Results are written as they finish: the maps first, then a new Parquet part file for the
+records (written to a temporary name and renamed, so a part is either whole or absent). A record
+is what marks a pair finished; a run killed at any moment loses only the pairs whose record was
+not yet written, and :meth:`Store.done_pairs` is what ``resume`` skips.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.core.errors import UserError
+from engine.core.files import atomic_path, check_output_folder, read_text, write_text
+from engine.core.jsonable import dumps
+from engine.core.versions import versions
+
+MANIFEST = "manifest.json"
+RECORDS = "records"
+MAPS = "maps.zarr"
+FORMAT = "sensiscope-store"
+FORMAT_VERSION = 1
+MAP_DTYPES = ("float32", "float16")
+METRIC_COLUMNS = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "time_s")
+
+
+def _schema():
+    import pyarrow as pa
+
+    fields = [
+        ("image_index", pa.int64()),
+        ("image", pa.string()),
+        ("label", pa.string()),
+        ("method", pa.string()),
+        ("target", pa.int64()),
+        ("predicted", pa.string()),
+        *[(name, pa.float64()) for name in METRIC_COLUMNS],
+        ("deletion_curve", pa.list_(pa.float64())),
+        ("insertion_curve", pa.list_(pa.float64())),
+    ]
+    return pa.schema(fields)
+
+
+def _normalised(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, NaN None), for comparisons."""
+    return json.loads(dumps(value))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+class Store:
+    """A run's folder (see the module docstring). Only the process that runs the run writes it."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder).expanduser()
+
+    # --- opening -------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / MANIFEST
+
+    def manifest(self) -> dict:
+        try:
+            data = json.loads(read_text(self.manifest_path, "store manifest"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{self.manifest_path}: is not valid JSON ({exc.msg})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise UserError(f"{self.folder}: is not a Sensiscope result store (its manifest.json says otherwise)")
+        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise UserError(f"{self.folder}: was written by a newer Sensiscope (store format {data.get('format_version')})")
+        return data
+
+    @property
+    def settings(self) -> dict:
+        return self.manifest()["settings"]
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Store:
+        """An existing store, for reading."""
+        store = cls(folder)
+        if not store.manifest_path.is_file():
+            raise UserError(f"{store.folder}: holds no result store (no {MANIFEST})")
+        store.manifest()
+        return store
+
+    @classmethod
+    def for_run(cls, folder: str | Path, settings: dict, *, resume: bool) -> Store:
+        """The store a run writes: a new one in an empty (or new) folder, or, with ``resume``, the
+        existing one when its settings are the same as ``settings`` (refused otherwise)."""
+        store = cls(check_output_folder(folder))
+        settings = _normalised(settings)
+        if store.manifest_path.exists():
+            manifest = store.manifest()
+            if not resume:
+                raise UserError(f"{store.folder}: already holds a run; pass --resume to continue it, or choose another folder")
+            changed = _differences(manifest["settings"], settings)
+            if changed:
+                raise UserError(f"{store.folder}: cannot resume, the settings differ from the stored run's in {', '.join(changed[:6])}; use the same settings or another folder")
+            return store
+        if store.folder.exists() and any(store.folder.iterdir()):
+            raise UserError(f"{store.folder}: is a folder with other files in it; give a new or empty folder for the store")
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": _now(), "settings": settings, "versions": versions(), "runs": []}
+        store._write_manifest(manifest)
+        return store
+
+    def _write_manifest(self, manifest: dict) -> None:
+        write_text(self.manifest_path, dumps(manifest), overwrite=True)
+
+    def add_run_entry(self, entry: dict) -> None:
+        manifest = self.manifest()
+        manifest.setdefault("runs", []).append({"finished": _now(), **entry, "versions": versions()})
+        self._write_manifest(manifest)
+
+    # --- writing -------------------------------------------------------------------------
+    def _maps_group(self, mode: str = "a"):
+        import zarr
+
+        return zarr.open_group(store=str(self.folder / MAPS), mode=mode)
+
+    def write(self, results: list) -> None:
+        """Write finished pairs (objects with ``index``, ``method``, ``record`` and ``map``): maps
+        first, then one Parquet part with their records."""
+        if not results:
+            return
+        settings = self.settings
+        n_images, dtype = len(settings["images"]), settings.get("map_dtype", "float32")
+        group = self._maps_group()
+        for result in results:
+            values = np.asarray(result.map, dtype=np.float32)
+            if result.method not in group:
+                group.create_array(name=result.method, shape=(n_images, *values.shape), chunks=(1, *values.shape), dtype=dtype, fill_value=np.nan)
+            array = group[result.method]
+            if tuple(array.shape[1:]) != values.shape:
+                raise UserError(f"{result.method}: a {values.shape[0]} x {values.shape[1]} map does not fit the store's {array.shape[1]} x {array.shape[2]} maps; give the model a fixed input size")
+            array[result.index] = values.astype(dtype)
+        self._write_records([r.record for r in results])
+
+    def _write_records(self, records: list[dict]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        folder = self.folder / RECORDS
+        schema = _schema()
+        table = pa.Table.from_pylist([{name: record.get(name) for name in schema.names} for record in records], schema=schema)
+        name = f"part-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot write {folder}: {exc.strerror or exc}") from None
+        with atomic_path(folder / name, record=False) as temporary:
+            pq.write_table(table, temporary)
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+
+    # --- reading -------------------------------------------------------------------------
+    def part_files(self) -> list[Path]:
+        folder = self.folder / RECORDS
+        return sorted(p for p in folder.glob("part-*.parquet")) if folder.is_dir() else []
+
+    def table(self):
+        """Every record as a pandas DataFrame, one row per (image, method), sorted by image and the
+        run's method order (a pair written twice, by a run killed after its write, counts once)."""
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        parts = self.part_files()
+        schema = _schema()
+        if not parts:
+            return schema.empty_table().to_pandas()
+        frame = pd.concat([pq.read_table(p, schema=schema).to_pandas() for p in parts], ignore_index=True)
+        frame = frame.drop_duplicates(subset=["image_index", "method"], keep="first")
+        order = {name: i for i, name in enumerate(self.settings["methods"])}
+        frame = frame.assign(_order=frame["method"].map(order)).sort_values(["image_index", "_order"], kind="stable").drop(columns="_order")
+        return frame.reset_index(drop=True)
+
+    def done_pairs(self) -> set[tuple[int, str]]:
+        import pyarrow.parquet as pq
+
+        done: set[tuple[int, str]] = set()
+        for part in self.part_files():
+            columns = pq.read_table(part, columns=["image_index", "method"]).to_pydict()
+            done.update(zip(columns["image_index"], columns["method"], strict=True))
+        return done
+
+    def read_map(self, index: int, method: str) -> np.ndarray:
+        group = self._maps_group("r")
+        if method not in group:
+            raise UserError(f"{self.folder}: holds no maps of {method}")
+        return np.asarray(group[method][index], dtype=np.float32)
+
+    def read_map_stack(self, method: str) -> np.ndarray:
+        """All of a method's maps, images x H x W (NaN where one is not computed)."""
+        group = self._maps_group("r")
+        if method not in group:
+            raise UserError(f"{self.folder}: holds no maps of {method}")
+        return np.asarray(group[method][:], dtype=np.float32)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,133 @@
+"""What a worker does, on any backend: load the model once, then explain and score the pending
+(image, method) pairs of one image at a time. Everything here is picklable, so a Ray actor runs
+the same code as the local backend."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.core.progress import CancelToken
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """How every map is scored (the same for every pair of a run)."""
+
+    steps: int = 50  # deletion and insertion curve steps
+    baseline: str = "blur"
+    tolerance: float = 0.0  # pointing-game tolerance in pixels (see engine.metrics.localisation)
+    road: bool = False  # ROAD MoRF / LeRF with noisy linear imputation (engine.metrics.road)
+    road_noise: float = 0.01
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs: the model spec (loaded by each worker), the methods with their
+    parameter objects, the metric settings and the seed."""
+
+    model: str
+    weights: str | None
+    labels: str | None
+    trust: bool
+    methods: dict[str, Any]  # name -> parameter dataclass
+    metrics: MetricSettings = field(default_factory=MetricSettings)
+    seed: int = 0
+    device: str = "auto"
+    # Torch's CPU threads in each worker (None: torch's default; a Ray worker has as many as its
+    # CPUs). Reductions are summed in a thread-dependent order, so bit-identical maps on two
+    # backends need the same count; it is not a result setting, so a resume may change it.
+    threads: int | None = None
+
+    def settings(self) -> dict:
+        """The part of the store's manifest that a resume must match."""
+        return {
+            "model": self.model,
+            "weights": self.weights,
+            "labels": self.labels,
+            "methods": {name: dataclasses.asdict(params) for name, params in self.methods.items()},
+            "metrics": dataclasses.asdict(self.metrics),
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class Task:
+    """One image and the methods still to run on it."""
+
+    index: int
+    item: Any  # engine.io.images.InputItem
+    image: str  # the image's name in the store (its path relative to the data folder)
+    methods: tuple[str, ...]
+
+
+@dataclass
+class PairResult:
+    index: int
+    method: str
+    record: dict
+    map: np.ndarray
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+class Worker:
+    """Loads the job's model once; :meth:`run` computes one task's pairs."""
+
+    def __init__(self, job: Job) -> None:
+        from engine.models.loading import load_model
+        from engine.runtime.device import select_device
+
+        self.job = job
+        if job.threads is not None:
+            import torch
+
+            torch.set_num_threads(job.threads)
+        self.loaded = load_model(job.model, job.weights, job.labels, trust=job.trust, seed=job.seed)
+        self.loaded.module.to(select_device(job.device))
+
+    def run(self, task: Task, cancel: CancelToken | None = None) -> list[PairResult]:
+        from engine.io.images import load_input
+        from engine.metrics.study import mask_for
+
+        tensor, _ = load_input(task.item, self.loaded.preprocess)
+        mask = mask_for(task.item, self.loaded.preprocess)
+        mask = mask if mask is not None and mask.any() else None
+        return [self._pair(task, name, tensor, mask, cancel) for name in task.methods]
+
+    def _pair(self, task: Task, name: str, tensor, mask, cancel) -> PairResult:
+        from engine.methods.runner import explain
+        from engine.metrics import evaluate_map
+        from engine.metrics.road import road
+
+        job, metrics = self.job, self.job.metrics
+        result = explain(self.loaded, tensor, name, None, job.methods[name], seed=job.seed, cancel=cancel)
+        scores = evaluate_map(result, mask=mask, model=self.loaded, inputs=tensor, steps=metrics.steps, baseline=metrics.baseline, tolerance=metrics.tolerance, cancel=cancel)
+        local, faith = scores.localisation, scores.faithfulness
+        record = {
+            "image_index": task.index,
+            "image": task.image,
+            "label": task.item.label,
+            "method": name,
+            "target": int(result.target),
+            "predicted": self.loaded.label(result.predicted),
+            "time_s": float(result.elapsed_s),
+            "deletion_auc": _finite_or_none(faith.deletion.auc),
+            "insertion_auc": _finite_or_none(faith.insertion.auc),
+            "deletion_curve": [float(v) for v in faith.deletion.scores],
+            "insertion_curve": [float(v) for v in faith.insertion.scores],
+        }
+        if local is not None and local.pointing_hit is not None:
+            record |= {"pointing": float(local.pointing_hit), "energy": _finite_or_none(local.energy), "iou": _finite_or_none(local.iou)}
+        if metrics.road:
+            curves = road(self.loaded, tensor, result, result.target, noise=metrics.road_noise, seed=job.seed + task.index, cancel=cancel)
+            record |= {"road_morf": curves.morf_mean, "road_lerf": curves.lerf_mean}
+        return PairResult(task.index, name, record, np.asarray(result.map, dtype=np.float32))
