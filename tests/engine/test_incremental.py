@@ -1,0 +1,229 @@
+"""Incremental inference for local sensitivity (engine/methods/_incremental.py) against the dense path."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import engine
+from engine.methods._incremental import IncrementalExecutor, Untraceable
+from engine.methods._incremental_regions import Box, crop, materialise, sliding_axis, union
+from engine.methods.local import AUTO_MIN_SPEEDUP
+from engine.models.architectures import build_architecture
+
+
+def _maps(model, x, params, target=None):
+    dense = engine.explain(model, x, "local", target=target, params={**params, "engine": "dense"})
+    fast = engine.explain(model, x, "local", target=target, params={**params, "engine": "incremental"})
+    assert dense.extras["engine"] == "dense"
+    return dense, fast
+
+
+def _assert_same_map(dense, fast, tolerance=1e-4):
+    assert fast.extras["engine"] == "incremental", fast.extras.get("notes")
+    spread = float(dense.map.max() - dense.map.min())
+    assert spread > 0
+    assert float(np.abs(fast.map - dense.map).max()) < tolerance * spread
+
+
+def _image(channels, size, seed=0, dtype=torch.float32):
+    return torch.randn((1, channels, size, size), generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+ARCHITECTURES = [
+    # name, input size, window, stride: tiny inputs, a few windows, cut off at the border
+    ("resnet18", 40, 13, 11),
+    ("resnet34", 32, 20, 14),
+    ("resnet50", 32, 20, 14),
+    ("vgg11", 32, 19, 14),
+    ("vgg16", 32, 20, 14),
+    ("mobilenet_v2", 32, 13, 11),
+    ("densenet121", 32, 20, 14),
+    ("sonocnn", 44, 7, 5),
+]
+
+
+@pytest.mark.parametrize("name,size,window,stride", ARCHITECTURES)
+def test_equals_dense_on_torchvision_and_demo_architectures(name, size, window, stride):
+    channels = 1 if name == "sonocnn" else 3
+    model = build_architecture(name, seed=0, in_channels=channels)
+    x = _image(channels, size)
+    dense, fast = _maps(model, x, {"window": window, "stride": stride})
+    _assert_same_map(dense, fast)
+    assert fast.extras["window_values"].shape == dense.extras["window_values"].shape
+
+
+def _resnet18():
+    return build_architecture("resnet18", seed=0)
+
+
+def test_equals_dense_for_central_differences_on_a_resnet():
+    params = {"mode": "additive", "delta": 0.5, "central": True, "window": 12, "stride": 10}
+    dense, fast = _maps(_resnet18(), _image(3, 27, seed=1), params, target=3)
+    _assert_same_map(dense, fast)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"mode": "occlusion", "baseline": "zero", "window": 5, "stride": 3},
+        {"mode": "occlusion", "baseline": "mean", "window": 8, "stride": 8},
+        {"mode": "occlusion", "baseline": "blur", "blur_sigma": 2.0, "window": 7, "stride": 4},
+        {"mode": "additive", "delta": 0.5, "window": 6, "stride": 5},
+        {"mode": "additive", "delta": 0.5, "central": True, "window": 9, "stride": 6},
+        {"mode": "occlusion", "window": 4, "stride": 6},  # stride beyond the window: pixels never covered
+        {"mode": "occlusion", "window": 1, "stride": 5},
+    ],
+)
+def test_equals_dense_for_every_mode_and_baseline(params):
+    model = build_architecture("sonocnn", seed=0, in_channels=3)
+    dense, fast = _maps(model, _image(3, 29, seed=1), params, target=2)
+    _assert_same_map(dense, fast)
+
+
+class _Dilated(nn.Module):
+    """Strided and dilated convolutions, padded pooling (max with ceil mode, average counting the
+    padding), and a residual whose branches have different halos (3x3 dilated 2 vs 1x1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 5, stride=2, padding=3)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.wide = nn.Sequential(nn.Conv2d(6, 6, 3, padding=2, dilation=2), nn.BatchNorm2d(6), nn.Hardswish(), nn.Conv2d(6, 6, (5, 3), padding=(2, 1)))
+        self.narrow = nn.Conv2d(6, 6, 1)
+        self.down = nn.Conv2d(6, 8, 3, stride=3, padding=1, dilation=3, groups=2)
+        self.avg = nn.AvgPool2d(3, stride=2, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.pool(self.stem(x)))
+        x = self.wide(x) + self.narrow(x) * 0.5
+        x = torch.cat([self.avg(self.down(x)), torch.sigmoid(self.avg(self.down(x)))], 1)[:, :8]
+        return self.head(x.mean((2, 3)))
+
+
+def _dilated():
+    torch.manual_seed(0)
+    model = _Dilated().double().eval()
+    with torch.no_grad():
+        model.wide[1].running_mean.uniform_(-1, 1)
+        model.wide[1].running_var.uniform_(0.5, 2)
+    return model
+
+
+@pytest.mark.parametrize("size,window,stride", [(37, 5, 7), (40, 8, 9), (33, 1, 8), (31, 11, 7)])
+def test_dilated_strided_and_residual_halos_are_exact_in_float64(size, window, stride):
+    dense, fast = _maps(_dilated(), _image(3, size, seed=2, dtype=torch.float64), {"window": window, "stride": stride}, target=1)
+    _assert_same_map(dense, fast, tolerance=1e-9)
+
+
+def test_executor_output_equals_the_model_for_boxes_anywhere():
+    model, size = _dilated(), 45
+    x = _image(3, size, seed=3, dtype=torch.float64)
+    executor = IncrementalExecutor(model, x)
+    origins = torch.tensor([[0, 0], [size - 6, size - 6], [17, 3], [0, size - 6], [9, 30]])
+    batch = x.repeat(len(origins), 1, 1, 1)
+    for i, (r, c) in enumerate(origins.tolist()):
+        batch[i, :, r : r + 6, c : c + 6] = torch.randn(3, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model(batch)
+        got = executor.run(batch, origins, (6, 6))
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    assert executor.stats.macs_done < executor.stats.macs_full
+
+
+@pytest.mark.parametrize("length,kernel,stride,padding,dilation", [(20, 3, 1, 1, 1), (21, 5, 2, 2, 1), (17, 3, 3, 0, 2), (30, 7, 2, 3, 1), (9, 2, 2, 0, 1), (13, 3, 1, 4, 3)])
+def test_sliding_axis_covers_every_output_a_change_reaches(length, kernel, stride, padding, dilation):
+    length_out = (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    for size in (1, 2, 4):
+        origins = torch.arange(0, length - size + 1)
+        out_origin, out_size, in_origin, in_size = sliding_axis(origins, size, length_out, kernel, stride, padding, dilation)
+        assert in_size == (out_size - 1) * stride + dilation * (kernel - 1) + 1
+        for r, o, i in zip(origins.tolist(), out_origin.tolist(), in_origin.tolist(), strict=True):
+            reached = {q for q in range(length_out) if any(r <= q * stride - padding + dilation * t < r + size for t in range(kernel))}
+            assert 0 <= o and o + out_size <= length_out
+            assert reached <= set(range(o, o + out_size))
+            assert i == o * stride - padding
+
+
+def test_crop_pads_and_materialise_pastes():
+    source = torch.arange(2 * 5 * 6, dtype=torch.float32).view(1, 2, 5, 6)
+    region = crop(source, torch.tensor([[-1, 4], [2, 0]]), (3, 3), fill=-7.0)
+    assert region[0, :, 0].eq(-7).all() and region[0, :, :, 2].eq(-7).all()
+    torch.testing.assert_close(region[0, :, 1:, :2], source[0, :, 0:2, 4:6])
+    torch.testing.assert_close(region[1], source[0, :, 2:5, 0:3])
+    box = Box(torch.full((2, 2, 2, 2), -1.0), torch.tensor([[0, 0], [3, 4]]))
+    full = materialise(source, box)
+    expected = source.repeat(2, 1, 1, 1)
+    expected[0, :, 0:2, 0:2] = -1
+    expected[1, :, 3:5, 4:6] = -1
+    torch.testing.assert_close(full, expected)
+    origin, size = union([box, Box(torch.zeros(2, 2, 1, 3), torch.tensor([[4, 3], [0, 0]]))], 5, 6)
+    assert size == (5, 6) and origin.tolist() == [[0, 0], [0, 0]]
+
+
+class _Branchy(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+            return x.mean((2, 3))
+        return -x.mean((2, 3))
+
+
+def test_untraceable_models_run_densely_with_a_note():
+    x = _image(3, 12)
+    with pytest.raises(Untraceable):
+        IncrementalExecutor(_Branchy(), x)
+    result = engine.explain(_Branchy(), x, "local", target=0, params={"window": 4, "engine": "incremental"})
+    assert result.extras["engine"] == "dense"
+    assert any("not available" in note for note in result.extras["notes"])
+
+
+def test_auto_keeps_incremental_only_when_it_saves_work():
+    model, x = build_architecture("sonocnn", seed=0, in_channels=1), _image(1, 48, seed=4)
+    small = engine.explain(model, x, "local", target=0, params={"window": 6, "stride": 6})
+    assert small.extras["engine"] == "incremental" and small.extras["incremental_estimated_speedup"] >= AUTO_MIN_SPEEDUP
+    large = engine.explain(model, x, "local", target=0, params={"window": 40, "stride": 8})
+    assert large.extras["engine"] == "dense" and large.extras["incremental_estimated_speedup"] < AUTO_MIN_SPEEDUP
+    assert any("auto" in note for note in large.extras["notes"])
+    forced = engine.explain(model, x, "local", target=0, params={"window": 6, "engine": "dense"})
+    assert forced.extras["engine"] == "dense" and forced.extras["incremental_estimated_speedup"] is None
+    np.testing.assert_allclose(forced.map, small.map, atol=1e-4 * float(np.ptp(forced.map)))
+
+
+def test_training_mode_models_are_not_run_incrementally():
+    model = build_architecture("sonocnn", seed=0).train()
+    with pytest.raises(Untraceable, match="training"):
+        IncrementalExecutor(model, _image(1, 16))
+
+
+class _Inplace(nn.Module):
+    def __init__(self, aliased: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.aliased = aliased
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = torch.relu_(y * 1.0)
+        y += z
+        out = nn.functional.relu(y, inplace=True)
+        return out + y if self.aliased else out * 2.0  # aliased: y is the relu's output too
+
+
+def test_inplace_operations_do_not_corrupt_the_cache():
+    torch.manual_seed(1)
+    model = _Inplace(aliased=False).eval()
+    x = _image(2, 10, seed=5)
+    executor = IncrementalExecutor(model, x)
+    origins = torch.tensor(list(itertools.product([0, 4, 7], [2, 7])))
+    batch = x.repeat(len(origins), 1, 1, 1)
+    for i, (r, c) in enumerate(origins.tolist()):
+        batch[i, :, r : r + 3, c : c + 3] = 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(executor.run(batch, origins, (3, 3)), model(batch))
+    with pytest.raises(Untraceable, match="in-place"):
+        IncrementalExecutor(_Inplace(aliased=True).eval(), x)
