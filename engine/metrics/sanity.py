@@ -310,10 +310,14 @@ def cascading_randomisation(
     module = model.module if isinstance(model, LoadedModel) else model
     if not 0 <= threshold <= 1:
         raise UserError(f"the correlation threshold must be in [0, 1], not {threshold}")
+    method = getattr(explain_fn, "method", getattr(explain_fn, "__name__", type(explain_fn).__name__))
+    if not getattr(module, "has_gradients", True):
+        # An ONNX graph: its weights live in the onnxruntime session, out of reach of the cascade.
+        verdict = "NOT RUN: the weights of an ONNX graph cannot be randomised here; check the model it was exported from"
+        return SanityReport(str(method), float(threshold), int(seed), group, [], None, None, verdict, [], time.perf_counter() - start_time)
     working = copy.deepcopy(module)
     order, unused = _execution_order(working, inputs)
     steps_layers = _cascade_steps(working, order, layers, group, max_layers)
-    method = getattr(explain_fn, "method", getattr(explain_fn, "__name__", type(explain_fn).__name__))
 
     progress(0.0, "original map")
     cancel.check()

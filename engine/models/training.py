@@ -114,9 +114,9 @@ def folder_dataset(path: str | Path, size: int) -> ImageDataset:
         if item.label is None or item.is_tensor:
             continue
         try:
-            decoded.append(read_image(item.path))
+            decoded.append(read_image(item.path, item.frame))
         except UserError as exc:
-            skipped.append((str(item.path), str(exc)))
+            skipped.append((item.source, str(exc)))
             continue
         labels.append(scan.classes.index(item.label))
     if not decoded:

@@ -109,3 +109,14 @@ def test_corrupt_onnx_file_is_one_clear_line(tmp_path):
     with pytest.raises(UserError, match="not a loadable ONNX model") as info:
         engine.load_model(str(path))
     assert "\n" not in str(info.value)
+
+
+def test_the_sanity_check_says_it_cannot_randomise_an_onnx_graph(tmp_path):
+    """The cascade needs the model's weights; an onnxruntime session has none to randomise, so the
+    report says so instead of failing (it used to raise a TypeError while copying the session)."""
+    from engine.metrics.sanity import cascading_randomisation
+
+    loaded = engine.load_model(str(export(tiny_cnn(seed=5), tmp_path / "m.onnx", (3, 12, 12))))
+    x = _input((3, 12, 12), seed=2)
+    report = cascading_randomisation(loaded, x, lambda model: engine.explain(model, x, "local", params={"window": 4}).map)
+    assert report.passed is None and report.steps == [] and report.verdict.startswith("NOT RUN")
