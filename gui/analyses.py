@@ -37,7 +37,7 @@ class AnalysisController:
 
     def input_changed(self, state) -> None:
         item = state.item
-        self.document.set_input(InputInfo(str(item.path), str(item.relative), item.label or ""))
+        self.document.set_input(InputInfo(item.source, item.name, item.label or ""))
 
     def request(self, method: str, params: dict, target) -> AnalysisRequest | None:
         """The request for a method on the current input with the current model (None without both)."""

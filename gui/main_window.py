@@ -291,7 +291,7 @@ class MainWindow(QMainWindow):
 
     def _input_changed(self, state) -> None:
         """A prepared input is current: following analyses of another input or model run for it."""
-        self.statusBar().showMessage(f"Input {state.item.relative}" + (f" (class {state.item.label})" if state.item.label else ""), 6000)
+        self.statusBar().showMessage(f"Input {state.item.name}" + (f" (class {state.item.label})" if state.item.label else ""), 6000)
         self.session.skip_rerun(state)  # a restored session's maps belong to this input: the document keeps them
         self.document.follow = self.grid.follow_box.isChecked()
         self.analyses.input_changed(state)

@@ -201,7 +201,7 @@ class Workspace(QObject):
         """Make an input current: preprocess it for the model (when one is loaded) in a job."""
         self._pending_item = item
         if self.model is None:
-            self.status.emit(f"{item.path.name} selected; load a model to explain it")
+            self.status.emit(f"{item.name} selected; load a model to explain it")
             return None
         loaded = self.model.loaded
 
@@ -215,9 +215,9 @@ class Workspace(QObject):
                 mask = mask_for(item, loaded.preprocess)
                 if mask is not None and mask.shape != tuple(tensor.shape[-2:]):
                     mask = None
-            return InputState(item, tensor, image, mask, item.path.name)
+            return InputState(item, tensor, image, mask, item.name)
 
-        return self._submit(prepare, f"Preparing {item.path.name}", lane=FILE_LANE, key="input", on_done=self._input_ready, error_title="Cannot open the input")
+        return self._submit(prepare, f"Preparing {item.name}", lane=FILE_LANE, key="input", on_done=self._input_ready, error_title="Cannot open the input")
 
     def _input_ready(self, state: InputState) -> None:
         self.current = state
@@ -265,7 +265,7 @@ class Workspace(QObject):
                     try:
                         tensors.append(engine.load_input(item, loaded.preprocess)[0])
                     except (UserError, OSError, ValueError) as exc:  # an unreadable file is skipped and reported, as the CLI does
-                        skipped.append(f"{item.relative}: {exc}")
+                        skipped.append(f"{item.name}: {exc}")
                         tensors.append(None)
                 good = [t for t in tensors if t is not None]
                 groups = [torch.stack(good)] if good and len({tuple(t.shape) for t in good}) == 1 else [t.unsqueeze(0) for t in good]

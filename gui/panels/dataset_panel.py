@@ -42,6 +42,11 @@ def make_thumbnail(item, size: int = THUMB) -> QImage:
     return QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
 
 
+
+def _caption(item) -> str:
+    """A thumbnail's caption: the file's stem, or ``stem#NNN`` for a frame of a multi-frame DICOM file."""
+    return item.path.stem if getattr(item, "frame", None) is None else f"{item.path.stem}#{item.frame:03d}"
+
 class ThumbnailModel(QAbstractListModel):
     """The inputs of a scan; a thumbnail is requested the first time a view asks for it."""
 
@@ -75,14 +80,14 @@ class ThumbnailModel(QAbstractListModel):
         item = self.items[row]
         prediction = self.predictions.get(row)
         if role == Qt.ItemDataRole.DisplayRole:
-            return item.path.stem + (f"\n{prediction[0]} {prediction[1]:.0%}" if prediction else "")
+            return _caption(item) + (f"\n{prediction[0]} {prediction[1]:.0%}" if prediction else "")
         if role == Qt.ItemDataRole.DecorationRole:
             if row not in self.thumbnails:
                 self._request(row)
                 return self.placeholder
             return self.thumbnails[row]
         if role == Qt.ItemDataRole.ToolTipRole:
-            lines = [str(item.relative), f"class: {item.label or '(none)'}", "mask: yes (outlined in green)" if item.mask else "mask: none"]
+            lines = [item.name, f"class: {item.label or '(none)'}", "mask: yes (outlined in green)" if item.mask else "mask: none"]
             if prediction:
                 verdict = "" if not item.label else (" (correct)" if self.correct(row) else " (incorrect)")
                 lines.append(f"prediction: {prediction[0]}, confidence {prediction[1]:.1%}{verdict}")
@@ -107,7 +112,7 @@ class ThumbnailModel(QAbstractListModel):
             return
         self._requested.add(row)
         item, generation = self.items[row], self._generation
-        job = self.jobs.submit(lambda progress, cancel: make_thumbnail(item), f"Thumbnail {item.path.name}", lane=FILE_LANE, key=f"thumb:{generation}:{row}", quiet=True)
+        job = self.jobs.submit(lambda progress, cancel: make_thumbnail(item), f"Thumbnail {item.name}", lane=FILE_LANE, key=f"thumb:{generation}:{row}", quiet=True)
         job.signals.finished.connect(lambda image, row=row, generation=generation: self._thumbnail_ready(row, generation, image))
 
     def _thumbnail_ready(self, row: int, generation: int, image: QImage) -> None:
