@@ -169,10 +169,10 @@ def format_table(report) -> str:
     lines = [f"model {report.model}: accuracy {accuracy} on {report.n_images} images ({report.elapsed_s:.0f} s in all)", ""]
     stats = {summary.method: summary.stats() for summary in report.methods}
     shown = [(key, title) for key, title in _COLUMNS if any(s[key]["n"] for s in stats.values())]
-    header = f"{'method':<12}" + "".join(f"{title:>20}" for _, title in shown) + "  sanity check"
+    header = f"{'method':<12}" + "".join(f" {title:>21}" for _, title in shown) + "  sanity check"
     lines += [header, "-" * len(header)]
     for summary in report.methods:
-        cells = "".join(f"{_cell(stats[summary.method][key]):>20}" for key, _ in shown)
+        cells = "".join(f" {_cell(stats[summary.method][key]):>21}" for key, _ in shown)
         lines.append(f"{summary.method:<12}{cells}  {summary.sanity_verdict()}")
     lines += [
         "",
