@@ -104,7 +104,12 @@ def add_parsers(commands) -> None:
     reduce.add_argument("--seeds", type=integer(1, 100), default=3, help="trainings per k (mean and spread are reported)")
     reduce.add_argument("--tolerance", type=number(0, 1), default=0.01, help="accepted loss of accuracy (R^2 for regression) against the full model")
     reduce.add_argument("--no-random", action="store_true", help="skip the random-selection baseline")
-    reduce.add_argument("--workers", type=integer(1, 32), default=None, help="processes for the retrainings (default: the cores available, at most 8; 1 = in this process)")
+    reduce.add_argument(
+        "--workers",
+        type=integer(0, 32),
+        default=1,
+        help="processes for the retrainings (default 1, in this process: each extra one imports torch first, which pays only for long trainings; 0 = one per core, at most 8)",
+    )
     reduce.add_argument("--out", help="folder for the table and chart")
 
 
@@ -264,8 +269,19 @@ def _ensemble_run(args, trained, data, method: str):
 
     if method == "sobol":
         _announce_design(args, len(data.names), args.second_order)
-    result = ensemble_method(trained, data, method, n=args.n, dist=args.dist, class_name=args.class_name, seed=args.seed, second_order=args.second_order,
-                             tolerance=args.n_tolerance, budget=args.n_budget, progress=_progress(args, f"{method} "))
+    result = ensemble_method(
+        trained,
+        data,
+        method,
+        n=args.n,
+        dist=args.dist,
+        class_name=args.class_name,
+        seed=args.seed,
+        second_order=args.second_order,
+        tolerance=args.n_tolerance,
+        budget=args.n_budget,
+        progress=_progress(args, f"{method} "),
+    )
     _end_progress(args)
     return result
 
@@ -347,9 +363,13 @@ def cmd_sensitivity(args) -> int:
     trained = _networks(args, data)
     ensembles = [_ensemble_run(args, trained, data, method) for method in args.method]
     comparison = MethodComparison.from_ensembles(ensembles) if len(ensembles) > 1 else None
-    report = {"output": ensembles[0].runs[0].output_name, "distribution": args.dist, "metrics": _mean_metrics(trained),
-              "methods": {e.method: {k: v for k, v in e.to_dict().items() if k != "sobol"} for e in ensembles},
-              "comparison": comparison.to_dict() if comparison else None}
+    report = {
+        "output": ensembles[0].runs[0].output_name,
+        "distribution": args.dist,
+        "metrics": _mean_metrics(trained),
+        "methods": {e.method: {k: v for k, v in e.to_dict().items() if k != "sobol"} for e in ensembles},
+        "comparison": comparison.to_dict() if comparison else None,
+    }
     if args.out:
         report["files"] = {}
         for e in ensembles:
@@ -405,8 +425,9 @@ def cmd_reduce(args) -> int:
     _log(f"ranking by the mean {args.rank_by} of {len(trained)} network(s): {', '.join(ranking)}")
     trainings = len(ranking) * args.seeds * (1 if args.no_random else 2) - (0 if args.no_random else args.seeds)
     _log(f"input reduction: {trainings} trainings ({len(ranking)} sizes x {args.seeds} seeds{'' if args.no_random else ' x ranked and random'}) in {workers} process(es)")
-    result = input_reduction(data, ranking, rank_by=args.rank_by, config=_config(args), seeds=args.seeds, tolerance=args.tolerance, random_baseline=not args.no_random,
-                             progress=_progress(args, "reduce "), workers=workers)
+    result = input_reduction(
+        data, ranking, rank_by=args.rank_by, config=_config(args), seeds=args.seeds, tolerance=args.tolerance, random_baseline=not args.no_random, progress=_progress(args, "reduce "), workers=workers
+    )
     _end_progress(args)
     sobol = {"names": data.names, "S1": scores["S1"].tolist(), "ST": scores["ST"].tolist(), "networks": len(trained), "kendall_w": ensemble.kendall_w}
     report = result.to_dict() | {"sobol": sobol, "workers": workers}
