@@ -272,7 +272,10 @@ class MapCell(QFrame):
         probability = explanation.target_probability if explanation.target_probability is not None else None
         target = label_of(explanation.target) + (f" (p {probability:.2f})" if probability is not None else "")
         self.request = dataclasses.replace(self.request, target_label=target)
-        self._update_title(f"{explanation.elapsed_s:.2f} s on {explanation.device}")
+        detail = f"{explanation.elapsed_s:.2f} s on {explanation.device}"
+        if explanation.extras.get("stability") is not None:  # pertmap with repeats >= 2
+            detail += f" · stability (Spearman of {explanation.params.repeats} runs) {explanation.extras['stability']:.2f}"
+        self._update_title(detail)
         self.footer.setToolTip("")
         self.footer.setText(f"range {float(np.nanmin(explanation.map)):.3g} to {float(np.nanmax(explanation.map)):.3g}")
         if explanation.extras.get("convergence"):

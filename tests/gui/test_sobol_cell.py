@@ -61,3 +61,18 @@ def test_the_sobol_cell_outlines_its_regions_with_a_toggle(qtbot):
     assert cell.regions_item.isVisible()
     grid.regions_box.setChecked(False)
     assert not cell.regions_item.isVisible()
+
+
+def test_a_pertmap_cell_with_repeats_shows_its_stability(qtbot):
+    from tests.engine.test_pertmap import REGION, _discriminative_region_model, _input
+
+    configure_pyqtgraph()
+    x = _input()
+    params = {**REGION, "steps": 30, "repeats": 2}
+    result = engine.explain(_discriminative_region_model(x), x, "pertmap", params=params, seed=0)
+    stability = result.extras["stability"]
+    assert stability is not None and 0.5 <= stability <= 1.0
+    cell = MapCell(1, AnalysisRequest("pertmap", params, None, "predicted", "a.png"))
+    qtbot.addWidget(cell)
+    cell.set_result(result, None, None)
+    assert f"stability (Spearman of 2 runs) {stability:.2f}" in cell.title.text()
