@@ -1,4 +1,4 @@
-"""Jobs dock: running and finished jobs with progress, elapsed time and a cancel button."""
+"""Jobs dock: running and finished jobs with progress, elapsed time, the time left and a cancel button."""
 
 from __future__ import annotations
 
@@ -11,20 +11,32 @@ KEEP_FINISHED = 200
 STATE_TEXT = {"queued": "queued", "running": "running", "finished": "done", "failed": "failed", "cancelled": "cancelled"}
 
 
+def time_text(job) -> str:
+    """Elapsed seconds, and for a running job past its first seconds an estimate of the time left
+    (elapsed x (1 - f) / f at progress f: the rate so far, assumed to hold)."""
+    elapsed = job.elapsed()
+    text = f"{elapsed:.1f} s"
+    fraction = job.fraction
+    if job.state == "running" and elapsed >= 2.0 and 0.02 <= fraction < 1.0:
+        left = elapsed * (1.0 - fraction) / fraction
+        text += f", ~{left:.0f} s left" if left < 120 else f", ~{left / 60:.0f} min left"
+    return text
+
+
 class JobsPanel(QWidget):
     def __init__(self, jobs: JobManager, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.jobs = jobs
         self.rows: dict[int, tuple[Job, QTreeWidgetItem, QProgressBar]] = {}
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Job", "Lane", "State", "Progress", "Elapsed", "Message"])
+        self.tree.setHeaderLabels(["Job", "Lane", "State", "Progress", "Time", "Message"])
         self.tree.setRootIsDecorated(False)
         self.tree.setUniformRowHeights(True)
         self.tree.setColumnWidth(0, 260)
         self.tree.setColumnWidth(1, 60)
         self.tree.setColumnWidth(2, 80)
         self.tree.setColumnWidth(3, 140)
-        self.tree.setColumnWidth(4, 70)
+        self.tree.setColumnWidth(4, 130)
         self.show_small = QCheckBox("show thumbnail jobs")
         self.cancel_button = QPushButton("Cancel selected")
         self.cancel_button.clicked.connect(self.cancel_selected)
@@ -70,7 +82,7 @@ class JobsPanel(QWidget):
         _, item, bar = row
         item.setText(2, STATE_TEXT[job.state])
         bar.setValue(int(job.fraction * 1000))
-        item.setText(4, f"{job.elapsed():.1f} s")
+        item.setText(4, time_text(job))
         text = job.error if job.state == "failed" else job.message
         item.setText(5, text)
         item.setToolTip(5, text)
@@ -80,7 +92,7 @@ class JobsPanel(QWidget):
     def _tick(self) -> None:
         for job, item, _bar in self.rows.values():
             if job.state == "running":
-                item.setText(4, f"{job.elapsed():.1f} s")
+                item.setText(4, time_text(job))
 
     def _trim(self) -> None:
         ended = [job_id for job_id, (job, _, _) in self.rows.items() if job.ended]

@@ -149,3 +149,18 @@ def test_the_engine_cancelled_exception_ends_cancelled(manager, qtbot):
     job = manager.submit(work, "cancels itself")
     with qtbot.waitSignal(job.signals.cancelled, timeout=5000):
         pass
+
+
+def test_the_jobs_dock_estimates_the_time_left_from_the_rate_so_far():
+    from types import SimpleNamespace
+
+    from gui.panels.jobs_panel import time_text
+
+    def job(state, elapsed, fraction):
+        return SimpleNamespace(state=state, fraction=fraction, elapsed=lambda: elapsed)
+
+    assert time_text(job("running", 10.0, 0.25)) == "10.0 s, ~30 s left"
+    assert time_text(job("running", 60.0, 0.2)) == "60.0 s, ~4 min left"
+    assert time_text(job("running", 1.0, 0.5)) == "1.0 s"  # too early to say
+    assert time_text(job("running", 10.0, 0.0)) == "10.0 s"  # no progress reported yet
+    assert time_text(job("finished", 10.0, 1.0)) == "10.0 s"
