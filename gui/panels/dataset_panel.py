@@ -43,6 +43,23 @@ def make_thumbnail(item, size: int = THUMB) -> QImage:
 
 
 
+def _dicom_lines(meta: dict | None) -> list[str]:
+    """What a DICOM input's tooltip adds: its frame, its window/level and its pixel spacing."""
+    if not meta or meta.get("format") != "DICOM":
+        return []
+    lines = [f"DICOM frame {meta['frame'] + 1} of {meta['frames']}" if meta.get("frames", 1) > 1 else "DICOM"]
+    window = meta.get("window")
+    if window:
+        lines.append(f"window/level: width {window['width']:g}, centre {window['center']:g} ({window['function'].lower()})")
+    else:
+        lines.append(f"window/level: {meta.get('voi', 'full range')}")
+    if meta.get("pixel_spacing_mm"):
+        lines.append("pixel spacing: " + " x ".join(f"{v:g}" for v in meta["pixel_spacing_mm"]) + " mm")
+    if meta.get("series_description"):
+        lines.append(f"series: {meta['series_description']}")
+    return lines
+
+
 def _caption(item) -> str:
     """A thumbnail's caption: the file's stem, or ``stem#NNN`` for a frame of a multi-frame DICOM file."""
     return item.path.stem if getattr(item, "frame", None) is None else f"{item.path.stem}#{item.frame:03d}"
@@ -88,6 +105,7 @@ class ThumbnailModel(QAbstractListModel):
             return self.thumbnails[row]
         if role == Qt.ItemDataRole.ToolTipRole:
             lines = [item.name, f"class: {item.label or '(none)'}", "mask: yes (outlined in green)" if item.mask else "mask: none"]
+            lines += _dicom_lines(getattr(item, "meta", None))
             if prediction:
                 verdict = "" if not item.label else (" (correct)" if self.correct(row) else " (incorrect)")
                 lines.append(f"prediction: {prediction[0]}, confidence {prediction[1]:.1%}{verdict}")

@@ -14,7 +14,7 @@ from tests.engine.test_dicom import write_dicom
 
 def test_each_frame_of_a_cine_loop_is_its_own_named_input(qtbot, tmp_path):
     frames = (np.arange(3 * 16 * 16).reshape(3, 16, 16) % 251).astype(np.uint8)
-    write_dicom(tmp_path / "cine.dcm", frames, frames=3)
+    write_dicom(tmp_path / "cine.dcm", frames, frames=3, WindowCenter=100, WindowWidth=80, PixelSpacing=[0.2, 0.3])
     scan = scan_inputs(tmp_path)
     assert [item.frame for item in scan.items] == [0, 1, 2]
     model = ThumbnailModel(JobManager())
@@ -23,4 +23,8 @@ def test_each_frame_of_a_cine_loop_is_its_own_named_input(qtbot, tmp_path):
     assert captions == ["cine#000", "cine#001", "cine#002"]
     assert len({item.source for item in scan.items}) == 3
     tooltip = model.data(model.index(2), Qt.ItemDataRole.ToolTipRole)
-    assert tooltip.splitlines()[0] == scan.items[2].name
+    lines = tooltip.splitlines()
+    assert lines[0] == scan.items[2].name
+    assert "DICOM frame 3 of 3" in lines
+    assert "window/level: width 80, centre 100 (linear)" in lines
+    assert "pixel spacing: 0.2 x 0.3 mm" in lines
