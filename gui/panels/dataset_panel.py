@@ -13,7 +13,7 @@ from ..jobs import FILE_LANE, JobManager
 
 THUMB = 64
 OUTCOMES = ("all predictions", "correct", "incorrect")
-IMAGE_FILTER = "Images and tensors (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.npy);;All files (*)"
+IMAGE_FILTER = "Images, DICOM and tensors (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.dcm *.dicom *.dic *.npy);;All files (*)"
 
 
 def make_thumbnail(item, size: int = THUMB) -> QImage:
