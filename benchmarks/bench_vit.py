@@ -28,6 +28,15 @@ def _reshape(tensor: torch.Tensor, height: int = 14, width: int = 14) -> torch.T
     return result.transpose(2, 3).transpose(1, 2)
 
 
+def _version(distribution: str, fallback: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return fallback
+
+
 def _build(name: str, device: torch.device) -> torch.nn.Module:
     from engine.models.loading import load_model
 
@@ -48,7 +57,7 @@ def run_vit_gradcam(ctx: Context) -> BenchResult:
     from engine.models.layers import default_cam_layer, get_layer
 
     result.config["cases"] = cases(ctx.quick)
-    result.config["pytorch_grad_cam"] = getattr(pytorch_grad_cam, "__version__", "installed")
+    result.config["pytorch_grad_cam"] = _version("grad-cam", getattr(pytorch_grad_cam, "__version__", "installed"))
     result.config["timm"] = timm.__version__
     result.notes.append("pytorch-grad-cam calls loss.backward(), which also computes every parameter's gradient; Sensiscope takes torch.autograd.grad to the layer only")
     for case in cases(ctx.quick):

@@ -9,6 +9,8 @@ the patch tokens of a vision transformer and Swin's channels-last maps work as a
 * Grad-CAM++: w_k = sum_ij alpha_kij ReLU(g_kij) with the closed form of Chattopadhay et al. 2018,
   eq. 19 (which assumes the explained score is exp(y), so that higher derivatives are powers of g):
   alpha_kij = g_kij^2 / (2 g_kij^2 + (sum_ab A_kab) g_kij^3), and alpha = 0 where that is 0 / 0.
+  pytorch-grad-cam adds 1e-6 to that denominator; on a ViT's LayerNorm tokens (|g| ~ 1e-4..1e-3)
+  this dominates 2 g^2, so its map differs from eq. 19 (Pearson ~0.9; tests/engine/test_vit_gradcam_pp.py).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
-from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QListView, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QListView, QPushButton, QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from ..jobs import FILE_LANE, JobManager
 
@@ -23,7 +23,7 @@ def make_thumbnail(item, size: int = THUMB) -> QImage:
     from engine.io.images import read_image, read_tensor
     from engine.io.preprocess import display_from_tensor
 
-    image = display_from_tensor(read_tensor(item.path)) if item.is_tensor else read_image(item.path)
+    image = display_from_tensor(read_tensor(item.path)) if item.is_tensor else read_image(item.path, getattr(item, "frame", None))
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
     picture = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
     picture.thumbnail((size, size))
@@ -40,7 +40,6 @@ def make_thumbnail(item, size: int = THUMB) -> QImage:
     pixels = np.ascontiguousarray(pixels)
     height, width = pixels.shape[:2]
     return QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
-
 
 
 def _dicom_lines(meta: dict | None) -> list[str]:
@@ -60,9 +59,31 @@ def _dicom_lines(meta: dict | None) -> list[str]:
     return lines
 
 
+def window_text(meta: dict | None) -> str:
+    """The window/level line under the thumbnails for a DICOM input ("" for other inputs): the window
+    centre and width the file gives (what the display and the model input both use), and the rescale
+    slope and intercept when they are not the identity."""
+    if not meta or meta.get("format") != "DICOM":
+        return ""
+    window = meta.get("window")
+    if window:
+        function = "" if window["function"] == "LINEAR" else f" ({window['function'].lower()})"
+        text = f"Window centre {window['center']:g}, width {window['width']:g}{function}"
+    else:
+        text = f"Window: {meta.get('voi', 'full range')}"
+    rescale = meta.get("rescale") or {}
+    slope, intercept = rescale.get("slope", 1.0), rescale.get("intercept", 0.0)
+    if (slope, intercept) != (1.0, 0.0):
+        text += f"; rescale slope {slope:g}, intercept {intercept:g}"
+    if meta.get("photometric_interpretation") == "MONOCHROME1":
+        text += "; MONOCHROME1 (inverted)"
+    return text
+
+
 def _caption(item) -> str:
     """A thumbnail's caption: the file's stem, or ``stem#NNN`` for a frame of a multi-frame DICOM file."""
     return item.path.stem if getattr(item, "frame", None) is None else f"{item.path.stem}#{item.frame:03d}"
+
 
 class ThumbnailModel(QAbstractListModel):
     """The inputs of a scan; a thumbnail is requested the first time a view asks for it."""
@@ -188,6 +209,17 @@ class DatasetPanel(QWidget):
         self.view.setLayoutMode(QListView.LayoutMode.Batched)
         self.view.setModel(self.model)
         self.view.selectionModel().currentChanged.connect(self._current_changed)
+        # A multi-frame DICOM file (a cine loop): a slider through its frames, each its own input.
+        self._frames: list = []  # the frames of the current input's file, in frame order
+        self.frame_slider = QSlider(Qt.Orientation.Horizontal)
+        self.frame_slider.setToolTip("Move through the frames of this multi-frame DICOM file; the chosen frame becomes the current input")
+        self.frame_slider.setPageStep(1)
+        self.frame_slider.valueChanged.connect(self._frame_chosen)
+        self.frame_label = QLabel()
+        self.window_label = QLabel()
+        self.window_label.setObjectName("hint")
+        self.window_label.setWordWrap(True)
+        self.window_label.setToolTip("The DICOM window (VOI) and rescale applied to this input, for the display and the model input alike")
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.open_image_button)
@@ -204,7 +236,13 @@ class DatasetPanel(QWidget):
         layout.addWidget(self.scores_label)
         layout.addWidget(self.confusion)
         layout.addWidget(self.view, 1)
+        frames = QHBoxLayout()
+        frames.addWidget(self.frame_label)
+        frames.addWidget(self.frame_slider, 1)
+        layout.addLayout(frames)
+        layout.addWidget(self.window_label)
         self.class_box.hide()
+        self._show_frames(None)
 
     def _choose_image(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open an image", "", IMAGE_FILTER)
@@ -233,6 +271,7 @@ class DatasetPanel(QWidget):
         self.class_box.blockSignals(False)
         self.class_box.setVisible(bool(scan.classes))
         self.model.set_items(scan.items)
+        self._show_frames(None)
         self.scores_label.hide()
         self.confusion.hide()
         self.outcome_box.setCurrentIndex(0)
@@ -305,4 +344,31 @@ class DatasetPanel(QWidget):
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if current.isValid():
-            self.item_selected.emit(self.model.items[current.row()])
+            item = self.model.items[current.row()]
+            self._show_frames(item)
+            self.item_selected.emit(item)
+
+    def _show_frames(self, item) -> None:
+        """Show the frame slider for a frame of a multi-frame file (hidden otherwise) and the window/level of a DICOM input."""
+        frames = [] if item is None or item.frame is None else sorted((other for other in self.model.items if other.frame is not None and other.path == item.path), key=lambda other: other.frame)
+        self._frames = frames
+        several = len(frames) > 1
+        position = frames.index(item) if several else 0
+        self.frame_slider.blockSignals(True)  # showing the current frame must not select it again
+        self.frame_slider.setRange(0, max(len(frames) - 1, 0))
+        self.frame_slider.setValue(position)
+        self.frame_slider.blockSignals(False)
+        self.frame_label.setText(f"frame {position + 1} / {len(frames)}" if several else "")
+        self.frame_label.setToolTip(item.name if several else "")
+        self.frame_slider.setVisible(several)
+        self.frame_label.setVisible(several)
+        text = window_text(getattr(item, "meta", None))
+        self.window_label.setText(text)
+        self.window_label.setVisible(bool(text))
+
+    def _frame_chosen(self, position: int) -> None:
+        """The slider moved: its frame becomes the current input, as if its thumbnail were clicked."""
+        if 0 <= position < len(self._frames):
+            item = self._frames[position]
+            self.select(item)
+            self.view.scrollTo(self.model.index(self.model.items.index(item)))
