@@ -1,5 +1,6 @@
 """An HTML report of the session: one self-contained file (figures embedded as PNG) that opens in a
-browser: every map as a figure with its parameters, the model and data, and the package versions.
+browser: every map as a figure with its parameters, the Table tab's results (Sobol indices, each
+method's ensemble table, the input reduction), the model and data, and the package versions.
 
 Qt-free: it takes the figure panels and parameter records the export uses (gui/session.py).
 """
@@ -17,6 +18,8 @@ h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 
 img { max-width: 100%; } table { border-collapse: collapse; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
 .untrained { color: #b02a00; font-weight: bold; }
+table.results td { text-align: right; } table.results td:first-child { text-align: left; }
+.note { color: #444; font-size: 0.9em; }
 """
 
 
@@ -38,8 +41,17 @@ def _rows(record: dict) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def report_html(title: str, panels: list[dict], records: list[dict], context: dict, versions: dict, dpi: int = 110) -> str:
-    """The report's HTML: a context table, then per map its figure and its parameters, then the versions."""
+def results_table(table: dict) -> str:
+    """One table result (title, note, header, rows of text) as an HTML section."""
+    head = "".join(f"<th>{escape(str(name))}</th>" for name in table["header"])
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in table["rows"])
+    note = f"<p class='note'>{escape(table['note'])}</p>" if table.get("note") else ""
+    return f"<h3>{escape(table['title'])}</h3>{note}<table class='results'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def report_html(title: str, panels: list[dict], records: list[dict], context: dict, versions: dict, dpi: int = 110, tables: list[dict] | None = None) -> str:
+    """The report's HTML: a context table, then per map its figure and its parameters, then the
+    table results (gui.tabular_results.report_tables), then the versions."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{STYLE}</style></head><body>"]
     parts.append(f"<h1>{escape(title)}</h1>{_rows(context)}")
     for index, (panel, record) in enumerate(zip(panels, records, strict=True), start=1):
@@ -48,5 +60,7 @@ def report_html(title: str, panels: list[dict], records: list[dict], context: di
         parts.append(f"<h2>{index}. {escape(panel.get('title', '').splitlines()[0])}{mark}</h2>")
         parts.append(f"<img alt='{escape(panel.get('title', ''))}' src='data:image/png;base64,{_figure_png(panel, dpi)}'>")
         parts.append(_rows(record))
+    if tables:
+        parts.append("<h2>Table results</h2>" + "".join(results_table(table) for table in tables))
     parts.append(f"<h2>Versions</h2>{_rows(versions)}</body></html>")
     return "\n".join(parts)

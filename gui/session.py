@@ -23,12 +23,15 @@ from engine.core.jsonable import jsonable
 from .document import AnalysisRequest, ModelInfo
 from .jobs import FILE_LANE, Job
 from .session_file import Session, SessionError, read_session, write_session
-from .tabular_results import rebuild_results, results_state
+from .tabular_results import rebuild_results, report_tables, results_state
 from .widgets.map_view import METHOD_TITLES
 
 FIGURE_FILTER = "PNG image (*.png);;SVG drawing (*.svg);;PDF document (*.pdf)"
 DEFAULT_DPI = 200
 SESSION_FILTER = "Sensiscope sessions (*.sensiscope.zip *.zip);;All files (*)"
+
+
+EXPLANATION_KEYS = ("method", "params", "target", "target_probability", "predicted", "probability", "device", "seed")
 
 
 def cell_record(cell, index: int) -> tuple[dict, dict[str, np.ndarray]]:
@@ -60,7 +63,8 @@ def cell_record(cell, index: int) -> tuple[dict, dict[str, np.ndarray]]:
         "input_name": request.input_name,
         "input_path": cell.input_path,
         "model": request.model.to_dict() if getattr(request, "model", None) is not None else None,
-        "explanation": {**{key: summary[key] for key in ("method", "params", "target", "target_probability", "predicted", "probability", "device", "seed")}, "elapsed_s": float(explanation.elapsed_s)},
+        # jsonable: a map read from a result store has no probability (NaN, written as null)
+        "explanation": jsonable({**{key: summary[key] for key in EXPLANATION_KEYS}, "elapsed_s": float(explanation.elapsed_s)}),
         "extras": extras,
         "array_extras": array_extras,
         "folder": prefix,
@@ -155,8 +159,9 @@ class SessionActions:
         """The session as one HTML file for a browser: each map as a figure with its parameters, and the versions."""
         window = self.window
         cells = window.grid.finished_cells()
-        if not cells:
-            window.show_error("Nothing to report", "No finished map yet.")
+        tables = report_tables(window.tabular_panel)
+        if not cells and not tables:
+            window.show_error("Nothing to report", "No finished map or table result yet.")
             return False
         if path is None:
             path, _ = QFileDialog.getSaveFileName(window, "Export a report of the session", "report.html", "HTML (*.html)")
@@ -177,7 +182,7 @@ class SessionActions:
         }
         panels = [figure_panel(cell, grid.colormap_box.currentText(), grid.mask_box.isChecked()) for cell in cells]
         try:
-            write_text(path, report_html("Sensiscope report", panels, [map_record(cell) for cell in cells], context, versions()), overwrite=True)
+            write_text(path, report_html("Sensiscope report", panels, [map_record(cell) for cell in cells], context, versions(), tables=tables), overwrite=True)
         except UserError as exc:
             window.show_error("Cannot write the report", str(exc))
             return False

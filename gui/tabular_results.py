@@ -172,3 +172,67 @@ def ensemble_metrics_html(networks: list, html: str) -> str:
     key = "accuracy" if "accuracy" in first.metrics else "r2"
     values = ", ".join(f"{t.metrics.get(key, float('nan')):.3f}" for t in networks)
     return f"<b>Network 1 of {len(networks)}</b> (seed {first.config.seed}); test {key} of each: {values}<br><br>" + html
+
+
+def _number(value, digits: int = 4) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "–" if value != value else f"{value:.{digits}f}"  # NaN: no value
+
+
+def _sobol_tables(sobol, ensemble) -> list[dict]:
+    """First- and total-order indices with their bootstrap half-widths, by ST; the S2 pairs if computed."""
+    spread = ensemble.spread if ensemble is not None and len(ensemble.runs) > 1 else None
+    index = {name: i for i, name in enumerate(sobol.names)}
+    header = ["input", "S1", "S1 ±", "ST", "ST ±"] + (["ST spread across networks"] if spread is not None else [])
+    rows = []
+    for name in sobol.ranking("ST"):
+        i = index[name]
+        row = [name, *(_number(v) for v in (sobol.S1[i], sobol.S1_conf[i], sobol.ST[i], sobol.ST_conf[i]))]
+        rows.append(row + ([_number(spread[i])] if spread is not None else []))
+    note = (f"Sobol indices of {sobol.output_name}: N = {sobol.n}, {sobol.n_evaluations} model evaluations, "
+            f"± the {sobol.conf_level:.0%} bootstrap half-width" + (f", {len(ensemble.runs)} networks (their mean)" if spread is not None else ""))
+    tables = [{"title": "Sobol indices", "note": note, "header": header, "rows": rows}]
+    if sobol.S2 is not None:
+        pairs = [(sobol.names[a], sobol.names[b], sobol.S2[a][b], None if sobol.S2_conf is None else sobol.S2_conf[a][b])
+                 for a in range(len(sobol.names)) for b in range(a + 1, len(sobol.names))]
+        pairs.sort(key=lambda pair: -float(pair[2]) if pair[2] == pair[2] else 0.0)
+        tables.append({"title": "Second-order indices S2", "note": "pairs by S2, largest first", "header": ["input", "input", "S2", "S2 ±"],
+                       "rows": [[a, b, _number(value), _number(conf) if conf is not None else ""] for a, b, value, conf in pairs]})
+    return tables
+
+
+def _ensemble_table(ensemble) -> dict:
+    record = ensemble.to_dict()
+    rows = [[row["name"], *(_number(row[key]) for key in ("mean", "spread", "conf", "min", "max")), ", ".join(str(r) for r in row["ranks"])]
+            for row in ensemble.summary()]
+    return {"title": f"{record['title']}: {record['measure']} over {len(ensemble.runs)} network(s)",
+            "note": f"inputs by the mean across networks, most influential first; Kendall's W of the networks' rankings {_number(ensemble.kendall_w, 2)}",
+            "header": ["input", "mean", "spread", "±", "min", "max", "rank in each network"], "rows": rows}
+
+
+def _reduction_table(reduction) -> dict:
+    metrics = list(reduction.rows[0].metrics) if reduction.rows else []
+    rows = []
+    for row in reduction.rows:
+        cells = [str(row.k), row.selection] + [f"{_number(row.metrics[m][0], 3)} ± {_number(row.metrics[m][1], 3)}" for m in metrics]
+        rows.append(cells + [", ".join(row.features[0]) if row.features else ""])
+    note = (f"networks retrained on the top k inputs by {reduction.rank_by} (and on k random ones); {reduction.metric} with all inputs "
+            f"{_number(reduction.full_score, 3)}; recommended k = {reduction.recommended_k} ({', '.join(reduction.ranking[:reduction.recommended_k])}): "
+            f"the smallest k whose mean score is within {reduction.tolerance:g} of that")
+    return {"title": "Input reduction", "note": note, "header": ["k", "inputs", *metrics, "inputs kept (first seed)"], "rows": rows}
+
+
+def report_tables(panel) -> list[dict]:
+    """The Table tab's results for the HTML report (gui/report.py): dicts of title, note, header and
+    rows (text), for the Sobol indices (and S2), every method's ensemble table and the input reduction."""
+    ensembles = dict(getattr(panel, "ensembles", {}) or {})
+    tables = []
+    if panel.sobol is not None:
+        tables += _sobol_tables(panel.sobol, ensembles.get("sobol"))
+    tables += [_ensemble_table(ensemble) for method, ensemble in ensembles.items() if method != "sobol" or panel.sobol is None]
+    if panel.reduction is not None:
+        tables.append(_reduction_table(panel.reduction))
+    return tables

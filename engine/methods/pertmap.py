@@ -49,6 +49,7 @@ class PertmapParams:
     antithetic: bool = param(True, "draw the noise in pairs xi, -xi (antithetic variates): the part of the gradient's noise that is odd in xi cancels, at no extra cost")
     patience: int = param(5, "stop once the objective, averaged over blocks of record_every steps, has not risen by tol x w_max for this many blocks; 0 = run every step", low=0, high=100000)
     tol: float = param(0.005, "the rise of the block-averaged objective, as a fraction of w_max, that counts as progress for patience", low=0.0, high=1.0)
+    noise: str = param("uniform", "distribution of xi: uniform on [-1, 1] as in Ikeno and Hara (2018), or gaussian with the same variance (standard deviation 1/sqrt(3)), so w keeps its scale", choices=("uniform", "gaussian"))
     repeats: int = param(1, "independent runs (seeds seed, seed+1, ...) averaged into the map; 2 or more also give the Spearman correlation of their maps (stability; cost x repeats)", low=1, high=16)
 
 
@@ -99,16 +100,27 @@ class _Trace:
         return {"steps": self.steps, **{name: [row[i] for row in self.rows] for i, name in enumerate(columns)}}
 
 
+_GAUSSIAN_STD = 1.0 / math.sqrt(3.0)  # the standard deviation of U[-1, 1]
+
+
+def _draw(noise: torch.Tensor, kind: str) -> None:
+    """Fill ``noise`` in place with xi: U[-1, 1], or N(0, 1/3), which has the same variance."""
+    if kind == "gaussian":
+        noise.normal_(0.0, _GAUSSIAN_STD)
+    else:
+        noise.uniform_(-1.0, 1.0)
+
+
 def _objective(model, x, target: int, w, noise, bounds, params: PertmapParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """J = mean_w - lam * penalty on one batch of noisy copies of x; returns J, mean_w, penalty and the logits."""
     # One random draw per step, in place on the device (global RNG, seeded by the caller).
     if params.antithetic and noise.shape[0] >= 2:
         half = noise.shape[0] // 2
-        noise[:half].uniform_(-1.0, 1.0)
+        _draw(noise[:half], params.noise)
         torch.neg(noise[:half], out=noise[half : 2 * half])
-        noise[2 * half :].uniform_(-1.0, 1.0)
+        _draw(noise[2 * half :], params.noise)
     else:
-        noise.uniform_(-1.0, 1.0)
+        _draw(noise, params.noise)
     w_full = _upsample(w, params.patch, *x.shape[2:])
     perturbed = torch.addcmul(x, noise, w_full)
     if bounds is not None:
@@ -223,7 +235,7 @@ def explain(
 ) -> Explanation:
     """Invariant-perturbation map of one input: w_max minus the channel mean of the optimised half-widths.
 
-    Each step draws ``batch_size`` noise images with one in-place uniform draw on the device, runs
+    Each step draws ``batch_size`` noise images with one in-place draw (``noise``: uniform or gaussian) on the device, runs
     one forward and one backward pass, takes an optimizer step on w and clips w to [0, w_max].
     ``extras``: ``steps`` (the recorded step numbers), ``objective``, ``mean_w`` and ``penalty``
     (J and its two terms, J = mean_w - lam * penalty, estimated on that step's batch with w as it

@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
+from ..widgets.elided_label import elide
 from ..widgets.map_view import METHOD_TITLES
 from ..widgets.param_form import ParamForm
 
@@ -122,7 +123,7 @@ class AnalysisPanel(QWidget):
         values = dict(GUI_DEFAULTS.get(spec.name, {}))
         if self.layer:
             values["layer"] = self.layer
-        self.form.set_specs(spec.params(), values or None)
+        self.form.set_specs(spec.params(), values or None, method=spec.name)
 
     def target(self):
         return self.target_box.currentData()
@@ -133,11 +134,19 @@ class AnalysisPanel(QWidget):
     def set_running(self, running: bool, text: str = "") -> None:
         self.cancel_button.setEnabled(running)
         if text:
-            self.progress.setFormat(text)
+            self._set_progress_text(text)
         if not running:
             self.progress.setValue(0 if not text else self.progress.value())
 
     def set_progress(self, fraction: float, message: str, data: object = None) -> None:
         """A job's progress report (``job.signals.progress`` connects here); the payload is not shown."""
         self.progress.setValue(int(fraction * 1000))
-        self.progress.setFormat(f"{message} (%p%)" if message else "%p%")
+        self._set_progress_text(message, percent=True)
+
+    def _set_progress_text(self, text: str, percent: bool = False) -> None:
+        """The bar's text cut to the bar (never spilling out of it), the whole message as its tooltip."""
+        suffix = " (100%)" if text and percent else "100%" if percent else ""
+        room = self.progress.contentsRect().width() - 12 - self.progress.fontMetrics().horizontalAdvance(suffix)
+        shown = elide(text, self.progress.font(), room) if text else ""
+        self.progress.setFormat(f"{shown} (%p%)" if shown and percent else shown or "%p%")
+        self.progress.setToolTip(text)

@@ -32,6 +32,7 @@ class JobsPanel(QWidget):
         self.tree.setHeaderLabels(["Job", "Lane", "State", "Progress", "Time", "Message"])
         self.tree.setRootIsDecorated(False)
         self.tree.setUniformRowHeights(True)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a file name keeps its start and its end
         self.tree.setColumnWidth(0, 260)
         self.tree.setColumnWidth(1, 60)
         self.tree.setColumnWidth(2, 80)
@@ -67,6 +68,7 @@ class JobsPanel(QWidget):
             return
         item = QTreeWidgetItem([job.title, job.lane, STATE_TEXT[job.state], "", "", ""])
         item.setData(0, Qt.ItemDataRole.UserRole, job.id)
+        item.setToolTip(0, job.title)  # the columns cut long texts with an ellipsis; the tooltip has them whole
         bar = QProgressBar()
         bar.setRange(0, 1000)
         bar.setMaximumHeight(16)

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
 from engine.core.vocab import MODEL_FILE_SUFFIXES
 
 from ..document import UNTRAINED_WORDS
+from ..widgets.elided_label import ElidedComboBox, elide
 
 MODEL_FILTER = f"Models and weights ({' '.join('*' + suffix for suffix in MODEL_FILE_SUFFIXES)});;All files (*)"
 LABELS_TIP = "Class names: a text file (one a line) or JSON; applied when the model is next loaded"
@@ -67,7 +69,8 @@ class ModelPanel(QWidget):
         self.labels_button = QPushButton("Labels...")
         self.labels_button.setToolTip(LABELS_TIP)
         self.labels_button.clicked.connect(self._choose_labels)
-        self.device_box = QComboBox()
+        self.device_box = ElidedComboBox()  # a long device name ends in "..." with the full name as tooltip
+        self.device_box.setToolTip("The device the model and every analysis run on")
         self.device_box.currentIndexChanged.connect(self._device_chosen)
 
         row = QHBoxLayout()
@@ -81,8 +84,12 @@ class ModelPanel(QWidget):
         form.addRow("", files)
         form.addRow("Device", self.device_box)
 
+        self.source_html = None  # width -> the source text, its file and model names cut to the width
         self.source_label = QLabel("Starting the engine...")
         self.source_label.setWordWrap(True)
+        # Its names are cut to its width: the text must not set the width in turn (or it never shrinks).
+        self.source_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.source_label.setMinimumWidth(100)
         self.source_label.setObjectName("hint")
         self.untrained_label = QLabel(UNTRAINED_TEXT)
         self.untrained_label.setObjectName("untrained")
@@ -96,9 +103,11 @@ class ModelPanel(QWidget):
 
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["Layer", "Type", "Output"])
-        self.tree.setToolTip("Layers with their output shapes; double-click a feature-map layer to use it for Grad-CAM")
+        self.tree.setToolTip("Layers with their output shapes; click a feature-map layer to use it for Grad-CAM")
         self.tree.setUniformRowHeights(True)
-        self.tree.itemDoubleClicked.connect(self._layer_activated)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.tree.itemClicked.connect(self._layer_activated)  # one click chooses a layer (Enter too)
+        self.tree.itemActivated.connect(self._layer_activated)
         self.prediction = QTreeWidget()
         self.prediction.setHeaderLabels(["Prediction", "Probability"])
         self.prediction.setRootIsDecorated(False)
@@ -121,7 +130,9 @@ class ModelPanel(QWidget):
     def set_busy(self, busy: bool, text: str = "") -> None:
         self.busy.setVisible(busy)
         if text:
+            self.source_html = None
             self.source_label.setText(text)
+            self.source_label.setToolTip("")
 
     def load_failed(self, spec: str, weights: str, labels: str, message: str, current: str = "") -> None:
         """Leave "Loading..." for what happened; a labels file or a model file that failed is set aside,
@@ -135,11 +146,35 @@ class ModelPanel(QWidget):
         if self.last_file and self.last_file in (spec, weights):
             self.last_file = ""
         name = Path(weights or spec).name
-        text = f"<b>Could not load {escape(name)}</b>: {escape(message)}"
-        if current:
-            text += f"<br>Still using <b>{escape(current)}</b>."
-        self.source_label.setText(text + "".join(f"<br><i>{escape(note)}</i>" for note in notes))
-        self.source_label.setToolTip(message)
+
+        def text(width: int) -> str:
+            html = f"<b>Could not load {self._fit(name, width)}</b>: {escape(message)}"
+            if current:
+                html += f"<br>Still using <b>{self._fit(current, width)}</b>."
+            return html + "".join(f"<br><i>{escape(note)}</i>" for note in notes)
+
+        self._set_source(text, "\n".join(part for part in (f"Could not load {weights or spec}", message, f"Still using {current}" if current else "") if part))
+
+    def _fit(self, name: str, width: int) -> str:
+        """A file or model name (no spaces to wrap at) cut in the middle to the label's width, escaped."""
+        font = self.source_label.font()
+        font.setBold(True)
+        return escape(elide(name, font, width, Qt.TextElideMode.ElideMiddle))
+
+    def _set_source(self, html, tip: str) -> None:
+        """The source label's text from ``html(width)``, redrawn when the panel's width changes."""
+        self.source_html = html
+        self.source_label.setToolTip(tip)
+        self._render_source()
+
+    def _render_source(self) -> None:
+        if self.source_html is not None:
+            width = max(120, self.source_label.contentsRect().width() - 20)
+            self.source_label.setText(self.source_html(width))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._render_source()
 
     def set_engine(self, info) -> None:
         self.model_box.clear()
@@ -203,9 +238,9 @@ class ModelPanel(QWidget):
         loaded = state.loaded
         params = sum(p.numel() for p in loaded.module.parameters())
         classes = f"{loaded.num_classes} classes" if loaded.num_classes else "classes unknown"
-        notes = "".join(f"<br><i>{note}</i>" for note in loaded.notes)
-        self.source_label.setText(f"<b>{loaded.spec}</b>: {classes}, {params:,} parameters, input {format_shape((1, *state.input_shape))}{notes}")
-        self.source_label.setToolTip(loaded.source)
+        notes = "".join(f"<br><i>{escape(note)}</i>" for note in loaded.notes)
+        rest = f"{classes}, {params:,} parameters, input {format_shape((1, *state.input_shape))}{notes}"
+        self._set_source(lambda width: f"<b>{self._fit(loaded.spec, width)}</b>: {rest}", f"{loaded.spec}\n{loaded.source}")
         self.untrained_label.setVisible(UNTRAINED_WORDS in loaded.source)
         if loaded.spec in [self.model_box.itemText(i) for i in range(self.model_box.count())]:
             self.model_box.setCurrentText(loaded.spec)
@@ -217,9 +252,12 @@ class ModelPanel(QWidget):
                 continue
             parent_name = layer.name.rpartition(".")[0]
             short = layer.name.rpartition(".")[2]
-            item = QTreeWidgetItem([short, layer.type, format_shape(layer.output_shape)])
+            grid = f" ({layer.grid})" if layer.grid and not layer.grid[0].isdigit() else ""  # token and channels-last layers: their grid
+            item = QTreeWidgetItem([short, layer.type, format_shape(layer.output_shape) + grid])
             item.setData(0, Qt.ItemDataRole.UserRole, layer.name)
-            item.setToolTip(0, f"{layer.name} ({layer.parameters:,} parameters)" + (" - double-click to use for Grad-CAM" if layer.name in self.conv_layers else ""))
+            item.setToolTip(0, f"{layer.name} ({layer.parameters:,} parameters)" + (" - click to use for Grad-CAM" if layer.name in self.conv_layers else ""))
+            for column in (1, 2):  # cut columns keep their full text in the tooltip
+                item.setToolTip(column, item.text(column))
             parent = parents.get(parent_name)
             (parent.addChild(item) if parent is not None else self.tree.addTopLevelItem(item))
             parents[layer.name] = item

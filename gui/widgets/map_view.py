@@ -8,10 +8,11 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QStyle, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QProgressBar, QStyle, QToolButton, QVBoxLayout, QWidget
 
 from .. import colours
 from ..document import CANCELLED, DONE, FAILED, KEY_PARAMS, PENDING, RUNNING, AnalysisRequest  # noqa: F401 - re-exported
+from .elided_label import ElidedLabel, Run
 
 UNTRAINED_MARK = "UNTRAINED"
 
@@ -87,11 +88,10 @@ class MapCell(QFrame):
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(lambda pos: self.menu_requested.emit(self, self.mapToGlobal(pos)))
 
-        self.title = QLabel()
+        # No word wrap (a wrapping label makes the grid ask for its preferred height and scroll early):
+        # each line is cut with an ellipsis to the cell's width, the full text in the tooltip.
+        self.title = ElidedLabel()
         self.title.setObjectName("cellTitle")
-        self.title.setTextFormat(Qt.TextFormat.RichText)
-        # No word wrap: a wrapping label makes the grid ask for its preferred height and scroll early.
-        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.title.setMinimumWidth(60)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -115,8 +115,7 @@ class MapCell(QFrame):
 
         self._build_graphics()
 
-        self.footer = QLabel(" ")
-        self.footer.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.footer = ElidedLabel(" ")
         self.footer.setObjectName("cellFooter")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 4, 6, 4)
@@ -176,23 +175,26 @@ class MapCell(QFrame):
 
     # ---------------------------------------------------------------- state
     def _update_title(self, detail: str = "") -> None:
-        """Method and key parameters; then input, target, model (marked when untrained) and time."""
+        """Method and key parameters; then input, target, model (marked when untrained) and time. The
+        lines are cut to the cell's width; the untrained mark is never cut."""
         request = self.request
         name = METHOD_TITLES.get(request.method, request.method)
         params = request.key_params()
-        line = f"<b>{name}</b>" + (f" <span style='color:gray'>({params})</span>" if params else "")
-        info = [request.input_name or "(no input)", f"target {request.target_label}"]
+        first = [Run(name, bold=True)] + ([Run(f" ({params})", colour="gray")] if params else [])
+        second = [Run(request.input_name or "(no input)"), Run(f" · target {request.target_label}")]
         model = request.model
-        plain = list(info)
         if model is not None:
-            warning = self.palette().color(QPalette.ColorRole.BrightText).name()
-            info.append(f"model {model.name()}" + (f" <b style='color:{warning}'>{UNTRAINED_MARK}</b>" if model.untrained else ""))
-            plain.append(f"model {model.name()}" + (f" {UNTRAINED_MARK}: random weights, its classes mean nothing" if model.untrained else ""))
+            second.append(Run(f" · model {model.name()}"))
+            if model.untrained:
+                warning = self.palette().color(QPalette.ColorRole.BrightText).name()
+                second.append(Run(f" {UNTRAINED_MARK}", bold=True, colour=warning, keep=True))
         if detail:
-            info.append(detail)
-            plain.append(detail)
-        self.title.setText(f"{line}<br><span style='font-size:small'>{' · '.join(info)}</span>")
-        self.title.setToolTip(f"{name}: {params or 'default parameters'}\n{' · '.join(plain)}" + (f"\nmodel source: {model.source}" if model is not None and model.source else ""))
+            second.append(Run(f" · {detail}"))
+        self.title.set_lines([(first, False), (second, True)])
+        lines = self.title.text()
+        notes = [f"{UNTRAINED_MARK}: random weights, its classes mean nothing"] if model is not None and model.untrained else []
+        notes += [f"model source: {model.source}"] if model is not None and model.source else []
+        self.title.setToolTip("\n".join([lines, *notes]))
 
     def _clear_map(self) -> None:
         """No map on screen (a pending, running or failed cell never shows an old one), and no colour bar."""

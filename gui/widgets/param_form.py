@@ -1,4 +1,5 @@
-"""A form built from a method's parameter specs (engine.params.ParamSpec): one editor per field."""
+"""A form built from a method's parameter specs (engine.params.ParamSpec): one editor per field, the
+few a user changes first in a "Basic" group, the rest in a collapsible "Advanced" group."""
 
 from __future__ import annotations
 
@@ -6,10 +7,53 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 INT_LIMIT = 2**31 - 1
 FLOAT_LIMIT = 1e12
+
+# The parameters a user changes first, per method (shown in the dataclass's order); the rest go under "Advanced".
+# A method not listed shows its first BASIC_FALLBACK fields as basic.
+_CAM = ("layer",)
+BASIC_PARAMS: dict[str, tuple[str, ...]] = {
+    "actmax": ("targets", "init", "steps", "lr", "objective"),
+    "local": ("window", "stride", "mode", "baseline"),
+    "pertmap": ("steps", "patch", "lr", "repeats"),
+    "ig": ("steps", "baseline"),
+    "smoothgrad": ("base", "samples", "sigma"),
+    "sobol": ("regions", "grid", "n", "index"),
+    "rise": ("masks", "grid", "p"),
+    "kernelshap": ("segmentation", "n_segments", "samples", "baseline"),
+    "extremal": ("areas", "variant", "steps"),
+    "ablationcam": _CAM,
+    "eigencam": _CAM,
+    "gradcam": _CAM,
+    "gradcam++": _CAM,
+    "guided-gradcam": _CAM,
+    "hirescam": _CAM,
+    "layercam": _CAM,
+    "scorecam": _CAM,
+    "xgradcam": _CAM,
+}
+BASIC_FALLBACK = 4
+
+
+def basic_names(method: str, names: list[str]) -> list[str]:
+    """The basic fields of ``method`` among its parameter ``names`` (the table's, or the first few)."""
+    listed = [name for name in BASIC_PARAMS.get(method, ()) if name in names]
+    return listed or names[:BASIC_FALLBACK]
 
 
 def _decimals(spec) -> int:
@@ -68,34 +112,85 @@ class NumberBox(WheelOnFocus, QDoubleSpinBox):
 
 
 class ParamForm(QWidget):
-    """Editors for a list of ParamSpec; :meth:`values` gives a mapping ready for build_params."""
+    """Editors for a list of ParamSpec; :meth:`values` gives a mapping ready for build_params.
+
+    The basic fields (:data:`BASIC_PARAMS`) sit in the "Basic" group; the others in "Advanced", which
+    starts collapsed and remembers, per method, whether the user opened it."""
 
     changed = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.layout_ = QFormLayout(self)
-        self.layout_.setContentsMargins(0, 0, 0, 0)
-        self.layout_.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.specs: list = []
         self.editors: dict[str, QWidget] = {}
         self.layer_choices: list[str] = []  # the loaded model's layers: the layer field offers only these
+        self.method = ""
+        self.expanded: dict[str, bool] = {}  # method -> the Advanced group was left open
+        self.basic_box = QGroupBox("Basic")
+        self.basic_layout = self._form_layout(self.basic_box)
+        self.advanced_button = QToolButton()
+        self.advanced_button.setObjectName("advancedToggle")
+        self.advanced_button.setCheckable(True)
+        self.advanced_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_button.setAutoRaise(True)
+        self.advanced_button.toggled.connect(self._toggle_advanced)
+        self.advanced_box = QGroupBox()
+        self.advanced_layout = self._form_layout(self.advanced_box)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.basic_box)
+        layout.addWidget(self.advanced_button)
+        layout.addWidget(self.advanced_box)
+        self._toggle_advanced(False)
 
-    def set_specs(self, specs: list, values: dict[str, Any] | None = None) -> None:
-        while self.layout_.rowCount():
-            self.layout_.removeRow(0)
+    @staticmethod
+    def _form_layout(host: QWidget) -> QFormLayout:
+        form = QFormLayout(host)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # a narrow dock puts the editor under its label
+        return form
+
+    def set_specs(self, specs: list, values: dict[str, Any] | None = None, method: str = "") -> None:
+        for form in (self.basic_layout, self.advanced_layout):
+            while form.rowCount():
+                form.removeRow(0)
+        self.method = method
         self.specs = list(specs)
         self.editors = {}
+        basic = set(basic_names(method, [spec.name for spec in self.specs]))
         for spec in self.specs:
             editor = self._editor_for(spec)
             editor.setToolTip(spec.help)
             editor.setObjectName(f"param_{spec.name}")
             label = QLabel(spec.name.replace("_", " "))
             label.setToolTip(spec.help)
-            self.layout_.addRow(label, editor)
+            (self.basic_layout if spec.name in basic else self.advanced_layout).addRow(label, editor)
             self.editors[spec.name] = editor
+        advanced = len(self.specs) - len(basic)
+        self.basic_box.setVisible(bool(self.specs))
+        self.advanced_button.setVisible(advanced > 0)
+        self.advanced_button.setText(f"Advanced ({advanced})")
+        self.advanced_button.setToolTip(f"{advanced} more parameter(s): " + ", ".join(s.name for s in self.specs if s.name not in basic))
+        self.advanced_button.blockSignals(True)
+        self.advanced_button.setChecked(self.expanded.get(method, False))
+        self.advanced_button.blockSignals(False)
+        self._show_advanced(advanced > 0 and self.advanced_button.isChecked())
         for name, value in (values or {}).items():
             self.set_value(name, value)
+
+    def _toggle_advanced(self, checked: bool) -> None:
+        if self.method:
+            self.expanded[self.method] = checked
+        self._show_advanced(checked)
+
+    def _show_advanced(self, shown: bool) -> None:
+        self.advanced_box.setVisible(shown)
+        self.advanced_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+
+    def is_basic(self, name: str) -> bool:
+        """The field sits in the Basic group (always visible)."""
+        editor = self.editors.get(name)
+        return editor is not None and self.basic_box.isAncestorOf(editor)
 
     def _editor_for(self, spec) -> QWidget:
         editor = self._strict_editor(spec)

@@ -301,3 +301,28 @@ def test_without_antithetic_pairs_every_sample_is_drawn_afresh():
     engine.explain(recorder, x, "pertmap", params={**REGION, "steps": 2, "batch_size": 4, "antithetic": False}, seed=0)
     second = recorder.batches[-1] - x[None]
     assert second.abs().max() > 0 and not torch.allclose(second[:2], -second[2:])
+
+
+@pytest.mark.parametrize("noise", ["uniform", "gaussian"])
+def test_the_noise_distribution_has_the_uniform_variance_and_its_own_support(noise):
+    """With w held at 1 (w_init = w_max = 1, no learning) the perturbations are xi itself: uniform
+    draws stay in [-1, 1]; Gaussian ones have the same variance 1/3 but reach beyond 1."""
+    x = _input()
+    recorder = Recorder(_discriminative_region_model(x))
+    params = {**REGION, "steps": 6, "batch_size": 64, "lr": 1e-9, "w_max": 1.0, "w_init": 1.0, "noise": noise}
+    engine.explain(recorder, x, "pertmap", params=params, seed=0)
+    xi = torch.stack([b - x[None] for b in recorder.batches if b.shape[0] == 64])
+    assert abs(xi.var().item() - 1 / 3) < 0.01
+    if noise == "uniform":
+        assert xi.abs().max() <= 1.0 + 1e-6
+    else:
+        assert xi.abs().max() > 1.5
+        torch.testing.assert_close(xi[:, :32], -xi[:, 32:])  # antithetic pairs hold for either law
+
+
+def test_gaussian_noise_finds_the_region_too():
+    x = _input()
+    model = _discriminative_region_model(x)
+    result = engine.explain(model, x, "pertmap", params={**REGION, "noise": "gaussian"}, seed=0)
+    inside = _dilated(model.region_mask(), 2)
+    assert result.map[inside].sum() >= 0.9 * result.map.sum() > 1.0
