@@ -156,8 +156,33 @@ class AnalysisController:
         self.document.add(analysis.request, index, analysis=analysis)
         cell = self.window.grid.add_cell(analysis.request, index)
         cell.analysis_id = analysis.id
-        cell.show_analysis(analysis, self.window.workspace.label)
+        self.draw(cell, analysis)
         self.window.grid.refresh_display()
+        return cell
+
+    def label_of(self, analysis: Analysis):
+        """How a cell names its analysis's classes: the current model's labels, or for a stored
+        analysis the label its store recorded (its model need not be the one loaded here)."""
+        if analysis.origin is None:
+            return self.window.workspace.label
+        target, label = analysis.origin.get("target"), analysis.origin.get("label", "")
+        return lambda index: label if index == target and label else f"class {index}"
+
+    def draw(self, cell: MapCell, analysis: Analysis) -> None:
+        """Draw what the document says in ``cell``; a stored analysis says where it was read from."""
+        cell.show_analysis(analysis, self.label_of(analysis))
+        origin = analysis.origin
+        if origin is not None and analysis.result is not None:
+            cell._update_title(f"{analysis.result.elapsed_s:.2f} s when computed · stored in {origin['store_name']}")
+            cell.footer.setText(f"from the result store {origin['store_name']} (not recomputed)")
+            cell.footer.setToolTip(origin.get("tooltip", ""))
+
+    def add_stored(self, request: AnalysisRequest, explanation, image, mask, origin: dict) -> MapCell:
+        """A result read from a store: in the document as done (no job), drawn in a new cell."""
+        analysis = self.document.add_stored(request, explanation, image, mask, origin)
+        cell = self.window.grid.add_cell(request)
+        cell.analysis_id = analysis.id
+        self.draw(cell, analysis)
         return cell
 
     def restore(self, request: AnalysisRequest, explanation, image, mask) -> MapCell:
@@ -180,5 +205,5 @@ class AnalysisController:
         if event.kind == "progress":
             cell.set_running(event.analysis.fraction, event.analysis.message)
         elif event.kind == "changed":
-            cell.show_analysis(event.analysis, self.window.workspace.label)
+            self.draw(cell, event.analysis)
             self.window.grid.refresh_display()

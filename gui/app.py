@@ -28,7 +28,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--demo", action="store_true", help="open the ultrasound demo and explain one image (the default)")
     group.add_argument("--empty", action="store_true", help="open an empty workspace instead of the demo")
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="open these: a session (.zip), a model file, an image, a folder or DICOM series, a table (.csv)")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="open these: a session (.zip), a model file, an image, a folder or DICOM series, a table (.csv), a result store folder")
     parser.add_argument("--screenshot", metavar="PATH", help="with the demo: save the window as PNG once its maps are drawn, then exit")
     parser.add_argument("--timeout", type=float, default=SCREENSHOT_TIMEOUT_S, help="screenshot mode: give up after this many seconds (default %(default)s)")
     return parser.parse_known_args(list(argv))

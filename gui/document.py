@@ -109,6 +109,10 @@ class Analysis:
     generation: int = 0
     fraction: float = 0.0
     message: str = ""
+    # Where a stored result came from (a data-set run's result store: its folder, model and record),
+    # None for an analysis computed here. A stored analysis is born done and never gets a job; it
+    # does not follow the current input or model, and it is nobody's unsaved work (the store has it).
+    origin: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,7 @@ class Document:
             return []
         changed = []
         for analysis in self.analyses:
-            if analysis.status == FAILED:
+            if analysis.status == FAILED or analysis.origin is not None:
                 continue
             request = self._current_request(analysis.request)
             if request.identity() != analysis.request.identity():
@@ -193,6 +197,7 @@ class Document:
     def _reset(self, analysis: Analysis, request: AnalysisRequest) -> None:
         analysis.request = request
         analysis.generation += 1
+        analysis.origin = None  # run again, it is computed here: no longer the store's
         analysis.status, analysis.result, analysis.image, analysis.mask, analysis.error = PENDING, None, None, None, ""
         analysis.fraction, analysis.message = 0.0, ""
         self._touch()
@@ -210,7 +215,8 @@ class Document:
         """A new pending analysis (or a given one, for undo and sessions) at ``index`` (default: the end)."""
         analysis = analysis or Analysis(next(self._ids), request)
         self.analyses.insert(len(self.analyses) if index is None else index, analysis)
-        self._touch()
+        if analysis.origin is None:
+            self._touch()
         self._emit("added", analysis)
         return analysis
 
@@ -219,7 +225,8 @@ class Document:
         if analysis is not None:
             self.analyses.remove(analysis)
             analysis.generation += 1  # its running job's result is dropped
-            self._touch()
+            if analysis.origin is None:
+                self._touch()
             self._emit("removed", analysis)
         return analysis
 
@@ -288,6 +295,14 @@ class Document:
         analysis.status = DONE if analysis.result is not None else CANCELLED
         self._emit("changed", analysis)
         return True
+
+    def add_stored(self, request: AnalysisRequest, result: Any, image: Any, mask: Any, origin: dict, index: int | None = None) -> Analysis:
+        """A finished analysis read from a result store: done at once, with its result and no job."""
+        analysis = Analysis(next(self._ids), request, DONE, result, image, mask, origin=origin)
+        return self.add(request, index, analysis=analysis)
+
+    def stored(self) -> list[Analysis]:
+        return [a for a in self.analyses if a.origin is not None]
 
     def pending(self) -> list[Analysis]:
         return [a for a in self.analyses if a.status == PENDING]

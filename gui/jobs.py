@@ -1,7 +1,8 @@
 """Background jobs: engine calls run on a QThreadPool, results come back as Qt signals.
 
-A job wraps a function ``fn(progress, cancel) -> result``. It runs on one of two lanes: ``device``
-(one thread, so two analyses never fight over GPU memory) or ``file`` (loading, thumbnails). The
+A job wraps a function ``fn(progress, cancel) -> result``. It runs on one of three lanes: ``device``
+(one thread, so two analyses never fight over GPU memory), ``file`` (loading, thumbnails) or
+``batch`` (one thread: a data-set run into a result store, which may take hours). The
 worker thread talks to the main thread only through a private signal object; the manager checks
 each report there and re-emits it on the job's public :class:`JobSignals`, dropping the results of
 jobs that were cancelled or superseded meanwhile. Nothing here imports torch on the main thread:
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 DEVICE_LANE = "device"
 FILE_LANE = "file"
+# A data-set run (engine.runs) takes minutes to hours: it gets a lane of its own, so the analyses of
+# the device lane and the files of the file lane are not queued behind it.
+BATCH_LANE = "batch"
 PROGRESS_INTERVAL_S = 0.1  # at most about ten progress signals a second
 
 ProgressFn = Callable[[float, str, Any], None]
@@ -195,8 +199,9 @@ class JobManager(QObject):
 
     def __init__(self, parent: QObject | None = None, file_threads: int = 2) -> None:
         super().__init__(parent)
-        self.pools = {DEVICE_LANE: QThreadPool(self), FILE_LANE: QThreadPool(self)}
+        self.pools = {DEVICE_LANE: QThreadPool(self), FILE_LANE: QThreadPool(self), BATCH_LANE: QThreadPool(self)}
         self.pools[DEVICE_LANE].setMaxThreadCount(1)
+        self.pools[BATCH_LANE].setMaxThreadCount(1)
         self.pools[FILE_LANE].setMaxThreadCount(file_threads)
         self._raw = _WorkerSignals()
         self._raw.started.connect(self._on_started)

@@ -18,6 +18,7 @@ from .panels.jobs_panel import JobsPanel
 from .panels.messages_panel import MessagesPanel, gui_words
 from .panels.model_panel import ModelPanel
 from .panels.tabular_panel import PIMA, TabularPanel
+from .results import ResultsActions
 from .session import SessionActions
 from .undo import UndoActions
 from .widgets.map_grid import MapGrid
@@ -92,6 +93,7 @@ class MainWindow(QMainWindow):
         self.messages_panel = MessagesPanel()
         self.messages_dock = self._dock("Messages", self.messages_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.jobs_dock, self.messages_dock)
+        self.results = ResultsActions(self)  # the Results dock (result stores) and batch runs
         self.jobs_dock.raise_()
         self.splitDockWidget(self.model_dock, self.analysis_dock, Qt.Orientation.Vertical)
         # The preferred size, shrunk to fit smaller screens (laptops, 1280 x 800 displays).
@@ -183,6 +185,7 @@ class MainWindow(QMainWindow):
         self.about_action = QAction("&About Sensiscope", self)
         self.about_action.triggered.connect(self.show_about)
         help_menu.addAction(self.about_action)
+        self.results.build_menus(file_menu, view_menu, self.open_table_action)
         self.habits.build(file_menu, view_menu, help_menu, self.quit_action, self.about_action)
 
     def _connect(self) -> None:
@@ -220,7 +223,8 @@ class MainWindow(QMainWindow):
     def _tab_changed(self, index: int) -> None:
         """The Table tab needs the room: the docks step aside while it shows (View brings them back) and return after."""
         if self.tabs.widget(index) is self.tabular_panel:
-            self._hidden_docks = [dock for dock in (self.dataset_dock, self.model_dock, self.analysis_dock, self.jobs_dock, self.messages_dock) if dock.isVisible() and not dock.isFloating()]
+            docks = (self.dataset_dock, self.model_dock, self.analysis_dock, self.jobs_dock, self.messages_dock, self.results.dock)
+            self._hidden_docks = [dock for dock in docks if dock.isVisible() and not dock.isFloating()]
             for dock in self._hidden_docks:
                 dock.hide()
         else:
@@ -429,7 +433,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if not self._close_confirmed:
-            if not self.confirm_close():
+            if not self.results.confirm_abandon() or not self.confirm_close():
                 event.ignore()
                 return
             self._close_confirmed = True

@@ -209,7 +209,8 @@ def _explanation(record: dict, method: str, map_: np.ndarray, extras: dict):
         params=_scalars(info.get("params", {}), "cells[].explanation.params"),
         target=_whole(info.get("target"), "cells[].explanation.target", 0, 10**6),
         predicted=_whole(info.get("predicted"), "cells[].explanation.predicted", 0, 10**6),
-        probability=_real(info.get("probability"), "cells[].explanation.probability", 0.0, 1.0),
+        # unknown (null) for a map read from a result store, which records the predicted label only
+        probability=_real(info.get("probability"), "cells[].explanation.probability", 0.0, 1.0, optional=True) if info.get("probability") is not None else math.nan,
         device=_text(info.get("device", "cpu"), "cells[].explanation.device", 64),
         elapsed_s=_real(info.get("elapsed_s", 0.0), "cells[].explanation.elapsed_s", 0.0, 1e9),
         target_probability=_real(info.get("target_probability"), "cells[].explanation.target_probability", 0.0, 1.0, optional=True),

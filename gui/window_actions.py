@@ -13,6 +13,8 @@ from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QLabel, Q
 from engine.core.vocab import MODEL_FILE_SUFFIXES
 from gui.plotting import configure_pyqtgraph
 
+from .results import looks_like_store
+
 MAX_RECENT = 8
 RECENT_KINDS = (("models", "Recent &models"), ("data", "Recent &data"), ("tables", "Recent &tables"))
 MODEL_SUFFIXES = frozenset(MODEL_FILE_SUFFIXES)  # a dropped file with one of these goes to the model panel
@@ -289,10 +291,13 @@ class WindowActions:
 
     def open_path(self, path: str) -> None:
         """A dropped or given file: a session opens, a model file goes to the model panel, a table to the
-        Table tab, an image, a DICOM series or a folder to the data panel."""
+        Table tab, a result store (a folder with its manifest) to the Results dock, an image, a DICOM
+        series or a folder to the data panel."""
         w = self.window
         name = Path(path).name.lower()
-        if name.endswith(".zip"):
+        if looks_like_store(path):
+            w.results.open_store(path)
+        elif name.endswith(".zip"):
             w.session.open(path)
         elif Path(path).suffix.lower() in TABLE_SUFFIXES:
             w.tabular_panel.open_table(path)
