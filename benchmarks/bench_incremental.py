@@ -4,7 +4,10 @@ The forward limit is the one of bench_local: n_forwards x the best per-image for
 few batch sizes, measured interleaved with the local runs. The local runs use ``engine=incremental``
 (the executor of engine/methods/_incremental.py). The per-layer table times one batch of 16
 interior windows node by node, incrementally and densely through the same interpreter, and sums
-the nodes from each convolution up to the next one.
+the nodes from each convolution up to the next one. ``theoretical_bound`` gives, per layer and in
+all, the multiply-accumulates any exact incremental executor must do (each layer's changed box,
+averaged over the run's windows) against the dense ones: where it lies above a target, no exact
+executor meets that target.
 """
 
 from __future__ import annotations
@@ -28,6 +31,90 @@ def incremental_cases(quick: bool) -> list[dict]:
         {"model": "vgg16", "size": 224, "window": 16, "stride": 8, "target": 0.35},
         {"model": "vgg16", "size": 224, "window": 32, "stride": 16, "target": 0.6},
     ]
+
+
+def _slide(interval: tuple[int, int], module: torch.nn.Module, length_out: int) -> tuple[int, int]:
+    """The outputs of a sliding-window module that read the changed inputs ``interval`` (one axis)."""
+
+    def first(value) -> int:
+        return value if isinstance(value, int) else value[0]
+
+    kernel, stride, padding = first(module.kernel_size), first(module.stride), first(module.padding)
+    dilation = first(getattr(module, "dilation", 1))
+    low = -((-(interval[0] + padding - dilation * (kernel - 1))) // stride)
+    return max(low, 0), min((interval[1] + padding) // stride, length_out - 1)
+
+
+def _intervals(gm, shapes: dict, start: int, window: int, size: int) -> dict:
+    """Per node, the changed interval of one spatial axis for a window at ``start`` (None: unchanged,
+    "all": a global operation, everything from here on is recomputed)."""
+    sliding = (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)
+    pointwise = (torch.nn.BatchNorm2d, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Dropout, torch.nn.Identity, torch.nn.SiLU, torch.nn.Hardswish)
+    state: dict = {}
+    for node in gm.graph.nodes:
+        inputs = [state.get(a) for a in node.all_input_nodes]
+        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        shape = shapes.get(node.name)
+        if node.op == "placeholder":
+            state[node] = (start, min(start + window, size) - 1)
+        elif "all" in inputs or shape is None or len(shape) != 4:
+            state[node] = "all" if any(i is not None for i in inputs) else None
+        elif isinstance(module, sliding):
+            state[node] = None if inputs[0] is None else _slide(inputs[0], module, shape[-1])
+        elif isinstance(module, pointwise) or node.op in ("call_function", "call_method"):
+            changed = [i for i in inputs if i is not None]  # elementwise or union of boxes (add, cat)
+            state[node] = (min(i[0] for i in changed), max(i[1] for i in changed)) if changed else None
+        else:
+            state[node] = "all" if any(i is not None for i in inputs) else None
+    return state
+
+
+def theoretical_bound(model, size: int, window: int, stride: int) -> tuple[float, list[tuple[str, float, float]]]:
+    """The multiply-accumulates of exact incremental inference over all windows of a run against the
+    dense ones: per convolution and linear layer, the mean over windows of the changed box's area
+    (the window projected through the layers with every halo) over its map's area. Rows and
+    columns are independent, so that mean is the square of the one-axis mean. Returns the overall
+    ratio and (layer, dense MACs per image, mean computed fraction) per layer."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from engine.methods.local import window_starts
+
+    gm = torch.fx.symbolic_trace(model)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        ShapeProp(gm).propagate(torch.zeros(1, 3, size, size, device=device))
+    shapes = {n.name: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if hasattr(n.meta.get("tensor_meta"), "shape")}
+    fractions: dict = {}
+    starts = window_starts(size, window, stride)
+    for start in starts:
+        for node, interval in _intervals(gm, shapes, start, window, size).items():
+            length = shapes.get(node.name, (0,))[-1]
+            share = 1.0 if interval == "all" else 0.0 if interval is None else (interval[1] - interval[0] + 1) / length
+            fractions[node.name] = fractions.get(node.name, 0.0) + share / len(starts)
+    rows = []
+    for node in gm.graph.nodes:
+        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if isinstance(module, torch.nn.Conv2d):
+            out = shapes[node.name]
+            macs = module.out_channels * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1] * out[2] * out[3]
+            rows.append((node.target, float(macs), fractions[node.name] ** 2))
+        elif isinstance(module, torch.nn.Linear):
+            rows.append((node.target, float(module.in_features * module.out_features), 1.0))
+    total = sum(m for _, m, _ in rows)
+    return sum(m * f for _, m, f in rows) / total, rows
+
+
+def _folded_forward(model, x: torch.Tensor):
+    """A forward of 16 copies through the fast executor (batch norms folded, channels-last)."""
+    from engine.methods._fast import channels_last, fast_model
+
+    fast, batch = fast_model(model, x), channels_last(x.expand(16, -1, -1, -1).contiguous())
+
+    def forward() -> None:
+        with torch.inference_mode():
+            fast(batch)
+
+    return forward
 
 
 def _profile_batch(model, x: torch.Tensor, window: int, count: int = 16) -> tuple[dict, dict, dict]:
@@ -82,6 +169,7 @@ def run_local_incremental(ctx: Context) -> BenchResult:
         record: dict = {}
         fns = {"incremental": explain_fn(model, x, {"window": case["window"], "stride": case["stride"], "engine": "incremental"}, record)}
         fns.update(forward_fns(model, x, [1, 16]))
+        fns["folded_b16"] = _folded_forward(model, x)
         ctx.log(f"  local incremental {label}: {ctx.warmup} warm-up + {ctx.repeats} interleaved rounds")
         samples = interleaved(fns, ctx)
         best = [min(a, b / 16) for a, b in zip(samples["forward_b1"], samples["forward_b16"], strict=True)]
@@ -93,6 +181,15 @@ def run_local_incremental(ctx: Context) -> BenchResult:
         )
         result.figure(f"{label}: forward limit", summarise(limits))
         result.target(f"{label}: local incremental / forward limit", ratio["median"], case["target"], spread=ratio, best=best_ratio(samples["incremental"], limits))
+        # The incremental executor folds batch norms and runs channels-last: the same tricks on the
+        # dense forwards give a lower limit, against which only the incrementality itself counts.
+        folded = [extras["forward_passes"] * t / 16 for t in samples["folded_b16"]]
+        result.figure(f"{label}: local incremental / folded channels-last forward limit", summarise(ratios(samples["incremental"], folded)), unit="x")
+        bound, layers = theoretical_bound(model, case["size"], case["window"], case["stride"])
+        result.figure(f"{label}: exact incremental MACs / dense MACs over all windows (a lower bound of the time ratio)", bound, unit="x")
+        if case["window"] == 16:
+            for layer, macs, fraction in layers:
+                result.figure(f"{label}: bound, layer {layer} ({macs / 1e6:.0f} M MACs dense): mean changed fraction of its map", fraction, unit="")
         incremental, dense, fractions = _profile_batch(model, x, case["window"])
         total_inc, total_dense = sum(incremental.values()), sum(dense.values())
         result.figure(f"{label}: one batch of 16 windows, incremental / dense through the same interpreter", total_inc / total_dense, unit="x")

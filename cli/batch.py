@@ -22,6 +22,13 @@ def add_run_arguments(parser, *, store_required: bool) -> None:
     parser.add_argument("--address", help="with --backend ray: join this Ray cluster (e.g. auto, HEAD:6379 or ray://HEAD:10001) instead of starting a local one")
     parser.add_argument("--gpus-per-worker", type=number(0, 64), default=0.0, help="with --backend ray: GPUs each worker asks Ray for (e.g. 1, or 0.5 to share one)")
     parser.add_argument("--threads", type=integer(1, 1024), default=None, help="torch CPU threads per worker (default: torch's choice locally, one per CPU of a Ray worker)")
+    parser.add_argument(
+        "--batch",
+        type=integer(1, 100_000),
+        default=16,
+        help="images explained and scored together (default 16): saliency, inputxgrad and the one-pass CAMs explain them in one pass, "
+        "their deletion and insertion curves share forwards; 1 = one by one",
+    )
     parser.add_argument("--max-pairs", type=integer(0, 10**9), default=None, help="stop after this many pairs (continue later with --resume)")
 
 
@@ -62,7 +69,7 @@ def build_job(args, methods: list[str]):
     assignments = {f"{m}.{k}": str(v) for m in methods for k, v in EVALUATE_DEFAULTS.get(m, {}).items()} | given
     params = _method_params(methods, assignments, None)
     metrics = MetricSettings(steps=args.steps, baseline=args.baseline, tolerance=args.tolerance, road=args.road)
-    return Job(args.model, args.weights, args.labels, args.trust, params, metrics, args.seed, args.device, args.threads)
+    return Job(args.model, args.weights, args.labels, args.trust, params, metrics, args.seed, args.device, args.threads, batch=args.batch)
 
 
 def pick_in_turn(items, n: int):

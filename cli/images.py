@@ -160,6 +160,7 @@ _COLUMNS = (
     ("insertion_auc", "insertion AUC"),
     ("road_morf", "ROAD MoRF"),
     ("road_lerf", "ROAD LeRF"),
+    ("stability", "stability"),
     ("time_s", "s / image"),
 )
 
@@ -176,7 +177,8 @@ def format_table(report) -> str:
         lines.append(f"{summary.method:<12}{cells}  {summary.sanity_verdict()}")
     lines += [
         "",
-        "mean [bootstrap 95% interval]. pointing, energy and IoU on images with a lesion (higher is better); deletion AUC and ROAD MoRF lower is better, insertion AUC and ROAD LeRF higher is better.",
+        "mean [bootstrap 95% interval]. pointing, energy and IoU on images with a lesion (higher is better); deletion AUC and ROAD MoRF lower is better, insertion AUC and ROAD LeRF higher is better;",
+        "stability (methods run with repeats >= 2, without --store) is the Spearman correlation of a map's runs.",
     ]
     comparisons = [c for c in report.comparisons() if c.metric != "time_s"]
     if comparisons:

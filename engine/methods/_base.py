@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.progress import CancelToken, ObjectiveValue, ProgressFn
 from engine.models.outputs import as_batch, check_target, logits_of, prediction, select_output
@@ -72,6 +73,40 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: int | None, output
         progress(0.5, "backward")
         (grad,) = torch.autograd.grad(select_output(logits, setup.target, output).sum(), x)
     return setup, grad[0]
+
+
+def check_batch(inputs: torch.Tensor, targets) -> tuple[torch.Tensor, list[int | None]]:
+    """A batched method's input as a detached N x C x H x W batch and one target per image."""
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or not inputs.is_floating_point():
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise UserError(f"expected a floating-point N x C x H x W batch of images, got {shape}")
+    targets = [None] * inputs.shape[0] if targets is None else list(targets)
+    if len(targets) != inputs.shape[0]:
+        raise UserError(f"{len(targets)} targets for {inputs.shape[0]} images; give one target (or None) per image")
+    return inputs.detach(), targets
+
+
+def setups_of(batch: torch.Tensor, logits: torch.Tensor, targets: Sequence[int | None]) -> list[Setup]:
+    """One Setup per row of a batch: its image, its logits and its target (None: its prediction)."""
+    return [Setup.from_logits(batch[i : i + 1].detach(), logits[i : i + 1], t) for i, t in enumerate(targets)]
+
+
+def selected_sum(logits: torch.Tensor, setups: Sequence[Setup], output: str) -> torch.Tensor:
+    """The sum over the rows of each row's explained output for its own target. Rows of a model in
+    eval mode do not interact, so the gradient of this sum with respect to row i is the gradient of
+    row i's output alone."""
+    return sum(select_output(logits[i : i + 1], s.target, output)[0] for i, s in enumerate(setups))
+
+
+def input_gradients(model: nn.Module, x: torch.Tensor, targets: Sequence[int | None], output: str) -> tuple[list[Setup], torch.Tensor]:
+    """:func:`input_gradient` for an N x C x H x W batch in one forward and one backward: the
+    prediction on every image and the gradient of each image's target output (N x C x H x W)."""
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = logits_of(model(x))
+        setups = setups_of(x, logits, targets)
+        (grad,) = torch.autograd.grad(selected_sum(logits, setups, output), x)
+    return setups, grad
 
 
 def predict(model: nn.Module, batch: torch.Tensor, target: int | None) -> Setup:

@@ -14,6 +14,7 @@ from torch.overrides import TorchFunctionMode
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn
 from engine.io.blur import baseline_image
+from engine.methods._fast import channels_last, fast_model, first_linear
 from engine.models.outputs import logits_of, select_output
 from engine.runtime.batching import batch_for_budget, default_budget_bytes, run_in_batches
 
@@ -129,12 +130,12 @@ def gradients_in_batches(
     are halved on out-of-memory; returns the batch size that worked."""
 
     def evaluate(start: int, stop: int) -> None:
-        inputs = points(start, stop).detach()
-        if inputs.ndim == 4:  # channels-last convolutions are faster on CPUs and GPUs alike
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        # channels-last convolutions are faster on CPUs and GPUs alike
+        inputs = channels_last(points(start, stop).detach())
+        runner = fast_model(model, inputs[:1])  # batch norms folded (cached), or the model itself
         inputs.requires_grad_(True)
         with torch.enable_grad():
-            selected = select_output(logits_of(model(inputs)), target, output)
+            selected = select_output(logits_of(runner(inputs)), target, output)
             (grad,) = torch.autograd.grad(selected.sum(), inputs)
         on_gradients(start, stop, inputs.detach(), grad.detach())
 
@@ -195,19 +196,43 @@ def path_gradient(
 ) -> tuple[torch.Tensor, int]:
     """The integral over alpha in [0, 1] of the gradient at baseline + alpha (x - baseline), by the
     quadrature ``rule`` (points and weights), the path evaluated in batches. Returns the C x H x W
-    integral (float64) and the batch size that worked."""
+    integral (float64) and the batch size that worked.
+
+    When the model (batch norms folded, ``engine.methods._fast``) starts with a convolution
+    c(x) = W * x + beta, the first layer is not evaluated per point: along the path its output is
+    c(b) + alpha W * (x - b) (two convolutions), and, the gradient at the input being W^T applied to
+    the one at its output, the weighted sum of the input gradients is W^T applied to the weighted
+    sum of the output gradients (one transposed convolution). Exact up to float rounding."""
     alphas, weights = (t.to(x.device) for t in rule)
-    step = x - baseline
-    total = torch.zeros(x.shape[1:], dtype=torch.float64, device=x.device)
+    split = first_linear(fast_model(model, x))
+    if split is None:
+        start, step, network = baseline, x - baseline, model
+    else:
+        with torch.no_grad():
+            start, step = split.conv(channels_last(baseline)), split.bias_free(channels_last(x - baseline))
+        network = split.rest
+    total = torch.zeros(start.shape[1:], dtype=torch.float64, device=x.device)
 
-    def points(start: int, stop: int) -> torch.Tensor:
-        return baseline + alphas[start:stop].to(x.dtype).view(-1, 1, 1, 1) * step
+    def points(first: int, stop: int) -> torch.Tensor:
+        return start + alphas[first:stop].to(start.dtype).view(-1, 1, 1, 1) * step
 
-    def accumulate(start: int, stop: int, _inputs: torch.Tensor, grad: torch.Tensor) -> None:
-        total.add_((weights[start:stop].view(-1, 1, 1, 1) * grad.double()).sum(0))
+    def accumulate(first: int, stop: int, _inputs: torch.Tensor, grad: torch.Tensor) -> None:
+        total.add_((weights[first:stop].view(-1, 1, 1, 1) * grad.double()).sum(0))
 
     used = gradients_in_batches(
-        model, points, len(alphas), target, output, accumulate,
-        batch_size=batch_size, cancel=cancel, progress=progress, span=span, message="path points", device=x.device,
+        network,
+        points,
+        len(alphas),
+        target,
+        output,
+        accumulate,
+        batch_size=batch_size,
+        cancel=cancel,
+        progress=progress,
+        span=span,
+        message="path points",
+        device=x.device,
     )
+    if split is not None:
+        total = split.input_gradient(total[None], (1, *x.shape[1:]))[0]
     return total, used

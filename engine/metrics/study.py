@@ -38,7 +38,8 @@ EVALUATE_DEFAULTS = {
     # own defaults (<= 300 steps, patch 8) at a fifth of their time (docs/pertmap-study.md)
     "pertmap": {"steps": 100, "batch_size": 8, "patch": 4, "lr": 0.1, "patience": 0},
 }
-METRIC_NAMES = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "time_s")
+# stability: the Spearman correlation of a stochastic method's runs (pertmap with repeats >= 2)
+METRIC_NAMES = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "stability", "time_s")
 
 
 def mask_for(item: InputItem, preprocess: Preprocess) -> np.ndarray | None:
@@ -101,6 +102,8 @@ class EvaluationReport:
             return []
         out = []
         for name in METRIC_NAMES:
+            if name == "stability":
+                continue  # one method's own property, not a paired score
             values = {m.method: m.values[name] for m in self.methods}
             if any(values.values()):
                 out += compare_methods(values, name)
@@ -129,6 +132,9 @@ def record_scores(summary: MethodSummary, result, scores, road_curves=None) -> N
     summary.values["deletion_auc"].append(faith.deletion.auc)
     summary.values["insertion_auc"].append(faith.insertion.auc)
     summary.values["time_s"].append(result.elapsed_s)
+    stability = getattr(result, "extras", {}).get("stability")
+    if stability is not None:
+        summary.values["stability"].append(float(stability))
     summary.deletion_curves.append(np.asarray(faith.deletion.scores))
     summary.insertion_curves.append(np.asarray(faith.insertion.scores))
     summary.fractions = np.asarray(faith.deletion.fractions)

@@ -4,7 +4,7 @@ Without an address a local Ray is started with ``workers`` CPUs (and stopped aft
 (``ray://HEAD:10001`` or ``HEAD:6379``, or ``auto``) the run joins that cluster. Each actor asks
 Ray for ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs, so on a GPU cluster Ray places one
 actor per GPU (it sets CUDA_VISIBLE_DEVICES for it). The driver keeps two tasks in flight per
-actor and yields each finished image's results as it arrives (``ray.wait``), so the store fills
+actor and yields each finished task's results (one image, or a group of ``Job.batch`` images) as it arrives (``ray.wait``), so the store fills
 while the cluster works. Ray is the optional extra ``sensiscope[cluster]``; it is imported here
 only.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken
-from engine.runs.worker import Job, PairResult, Task, Worker
+from engine.runs.worker import Job, PairResult, Task, Worker, task_groups
 
 IN_FLIGHT_PER_ACTOR = 2
 
@@ -39,12 +39,13 @@ class _RayWorker:
         self.job: Job | None = None
         self.worker: Worker | None = None
 
-    def run(self, job: Job, task: Task) -> list[PairResult]:
+    def run(self, job: Job, task: Task | list[Task]) -> list[PairResult]:
+        """One image's pairs, or those of a group of images (``Job.batch``) run together."""
         if self.worker is None or job != self.job:
             self.worker = None
             self.worker = Worker(job)
             self.job = job
-        return self.worker.run(task)
+        return self.worker.run_many(task) if isinstance(task, list) else self.worker.run(task)
 
 
 # Actors kept while a Ray that this module did not start stays up (a notebook's, a test's), by
@@ -117,7 +118,7 @@ def ray_results(job: Job, tasks: list[Task], options, cancel: CancelToken) -> It
     try:
         _check_resources(ray, options)
         actors = _actors(ray, options, started)
-        queue = iter(tasks)
+        queue = iter(task_groups(tasks, job.batch))
 
         def submit(actor) -> None:
             task = next(queue, None)

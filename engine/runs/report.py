@@ -34,6 +34,8 @@ def summaries_from_store(store: Store) -> tuple[list[MethodSummary], list[dict],
         rows = table[table["method"] == name]
         masked = rows["pointing"].notna()
         for metric in METRIC_NAMES:
+            if metric not in rows.columns:
+                continue  # a score the store does not keep (stability)
             column = rows.loc[masked, metric] if metric in ("pointing", "energy", "iou") else rows[metric]
             if metric.startswith("road") and column.isna().all():
                 continue

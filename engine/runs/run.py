@@ -17,7 +17,7 @@ from typing import Any
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.runs.store import MAP_DTYPES, Store
-from engine.runs.worker import Job, PairResult, Task, Worker
+from engine.runs.worker import Job, PairResult, Task, Worker, task_groups
 
 BACKENDS = ("local", "ray")
 
@@ -79,9 +79,9 @@ def local_results(job: Job, tasks: list[Task], cancel: CancelToken) -> Iterator[
     threads = torch.get_num_threads()
     try:
         worker = Worker(job)
-        for task in tasks:
+        for group in task_groups(tasks, job.batch):
             cancel.check()
-            yield worker.run(task, cancel)
+            yield worker.run_many(group, cancel)
     finally:
         torch.set_num_threads(threads)  # the job's thread count is the run's, not the process's
 

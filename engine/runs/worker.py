@@ -1,6 +1,7 @@
 """What a worker does, on any backend: load the model once, then explain and score the pending
-(image, method) pairs of one image at a time. Everything here is picklable, so a Ray actor runs
-the same code as the local backend."""
+(image, method) pairs of one image at a time, or of a group of ``Job.batch`` images together
+(:meth:`Worker.run_many`). Everything here is picklable, so a Ray actor runs the same code as the
+local backend."""
 
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ class Job:
     # CPUs). Reductions are summed in a thread-dependent order, so bit-identical maps on two
     # backends need the same count; it is not a result setting, so a resume may change it.
     threads: int | None = None
+    # Images a worker explains and scores together (1: one by one, as ``explain`` does). With more,
+    # the batched methods (MethodSpec.batched) take several images per forward and backward and
+    # the deletion and insertion curves of all their pairs share forwards; the maps and scores
+    # are the one-by-one ones up to float rounding. Not a result setting: a resume may change it.
+    batch: int = 1
 
     def settings(self) -> dict:
         """The part of the store's manifest that a resume must match."""
@@ -62,6 +68,12 @@ class Task:
     item: Any  # engine.io.images.InputItem
     image: str  # the image's name in the store (its path relative to the data folder)
     methods: tuple[str, ...]
+
+
+def task_groups(tasks: list[Task], size: int) -> list[list[Task]]:
+    """The tasks in groups of ``size`` images, in order: what one worker call runs together."""
+    size = max(1, int(size))
+    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
 @dataclass
@@ -95,22 +107,60 @@ class Worker:
         self.loaded.module.to(select_device(job.device))
 
     def run(self, task: Task, cancel: CancelToken | None = None) -> list[PairResult]:
+        tensor, mask = self._load(task)
+        return [self._pair(task, name, tensor, mask, cancel) for name in task.methods]
+
+    def run_many(self, tasks: list[Task], cancel: CancelToken | None = None) -> list[PairResult]:
+        """The pairs of several images, image by image in the order given: each method explains
+        all its images with ``explain_many`` (several per forward where the method allows it), then
+        the deletion and insertion curves of every pair are computed in shared forwards."""
+        from engine.methods.runner import explain_many
+        from engine.metrics.evaluate import evaluate_maps
+
+        if len(tasks) == 1:
+            return self.run(tasks[0], cancel)
+        job, metrics = self.job, self.job.metrics
+        loaded = [self._load(task) for task in tasks]
+        explained = {}
+        for name in job.methods:
+            positions = [p for p, task in enumerate(tasks) if name in task.methods]
+            if positions:
+                results = explain_many(self.loaded, [loaded[p][0] for p in positions], name, None, job.methods[name], seed=job.seed, cancel=cancel)
+                explained.update({(p, name): result for p, result in zip(positions, results, strict=True)})
+        pairs = [(p, name) for p, task in enumerate(tasks) for name in task.methods]
+        scores = evaluate_maps(
+            [explained[pair] for pair in pairs],
+            masks=[loaded[p][1] for p, _ in pairs],
+            model=self.loaded,
+            inputs=[loaded[p][0] for p, _ in pairs],
+            tolerance=metrics.tolerance,
+            steps=metrics.steps,
+            baseline=metrics.baseline,
+            cancel=cancel,
+        )
+        return [self._result(tasks[p], name, loaded[p][0], explained[(p, name)], score, cancel) for (p, name), score in zip(pairs, scores, strict=True)]
+
+    def _load(self, task: Task):
         from engine.io.images import load_input
         from engine.metrics.study import mask_for
 
         tensor, _ = load_input(task.item, self.loaded.preprocess)
         mask = mask_for(task.item, self.loaded.preprocess)
-        mask = mask if mask is not None and mask.any() else None
-        return [self._pair(task, name, tensor, mask, cancel) for name in task.methods]
+        return tensor, (mask if mask is not None and mask.any() else None)
 
     def _pair(self, task: Task, name: str, tensor, mask, cancel) -> PairResult:
         from engine.methods.runner import explain
         from engine.metrics import evaluate_map
-        from engine.metrics.road import road
 
         job, metrics = self.job, self.job.metrics
         result = explain(self.loaded, tensor, name, None, job.methods[name], seed=job.seed, cancel=cancel)
         scores = evaluate_map(result, mask=mask, model=self.loaded, inputs=tensor, steps=metrics.steps, baseline=metrics.baseline, tolerance=metrics.tolerance, cancel=cancel)
+        return self._result(task, name, tensor, result, scores, cancel)
+
+    def _result(self, task: Task, name: str, tensor, result, scores, cancel) -> PairResult:
+        from engine.metrics.road import road
+
+        job, metrics = self.job, self.job.metrics
         local, faith = scores.localisation, scores.faithfulness
         record = {
             "image_index": task.index,

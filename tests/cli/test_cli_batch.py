@@ -91,3 +91,19 @@ def test_batch_user_errors_are_one_line(capsys, tmp_path, data, extra, message):
 def test_evaluate_resume_needs_a_store(capsys, data):
     code, out, err = run(capsys, "evaluate", "--model", "demo:ultrasound", "--data", data, "--resume")
     assert code == 2 and "--resume needs --store" in err
+
+
+def test_evaluate_reports_the_stability_of_a_method_run_with_repeats(capsys, data):
+    """pertmap with repeats=2 records the Spearman correlation of its two runs per image; the
+    report gives its mean with an interval, a deterministic method has none, and no pair compares it."""
+    args = ["evaluate", "--model", "demo:ultrasound", "--data", data, "--methods", "gradcam,pertmap", "--n", "3", "--steps", "4", "--sanity-images", "0"]
+    args += ["--param", "pertmap.repeats=2", "--param", "pertmap.steps=12", "--param", "pertmap.patience=0", "--json"]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    report = json.loads(out)
+    metrics = {m["method"]: m["metrics"] for m in report["methods"]}
+    assert metrics["gradcam"]["stability"]["n"] == 0
+    stability = metrics["pertmap"]["stability"]
+    # a flat map (every feature saturated after 12 steps) has no ranking and gives no value
+    assert 2 <= stability["n"] <= 3 and -1.0 <= stability["mean"] <= 1.0 and stability["ci_low"] is not None
+    assert all(c["metric"] != "stability" for c in report["comparisons"])

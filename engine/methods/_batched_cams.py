@@ -1,0 +1,113 @@
+"""Several images per forward and backward pass for the class-activation maps that take one pass
+(Grad-CAM, Grad-CAM++, Layer-CAM, XGrad-CAM, HiResCAM, Eigen-CAM).
+
+The batch goes through the model once with the layer recorded; for a model in eval mode the rows
+do not interact, so the gradient of the sum over images of each image's target output, taken
+with respect to the layer's batched output, holds every image's own gradient. Each image's
+feature maps and gradient then go through its method's own weighting and ``_cam.end``, so the maps
+are the per-image ``explain``'s up to float rounding (tests/engine/test_batched_methods.py checks
+it method by method). The weightings are looked up in the methods' modules; a method whose
+weighting is not found there keeps explaining image by image.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from engine.core.errors import UserError
+from engine.core.explanation import Explanation
+from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.methods._base import check_batch, selected_sum, setups_of
+from engine.methods._cam import CamParams, Capture, end, weighted_sum
+from engine.methods._registry import register_batched
+from engine.models.layers import UntouchedRecorder, channels_last_hint, resolve_layer
+from engine.models.outputs import logits_of
+from engine.models.tokens import feature_map
+
+# method -> (module, name of its weighting function weigh(feature C x h x w, grad) -> weights)
+_GRADIENT_CAMS = {
+    "gradcam": ("engine.methods.gradcam", "_gradcam_weights"),
+    "gradcam++": ("engine.methods.gradcam", "_gradcam_pp_weights"),
+    "layercam": ("engine.methods.cams", "_layercam_weights"),
+    "xgradcam": ("engine.methods.cams", "_xgradcam_weights"),
+    "hirescam": ("engine.methods.cams", "_hirescam_weights"),
+}
+
+
+def capture_batch(model: nn.Module, x: torch.Tensor, targets, params, cancel: CancelToken, method: str, *, gradient: bool) -> list[Capture]:
+    """``_cam.capture`` for an N x C x H x W batch: one forward (and one backward), one Capture per image."""
+    layer_name, layer = resolve_layer(model, params.layer, tuple(x.shape[1:]))
+    calls = [0]
+
+    def count(*_args) -> None:
+        calls[0] += 1
+
+    counter = layer.register_forward_hook(count)
+    try:
+        if gradient:
+            x = x.clone().requires_grad_(True)
+        with torch.enable_grad() if gradient else torch.inference_mode(), UntouchedRecorder(layer) as recorder:
+            logits = logits_of(model(x))
+            setups = setups_of(x.detach(), logits, targets)
+            activation = recorder.activation
+            if activation is not None and activation.shape[0] != x.shape[0]:
+                raise UserError(f"layer '{layer_name}' outputs shape {tuple(activation.shape)}; {method} needs one feature map per input")
+            # The layout (and its refusals) of one image's output, applied to the whole batch.
+            _, layout = feature_map(None if activation is None else activation[:1], layer_name, method, tuple(x.shape[2:]), channels_last_hint(layer))
+            maps = layout.to_maps(activation)
+            grads = [None] * x.shape[0]
+            if gradient:
+                cancel.check()
+                (grad,) = torch.autograd.grad(selected_sum(logits, setups, params.output), activation, allow_unused=True)
+                if grad is None:
+                    raise UserError(f"the target output does not depend on layer '{layer_name}'; choose a layer on the path to the output")
+                grads = list(layout.to_maps(grad.detach()).float())
+            features = maps.detach().float()
+    finally:
+        counter.remove()
+    output = activation.detach()
+    return [Capture(setups[i], layer_name, layer, features[i].clone(), grads[i], calls[0], layout, output[i : i + 1].clone()) for i in range(x.shape[0])]
+
+
+def gradient_cam_batch(weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], method: str) -> Callable[..., list[Explanation]]:
+    """The batched explain of a CAM weighted by its gradient (see ``_cam.gradient_cam``)."""
+
+    def explain_batch(model, inputs, targets, params, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[Explanation]:
+        progress, cancel = resolve(progress, cancel)
+        x, targets = check_batch(inputs, targets)
+        results = []
+        for cap in capture_batch(model, x, targets, params, cancel, method, gradient=True):
+            weights = weigh(cap.feature, cap.grad)
+            extras = {"weights": weights.cpu().numpy()} if weights.ndim == 1 else {}
+            results.append(end(cap, method, params, weighted_sum(weights, cap.feature), progress, extras))
+        return results
+
+    explain_batch.__doc__ = f"{method} maps of an N x C x H x W batch, one target (or None) per image."
+    return explain_batch
+
+
+def explain_eigencam_batch(model, inputs, targets, params, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[Explanation]:
+    """Eigen-CAM maps of an N x C x H x W batch in one forward (the target plays no part)."""
+    from engine.methods.cams import first_component
+
+    progress, cancel = resolve(progress, cancel)
+    x, targets = check_batch(inputs, targets)
+    as_cam = CamParams(layer=params.layer, relu=params.relu)
+    caps = capture_batch(model, x, targets, as_cam, cancel, "eigencam", gradient=False)
+    return [end(cap, "eigencam", params, first_component(cap.feature), progress) for cap in caps]
+
+
+def _register() -> None:
+    for method, (module_name, weights_name) in _GRADIENT_CAMS.items():
+        weigh = getattr(importlib.import_module(module_name), weights_name, None)
+        if weigh is not None:
+            register_batched(method, gradient_cam_batch(weigh, method))
+    if hasattr(importlib.import_module("engine.methods.cams"), "first_component"):
+        register_batched("eigencam", explain_eigencam_batch)
+
+
+_register()
