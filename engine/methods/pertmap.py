@@ -49,7 +49,7 @@ class PertmapParams:
     antithetic: bool = param(True, "draw the noise in pairs xi, -xi (antithetic variates): the part of the gradient's noise that is odd in xi cancels, at no extra cost")
     patience: int = param(5, "stop once the objective, averaged over blocks of record_every steps, has not risen by tol x w_max for this many blocks; 0 = run every step", low=0, high=100000)
     tol: float = param(0.005, "the rise of the block-averaged objective, as a fraction of w_max, that counts as progress for patience", low=0.0, high=1.0)
-    noise: str = param("uniform", "distribution of xi: uniform on [-1, 1] as in Ikeno and Hara (2018), or gaussian with the same variance (standard deviation 1/sqrt(3)), so w keeps its scale", choices=("uniform", "gaussian"))
+    noise: str = param("uniform", "law of xi: uniform on [-1, 1] (Ikeno and Hara 2018) or gaussian of the same variance (sd 1/sqrt(3))", choices=("uniform", "gaussian"))
     repeats: int = param(1, "independent runs (seeds seed, seed+1, ...) averaged into the map; 2 or more also give the Spearman correlation of their maps (stability; cost x repeats)", low=1, high=16)
 
 
