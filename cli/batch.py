@@ -72,23 +72,10 @@ def build_job(args, methods: list[str]):
     return Job(args.model, args.weights, args.labels, args.trust, params, metrics, args.seed, args.device, args.threads, batch=args.batch)
 
 
-def pick_in_turn(items, n: int):
-    """Up to n items, taken in turn from each class so every class is represented."""
-    by_label: dict = {}
-    for item in items:
-        by_label.setdefault(item.label, []).append(item)
-    picked, queues = [], [list(v) for v in by_label.values()]
-    while len(picked) < n and any(queues):
-        for queue in queues:
-            if queue and len(picked) < n:
-                picked.append(queue.pop(0))
-    return picked
-
-
 def data_items(data: str, n: int | None):
     """The images of --data (files, not .npy tensors), in turn from each class when ``n`` is given."""
     from engine.demo.catalogue import resolve_image_data
-    from engine.io.images import scan_inputs
+    from engine.io.images import pick_in_turn, scan_inputs
 
     folder = resolve_image_data(data)
     items = [i for i in scan_inputs(folder).items if not i.is_tensor]

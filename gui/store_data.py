@@ -246,25 +246,12 @@ class BatchRequest:
     seed: int = 0
 
 
-def pick_in_turn(items: list, n: int) -> list:
-    """Up to ``n`` items taken in turn from each class (as ``main.py batch --n``)."""
-    by_label: dict = {}
-    for item in items:
-        by_label.setdefault(item.label, []).append(item)
-    picked, queues = [], [list(v) for v in by_label.values()]
-    while len(picked) < n and any(queues):
-        for queue in queues:
-            if queue and len(picked) < n:
-                picked.append(queue.pop(0))
-    return picked
-
-
 def batch_job(request: BatchRequest):
     """The engine's Job and the images of a batch request, as ``main.py batch`` would make them
     (the evaluate defaults of each method, the default metric settings)."""
     from engine.core.errors import UserError
     from engine.core.params import build_params
-    from engine.io.images import scan_inputs
+    from engine.io.images import pick_in_turn, scan_inputs
     from engine.methods._registry import get_method
     from engine.metrics.study import EVALUATE_DEFAULTS
     from engine.runs.worker import Job, MetricSettings

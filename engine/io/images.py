@@ -342,3 +342,17 @@ def load_input(item: InputItem | str | Path, preprocess: Preprocess) -> tuple[to
         if str(exc).startswith(str(path)):
             raise
         raise UserError(f"{path}: {exc}") from None
+
+
+def pick_in_turn(items: list, n: int) -> list:
+    """Up to ``n`` items taken in turn from each class, so every class is represented (``--n`` of
+    ``batch`` and ``evaluate``, and the GUI's batch run)."""
+    by_label: dict = {}
+    for item in items:
+        by_label.setdefault(item.label, []).append(item)
+    picked, queues = [], [list(v) for v in by_label.values()]
+    while len(picked) < n and any(queues):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(queue.pop(0))
+    return picked
