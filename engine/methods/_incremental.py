@@ -28,11 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from engine.methods._incremental_regions import Box, crop, materialise, read, sliding_axis, union
+from engine.methods._incremental_regions import Box, crop, materialise, reached, read, sliding_extent, union_extent
 
-# A box covering more than this fraction of its map is computed densely from there on: a
-# convolution on a box of half the map costs half the dense one plus the gathers around it.
-DENSE_FRACTION = 0.5
+# A box covering more than this fraction of its map is computed densely from there on: a box of
+# most of the map saves little and pays for the gathers around it. Measured on ResNet-18 at 224 px
+# (benchmarks/bench_incremental.py, whole local runs): 0.75 ran 10-15% faster than 0.5 (which
+# goes dense from layer3.1 on) and than 0.9-1.0 (box-wise 7 x 7 maps of layer4).
+DENSE_FRACTION = 0.75
 
 _INPLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul, operator.itruediv: operator.truediv}
 
@@ -315,6 +317,38 @@ class IncrementalExecutor:
         origin = torch.zeros((perturbed.shape[0], 2), dtype=torch.long)
         return self.run(perturbed, origin, tuple(perturbed.shape[-2:]), profile)
 
+    def axis_costs(self, origins: torch.Tensor, length: int, axis: int) -> torch.Tensor:
+        """For windows of ``length`` starting at ``origins`` along one axis (0: rows, 1: columns):
+        the sum over the convolutions and linear layers of their dense multiply-accumulates times
+        the share of that axis their window's own box covers (clipped at the border, not shifted),
+        up to the first node that runs densely. Windows near a border have smaller boxes in the
+        deep layers; sorting windows by these costs puts like boxes into one batch, whose common
+        box size is the largest of its windows'."""
+        low, high = origins.to("cpu", torch.long), origins.to("cpu", torch.long) + length - 1
+        extent: dict = {}
+        total = torch.zeros(len(low), dtype=torch.float64)
+        for node in self.nodes:
+            if node.op == "placeholder":
+                size = self.cache[node].shape[-2 + axis]
+                extent[node] = (low.clamp(0, size - 1), high.clamp(0, size - 1))
+                continue
+            parents = [a for a in node.all_input_nodes if a in extent]
+            if not parents or node in self.shape_nodes:
+                continue
+            kind, value = self.kinds[node], self.cache[node]
+            if kind == "dense" or (kind == "sliding" and len(node.all_input_nodes) != 1) or (kind != "sliding" and not self._operands_ok(node)):
+                break
+            size = value.shape[-2 + axis]
+            if kind == "sliding":
+                kernel, stride, padding, dilation = (part[axis] for part in self.sliding[node][:4])
+                first, last = reached(*extent[parents[0]], kernel, stride, padding, dilation)
+            else:
+                first = torch.stack([extent[a][0] for a in parents]).min(0).values
+                last = torch.stack([extent[a][1] for a in parents]).max(0).values
+            extent[node] = (first.clamp(0, size - 1), last.clamp(0, size - 1))
+            total += self.macs.get(node, 0.0) * (extent[node][1] - extent[node][0] + 1) / size
+        return total
+
     def _count(self, node: fx.Node, count: int, fraction: float) -> None:
         macs = self.macs.get(node, 0.0) * count
         self.stats.macs_full += macs
@@ -365,14 +399,15 @@ class IncrementalExecutor:
             return None
         kernel, stride, padding, dilation, fill, function = self.sliding[node]
         height, width = cached_out.shape[-2:]
-        rows, h, in_rows, in_h = sliding_axis(box.origin[:, 0], box.size[0], height, kernel[0], stride[0], padding[0], dilation[0])
-        cols, w, in_cols, in_w = sliding_axis(box.origin[:, 1], box.size[1], width, kernel[1], stride[1], padding[1], dilation[1])
+        low, high = box.bounds()
+        first_r, last_r, rows, h, in_rows, in_h = sliding_extent(low[:, 0], high[:, 0], height, kernel[0], stride[0], padding[0], dilation[0])
+        first_c, last_c, cols, w, in_cols, in_w = sliding_extent(low[:, 1], high[:, 1], width, kernel[1], stride[1], padding[1], dilation[1])
         fraction = h * w / (height * width)
         if fraction > DENSE_FRACTION:
             return None
         region = read(cached_in, box, torch.stack([in_rows, in_cols], 1), (in_h, in_w), fill)
         self._count(node, box.count, fraction)
-        return Box(function(region), torch.stack([rows, cols], 1))
+        return Box(function(region), torch.stack([rows, cols], 1), torch.stack([first_r, first_c], 1), torch.stack([last_r, last_c], 1))
 
     def _operands_ok(self, node: fx.Node) -> bool:
         """Every operand either a map of the node's output size, or broadcast over positions."""
@@ -399,7 +434,7 @@ class IncrementalExecutor:
         kwargs = fx.node.map_arg(node.kwargs, lambda a: box.patch if a is parents[0] else self.cache[a])
         out = self._call(node, args, kwargs)
         self._count(node, box.count, 0.0)
-        return Box(out, box.origin) if out.shape[-2:] == box.patch.shape[-2:] else None
+        return Box(out, box.origin, box.low, box.high) if out.shape[-2:] == box.patch.shape[-2:] else None
 
     def _union(self, node: fx.Node, states: dict) -> Box | None:
         if not self._operands_ok(node):
@@ -407,11 +442,11 @@ class IncrementalExecutor:
         parents = [a for a in node.all_input_nodes if a in self.dependent]
         boxes = [states[a] for a in parents if isinstance(states[a], Box)]
         height, width = self.cache[node].shape[-2:]
-        origin, size = union(boxes, height, width)
+        low, high, origin, size = union_extent(boxes, height, width)
         if size[0] * size[1] > DENSE_FRACTION * height * width:
             return None
         regions = {a: read(self.cache[a], states[a] if isinstance(states[a], Box) else None, origin, size) for a in parents}
         args = fx.node.map_arg(node.args, lambda a: regions[a] if a in regions else self.cache[a])
         kwargs = fx.node.map_arg(node.kwargs, lambda a: regions[a] if a in regions else self.cache[a])
         self._count(node, boxes[0].count, 0.0)
-        return Box(self._call(node, args, kwargs), origin)
+        return Box(self._call(node, args, kwargs), origin, low, high)

@@ -22,6 +22,15 @@ class Box:
 
     patch: torch.Tensor
     origin: torch.Tensor
+    # The changed values' own extent per image (N x 2 first and last (row, column)), which may be
+    # smaller than the common box: the next layers grow their boxes from it, not from the box.
+    low: torch.Tensor | None = None
+    high: torch.Tensor | None = None
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.low is not None and self.high is not None:
+            return self.low, self.high
+        return self.origin, self.origin + torch.tensor(self.size) - 1
 
     @property
     def size(self) -> tuple[int, int]:
@@ -53,20 +62,40 @@ def sliding_axis(origin: torch.Tensor, size: int, length_out: int, kernel: int, 
     output origins, the output size, the input origins (which may be negative: padding) and the
     input extent (o_size - 1) * s + d (k - 1) + 1.
     """
-    reach = dilation * (kernel - 1)
-    low = -_floor_div(-(origin + padding - reach), stride)
-    high = _floor_div(origin + size - 1 + padding, stride)
-    out_origin, out_size = place(low, high, length_out)
-    return out_origin, out_size, out_origin * stride - padding, (out_size - 1) * stride + reach + 1
+    _, _, out_origin, out_size, in_origin, in_size = sliding_extent(origin, origin + size - 1, length_out, kernel, stride, padding, dilation)
+    return out_origin, out_size, in_origin, in_size
+
+
+def sliding_extent(low: torch.Tensor, high: torch.Tensor, length_out: int, kernel: int, stride: int, padding: int, dilation: int):
+    """As ``sliding_axis`` for changed inputs ``low`` ... ``high`` per image; returns the changed
+    outputs' own first and last positions (clipped to the map) before the common box (origins,
+    size) and the input region it reads (origins, extent)."""
+    first, last = reached(low, high, kernel, stride, padding, dilation)
+    first, last = first.clamp(0, length_out - 1), last.clamp(0, length_out - 1)
+    out_origin, out_size = place(first, last, length_out)
+    return first, last, out_origin, out_size, out_origin * stride - padding, (out_size - 1) * stride + dilation * (kernel - 1) + 1
+
+
+def reached(low: torch.Tensor, high: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs (first, last; not clipped to the map) of a sliding-window operation along one
+    axis that read any of the inputs ``low`` ... ``high`` (see ``sliding_axis``)."""
+    return -_floor_div(-(low + padding - dilation * (kernel - 1)), stride), _floor_div(high + padding, stride)
 
 
 def union(boxes: list[Box], height: int, width: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Origins and common size of boxes covering, per image, every box in ``boxes``."""
-    low = torch.stack([b.origin for b in boxes]).min(0).values
-    high = torch.stack([b.origin + torch.tensor(b.size) - 1 for b in boxes]).max(0).values
+    _, _, origin, size = union_extent(boxes, height, width)
+    return origin, size
+
+
+def union_extent(boxes: list[Box], height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """The union of the boxes' changed extents per image (first and last (row, column)), and the
+    origins and common size of the boxes covering it."""
+    low = torch.stack([b.bounds()[0] for b in boxes]).min(0).values
+    high = torch.stack([b.bounds()[1] for b in boxes]).max(0).values
     rows, h = place(low[:, 0], high[:, 0], height)
     cols, w = place(low[:, 1], high[:, 1], width)
-    return torch.stack([rows, cols], 1), (h, w)
+    return low, high, torch.stack([rows, cols], 1), (h, w)
 
 
 def _padded(source: torch.Tensor, origins: list, size: tuple[int, int], fill: float) -> tuple[torch.Tensor, int, int]:

@@ -227,3 +227,46 @@ def test_inplace_operations_do_not_corrupt_the_cache():
         torch.testing.assert_close(executor.run(batch, origins, (3, 3)), model(batch))
     with pytest.raises(Untraceable, match="in-place"):
         IncrementalExecutor(_Inplace(aliased=True).eval(), x)
+
+
+def test_axis_costs_are_the_work_of_each_windows_own_clipped_box():
+    # Two 3 x 3 convolutions with padding 1 on a 10-pixel axis: a window [o, o + 2] changes
+    # [o - 1, o + 3] after the first and [o - 2, o + 4] after the second, clipped to [0, 9].
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 3, 3, padding=1)).eval()
+    executor = IncrementalExecutor(model, _image(1, 10))
+    origins = torch.tensor([0, 3, 7])
+    macs_first, macs_second = 2 * 1 * 9 * 100, 3 * 2 * 9 * 100  # per image, whole maps
+    expected = []
+    for o in origins.tolist():
+        first = min(o + 3, 9) - max(o - 1, 0) + 1
+        second = min(o + 4, 9) - max(o - 2, 0) + 1
+        expected.append(macs_first * first / 10 + macs_second * second / 10)
+    for axis in (0, 1):
+        np.testing.assert_allclose(executor.axis_costs(origins, 3, axis).numpy(), expected)
+
+
+def test_windows_run_in_batches_of_like_boxes_which_saves_work_and_changes_nothing(monkeypatch):
+    import engine.methods.local as local
+
+    model, x = _resnet18(), _image(3, 64, seed=5)
+    params = {"window": 8, "stride": 4, "engine": "incremental", "batch_size": 16}
+    ordered = engine.explain(model, x, "local", target=0, params=params)
+    monkeypatch.setattr(local._Forwards, "_order", lambda self, windows, batch_size: torch.arange(windows.perturbations))
+    numbered = engine.explain(model, x, "local", target=0, params=params)
+    dense = engine.explain(model, x, "local", target=0, params={**params, "engine": "dense"})
+    _assert_same_map(dense, ordered)
+    _assert_same_map(dense, numbered)
+    assert ordered.extras["incremental_estimated_speedup"] > numbered.extras["incremental_estimated_speedup"]
+
+
+def test_the_order_is_a_permutation_keeping_central_pairs_together():
+    import engine.methods.local as local
+
+    model, x = _resnet18(), _image(3, 40, seed=2)
+    params = local.LocalParams(window=6, stride=5, mode="additive", central=True)
+    windows = local._Windows.build(40, 40, 6, 5, 2, x.device)
+    with torch.inference_mode():
+        forwards = local._Forwards(model, x, model(x), windows, params, 16)
+    order = forwards.order
+    assert sorted(order.tolist()) == list(range(windows.perturbations))
+    assert torch.equal(order[1::2], order[0::2] + 1) and bool((order[0::2] % 2 == 0).all())
