@@ -185,7 +185,7 @@ class _Forwards:
     ``AUTO_MIN_SPEEDUP``; models that cannot be traced run densely with a note.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor, windows: _Windows, params: LocalParams, batch_size: int) -> None:
+    def __init__(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor, windows: _Windows, params: LocalParams) -> None:
         self.model, self.windows, self.requested = model, windows, params.engine
         self.executor, self.notes, self.decided = None, [], params.engine != "auto"
         height, width = x.shape[2:]
@@ -196,6 +196,10 @@ class _Forwards:
         # few unperturbed pixels too, which changes nothing).
         self.row_origins = (windows.rows.int().argmax(1).cpu()).clamp(max=height - self.size[0])
         self.col_origins = (windows.cols.int().argmax(1).cpu()).clamp(max=width - self.size[1])
+        self.order = torch.arange(windows.perturbations)
+
+    def arrange(self, windows: _Windows, batch_size: int) -> None:
+        """Set ``order`` for batches of ``batch_size`` (see ``_order``)."""
         self.order = self._order(windows, batch_size)
 
     def _order(self, windows: _Windows, batch_size: int) -> torch.Tensor:
@@ -258,10 +262,16 @@ class _Forwards:
         return {"engine": self.choice, "engine_requested": self.requested, "incremental_estimated_speedup": speedup}
 
 
-def _batch_size(params: LocalParams, per_image: int, device: torch.device) -> tuple[int, int | None]:
-    """The batch size to start with and the memory budget (bytes, None if unknown) it was fitted to."""
+def _batch_size(params: LocalParams, per_image: int, device: torch.device, incremental: bool = False) -> tuple[int, int | None]:
+    """The batch size to start with and the memory budget (bytes, None if unknown) it was fitted to.
+    Incrementally a CPU gets 32: the layers that run densely at the end are small maps, which
+    batches of 32 use better (ResNet-18, 224 px, 64 interior windows of 16 pixels: 4-5% faster
+    than batches of 16, and no faster at 64)."""
     budget = params.memory_budget_mb * 2**20 if params.memory_budget_mb else default_budget_bytes(device)
-    return batch_for_budget(params.batch_size or automatic_batch_size(device), per_image, budget), budget
+    automatic = automatic_batch_size(device)
+    if incremental and device.type == "cpu":
+        automatic *= 2
+    return batch_for_budget(params.batch_size or automatic, per_image, budget), budget
 
 
 def _perturbed_outputs(model, x: torch.Tensor, target: int, windows: _Windows, params: LocalParams, batch_size: int, progress, cancel) -> tuple[torch.Tensor, int]:
@@ -337,8 +347,9 @@ def explain(
         raw, per_image = forward_with_memory_estimate(model, _channels_last(x))
         setup = Setup.from_logits(x, logits_of(raw), target)
         f_x = float(select_output(_scores(setup.logits), setup.target, params.output)[0])
-        batch_size, budget = _batch_size(params, per_image, x.device)
-        forwards = _Forwards(model, x, setup.logits, windows, params, batch_size)
+        forwards = _Forwards(model, x, setup.logits, windows, params)
+        batch_size, budget = _batch_size(params, per_image, x.device, forwards.executor is not None)
+        forwards.arrange(windows, batch_size)
         stats = None if forwards.executor is None else forwards.executor.stats
         outputs, used = _perturbed_outputs(forwards, x, setup.target, windows, params, batch_size, progress, cancel)
     cancel.check()

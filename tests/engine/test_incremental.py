@@ -191,6 +191,7 @@ def test_auto_keeps_incremental_only_when_it_saves_work():
     assert any("auto" in note for note in large.extras["notes"])
     forced = engine.explain(model, x, "local", target=0, params={"window": 6, "engine": "dense"})
     assert forced.extras["engine"] == "dense" and forced.extras["incremental_estimated_speedup"] is None
+    assert (small.extras["batch_size_used"], forced.extras["batch_size_used"]) == (32, 16)  # CPU: larger incremental batches
     np.testing.assert_allclose(forced.map, small.map, atol=1e-4 * float(np.ptp(forced.map)))
 
 
@@ -266,7 +267,10 @@ def test_the_order_is_a_permutation_keeping_central_pairs_together():
     params = local.LocalParams(window=6, stride=5, mode="additive", central=True)
     windows = local._Windows.build(40, 40, 6, 5, 2, x.device)
     with torch.inference_mode():
-        forwards = local._Forwards(model, x, model(x), windows, params, 16)
+        forwards = local._Forwards(model, x, model(x), windows, params)
+    assert torch.equal(forwards.order, torch.arange(windows.perturbations))
+    forwards.arrange(windows, 16)
     order = forwards.order
+    assert not torch.equal(order, torch.arange(windows.perturbations))
     assert sorted(order.tolist()) == list(range(windows.perturbations))
     assert torch.equal(order[1::2], order[0::2] + 1) and bool((order[0::2] % 2 == 0).all())
