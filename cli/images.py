@@ -170,11 +170,12 @@ def format_table(report) -> str:
     lines = [f"model {report.model}: accuracy {accuracy} on {report.n_images} images ({report.elapsed_s:.0f} s in all)", ""]
     stats = {summary.method: summary.stats() for summary in report.methods}
     shown = [(key, title) for key, title in _COLUMNS if any(s[key]["n"] for s in stats.values())]
-    header = f"{'method':<12}" + "".join(f" {title:>21}" for _, title in shown) + "  sanity check"
+    width = max([12] + [len(summary.method) + 1 for summary in report.methods])
+    header = f"{'method':<{width}}" + "".join(f" {title:>21}" for _, title in shown) + "  sanity check"
     lines += [header, "-" * len(header)]
     for summary in report.methods:
         cells = "".join(f" {_cell(stats[summary.method][key]):>21}" for key, _ in shown)
-        lines.append(f"{summary.method:<12}{cells}  {summary.sanity_verdict()}")
+        lines.append(f"{summary.method:<{width}}{cells}  {summary.sanity_verdict()}")
     lines += [
         "",
         "mean [bootstrap 95% interval]. pointing, energy and IoU on images with a lesion (higher is better); deletion AUC and ROAD MoRF lower is better, insertion AUC and ROAD LeRF higher is better;",

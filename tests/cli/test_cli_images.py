@@ -84,3 +84,22 @@ def test_evaluate_on_the_demo(capsys, tmp_path):
 def test_user_errors_exit_2(capsys, tmp_path, args, message):
     code, out, err = run(capsys, *[a if a != "x" else tmp_path / "x" for a in args])
     assert code == 2 and message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_evaluation_table_keeps_its_columns_with_long_method_names():
+    from cli.images import format_table
+    from engine.metrics.study import EvaluationReport, MethodSummary
+
+    methods = []
+    for name in ("gradcam", "guided-gradcam"):
+        summary = MethodSummary(name, {})
+        summary.values["deletion_auc"] = [0.25, 0.5, 0.75]
+        summary.values["time_s"] = [0.01, 0.02, 0.03]
+        methods.append(summary)
+    lines = format_table(EvaluationReport("m", 3, 1.0, methods, [], 1.0)).splitlines()
+    rows = [line for line in lines if line.startswith(("gradcam", "guided-gradcam"))]
+    assert len(rows) == 2
+    header = next(line for line in lines if line.startswith("method"))
+    end = header.index("deletion AUC") + len("deletion AUC")
+    for row in rows:
+        assert row[end - 1] != " " and row[end] == " "  # each cell ends under its title
