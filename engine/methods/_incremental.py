@@ -240,6 +240,9 @@ class IncrementalExecutor:
         if any(m.training for m in model.modules()):
             raise Untraceable("the model is in training mode (batch statistics); incremental inference needs eval mode")
         self.gm = _without_inplace(model)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            # channels-last weights for channels-last maps: oneDNN then runs every box as it is
+            self.gm = self.gm.to(memory_format=torch.channels_last)
         self.nodes = list(self.gm.graph.nodes)
         if sum(node.op == "placeholder" for node in self.nodes) != 1:
             raise Untraceable("the model takes more than one input")

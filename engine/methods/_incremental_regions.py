@@ -113,13 +113,18 @@ def _padded(source: torch.Tensor, origins: list, size: tuple[int, int], fill: fl
 def crop(source: torch.Tensor, origin: torch.Tensor, size: tuple[int, int], fill: float = 0.0) -> torch.Tensor:
     """The N x C x h x w regions of ``source`` (1 or N x C x H x W) starting at ``origin`` (N x 2);
     positions outside the map get ``fill`` (the operation's padding value). Slices per image:
-    on a CPU they copy several times faster than one gather with index tensors."""
+    on a CPU they copy several times faster than one gather with index tensors. The regions keep
+    the source's memory format (channels-last maps give channels-last regions, so that the
+    convolutions after them need no reordering)."""
+    channels_last = source.dim() == 4 and source.is_contiguous(memory_format=torch.channels_last) and not source.is_contiguous()
     origins = origin.tolist()
     source, top, left = _padded(source, origins, size, fill)
     h, w = size
-    if source.shape[0] == 1:
-        return torch.stack([source[0, :, r + top : r + top + h, c + left : c + left + w] for r, c in origins])
-    return torch.stack([source[i, :, r + top : r + top + h, c + left : c + left + w] for i, (r, c) in enumerate(origins)])
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty((len(origins), source.shape[1], h, w), dtype=source.dtype, device=source.device, memory_format=layout)
+    for i, (r, c) in enumerate(origins):
+        out[i].copy_(source[0 if source.shape[0] == 1 else i, :, r + top : r + top + h, c + left : c + left + w])
+    return out
 
 
 def _overlay(region: torch.Tensor, box: Box, origin: torch.Tensor) -> torch.Tensor:

@@ -166,6 +166,17 @@ def test_crop_pads_and_materialise_pastes():
     assert size == (5, 6) and origin.tolist() == [[0, 0], [0, 0]]
 
 
+def test_crop_keeps_channels_last_maps_channels_last():
+    source = torch.randn(1, 4, 7, 9).contiguous(memory_format=torch.channels_last)
+    for origins in ([[0, 0], [3, 5]], [[-2, 1], [5, 7]]):  # inside, and reaching past two borders
+        region = crop(source, torch.tensor(origins), (4, 4), fill=0.5)
+        assert region.is_contiguous(memory_format=torch.channels_last) and not region.is_contiguous()
+        padded = torch.nn.functional.pad(source, (4, 4, 4, 4), value=0.5)
+        for i, (r, c) in enumerate(origins):
+            torch.testing.assert_close(region[i], padded[0, :, r + 4 : r + 8, c + 4 : c + 8])
+    assert crop(source.contiguous(), torch.tensor([[1, 1]]), (2, 2)).is_contiguous()
+
+
 class _Branchy(nn.Module):
     def forward(self, x):
         if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
