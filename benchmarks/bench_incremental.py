@@ -122,6 +122,7 @@ def _profile_batch(model, x: torch.Tensor, window: int, count: int = 16) -> tupl
     (best of two rounds each), and each node's computed fraction of its map."""
     from engine.methods._incremental import IncrementalExecutor
 
+    x = x.contiguous(memory_format=torch.channels_last)  # as `local` feeds it
     size = x.shape[-1]
     executor = IncrementalExecutor(model, x)
     generator = torch.Generator().manual_seed(0)
@@ -129,6 +130,7 @@ def _profile_batch(model, x: torch.Tensor, window: int, count: int = 16) -> tupl
     batch = x.repeat(count, 1, 1, 1)
     for i, (r, c) in enumerate(origin.tolist()):
         batch[i, :, r : r + window, c : c + window] = 0.0
+    batch = batch.contiguous(memory_format=torch.channels_last)
     incremental, dense = {}, {}
     with torch.inference_mode():
         for _ in range(2):
