@@ -171,10 +171,10 @@ def _perturb(x: torch.Tensor, index: torch.Tensor, windows: _Windows, baseline: 
 
 # ``auto`` keeps the incremental path when the first batch (the windows of the largest boxes, see
 # ``_Forwards._order``) cut the multiply-accumulates by at least this factor. Measured on
-# ResNet-18 (whole local runs against dense ones, same process): estimates of 2.3-2.6x at 224 px
-# ran in 0.43-0.52 of the dense time, 1.5x at 112 px in 0.9 and 1.3x at 112 px took 1.2 times
-# as long (the gathers around each box and the per-node bookkeeping eat a small gain).
-AUTO_MIN_SPEEDUP = 1.8
+# ResNet-18 (whole local runs against dense ones, same process, channels-last boxes): first-batch
+# estimates of 2.0-2.1x at 224 px ran in about 0.4 of the dense time, 1.42x (window 16 at 112 px)
+# in 0.73 of it, and 1.29x (window 32 at 112 px) as fast as dense.
+AUTO_MIN_SPEEDUP = 1.35
 
 
 class _Forwards:
