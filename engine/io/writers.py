@@ -79,6 +79,7 @@ def write_result(
             "mask": str(item.mask) if item.mask else None,
             "files": files,
             "versions": versions(),
+            "extras": _scalar_extras(result.extras),
         }
     )
     if item.frame is not None or item.meta:  # a frame of a multi-frame file, and what a DICOM file said about it
@@ -89,6 +90,18 @@ def write_result(
     record.update(context or {})
     write_text(files["json"], dumps(record), overwrite)
     return record
+
+
+def _scalar_extras(extras: dict) -> dict:
+    """The extras a JSON file can hold as they are: numbers, strings, booleans and lists of strings
+    (a method's notes, the engine it ran, its passes); arrays stay in the .npy and the session."""
+    kept = {}
+    for name, value in (extras or {}).items():
+        if isinstance(value, (bool, int, float, str)) or value is None:
+            kept[name] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            kept[name] = list(value)
+    return kept
 
 
 def write_figure(path: str | Path, panels: list[dict], records: list[dict], dpi: int = 200, title: str = "", overwrite: bool = False) -> list[str]:

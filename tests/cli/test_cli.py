@@ -185,3 +185,13 @@ def test_parameters_scoped_to_a_method_and_unknown_keys(capsys, tmp_path, rgb_pn
 def test_compare_needs_two_methods(capsys, tmp_path, rgb_png):
     code, _, err = run_cli(capsys, "explain", "--model", "resnet18", "--input", rgb_png, "--compare", *SMALL)
     assert code == 2 and "at least two methods" in err
+
+
+def test_the_sidecar_json_keeps_the_methods_scalar_extras(capsys, tmp_path, rgb_png, scripted_tiny):
+    model_path, _ = scripted_tiny
+    code, _, err = run_cli(capsys, "explain", "--model", model_path, "--input", rgb_png, "--out", tmp_path, "--method", "local", "--param", "window=8", *SMALL)
+    assert code == 0, err
+    extras = json.loads((tmp_path / "photo.local.json").read_text())["extras"]
+    assert extras["forward_passes"] == extras["windows"] + 1 == 10  # 3 x 3 windows of 8 on 24 px, and x
+    assert extras["engine"] == "dense" and any("TorchScript" in note for note in extras["notes"])
+    assert "window_values" not in extras  # arrays stay out of the JSON
