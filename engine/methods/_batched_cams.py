@@ -16,17 +16,12 @@ import importlib
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
-from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import check_batch, selected_sum, setups_of
-from engine.methods._cam import CamParams, Capture, end, weighted_sum
+from engine.methods._base import check_batch
+from engine.methods._cam import CamParams, capture_many, end, weighted_sum
 from engine.methods._registry import register_batched
-from engine.models.layers import UntouchedRecorder, channels_last_hint, resolve_layer
-from engine.models.outputs import logits_of
-from engine.models.tokens import feature_map
 
 # method -> (module, name of its weighting function weigh(feature C x h x w, grad) -> weights)
 _GRADIENT_CAMS = {
@@ -38,41 +33,6 @@ _GRADIENT_CAMS = {
 }
 
 
-def capture_batch(model: nn.Module, x: torch.Tensor, targets, params, cancel: CancelToken, method: str, *, gradient: bool) -> list[Capture]:
-    """``_cam.capture`` for an N x C x H x W batch: one forward (and one backward), one Capture per image."""
-    layer_name, layer = resolve_layer(model, params.layer, tuple(x.shape[1:]))
-    calls = [0]
-
-    def count(*_args) -> None:
-        calls[0] += 1
-
-    counter = layer.register_forward_hook(count)
-    try:
-        if gradient:
-            x = x.clone().requires_grad_(True)
-        with torch.enable_grad() if gradient else torch.inference_mode(), UntouchedRecorder(layer) as recorder:
-            logits = logits_of(model(x))
-            setups = setups_of(x.detach(), logits, targets)
-            activation = recorder.activation
-            if activation is not None and activation.shape[0] != x.shape[0]:
-                raise UserError(f"layer '{layer_name}' outputs shape {tuple(activation.shape)}; {method} needs one feature map per input")
-            # The layout (and its refusals) of one image's output, applied to the whole batch.
-            _, layout = feature_map(None if activation is None else activation[:1], layer_name, method, tuple(x.shape[2:]), channels_last_hint(layer))
-            maps = layout.to_maps(activation)
-            grads = [None] * x.shape[0]
-            if gradient:
-                cancel.check()
-                (grad,) = torch.autograd.grad(selected_sum(logits, setups, params.output), activation, allow_unused=True)
-                if grad is None:
-                    raise UserError(f"the target output does not depend on layer '{layer_name}'; choose a layer on the path to the output")
-                grads = list(layout.to_maps(grad.detach()).float())
-            features = maps.detach().float()
-    finally:
-        counter.remove()
-    output = activation.detach()
-    return [Capture(setups[i], layer_name, layer, features[i].clone(), grads[i], calls[0], layout, output[i : i + 1].clone()) for i in range(x.shape[0])]
-
-
 def gradient_cam_batch(weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], method: str) -> Callable[..., list[Explanation]]:
     """The batched explain of a CAM weighted by its gradient (see ``_cam.gradient_cam``)."""
 
@@ -80,7 +40,7 @@ def gradient_cam_batch(weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
         progress, cancel = resolve(progress, cancel)
         x, targets = check_batch(inputs, targets)
         results = []
-        for cap in capture_batch(model, x, targets, params, cancel, method, gradient=True):
+        for cap in capture_many(model, x, targets, params, cancel, method, gradient=True):
             weights = weigh(cap.feature, cap.grad)
             extras = {"weights": weights.cpu().numpy()} if weights.ndim == 1 else {}
             results.append(end(cap, method, params, weighted_sum(weights, cap.feature), progress, extras))
@@ -97,7 +57,7 @@ def explain_eigencam_batch(model, inputs, targets, params, *, progress: Progress
     progress, cancel = resolve(progress, cancel)
     x, targets = check_batch(inputs, targets)
     as_cam = CamParams(layer=params.layer, relu=params.relu)
-    caps = capture_batch(model, x, targets, as_cam, cancel, "eigencam", gradient=False)
+    caps = capture_many(model, x, targets, as_cam, cancel, "eigencam", gradient=False)
     return [end(cap, "eigencam", params, first_component(cap.feature), progress) for cap in caps]
 
 

@@ -21,7 +21,7 @@ from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import Setup, begin, finish, to_size
+from engine.methods._base import Setup, begin, finish, selected_sum, setups_of, to_size
 from engine.models.layers import UntouchedRecorder, channels_last_hint, resolve_layer
 from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
 from engine.models.tokens import MapLayout, feature_map
@@ -65,8 +65,15 @@ class Capture:
 
 def capture(model: nn.Module, inputs: torch.Tensor, target: int | None, params: CamParams, progress: ProgressFn, cancel: CancelToken, method: str, *, gradient: bool) -> Capture:
     """Run the model once on ``inputs`` with ``params.layer`` recorded; with ``gradient``, also take
-    d output / d feature maps for the target."""
+    d output / d feature maps for the target (``capture_many`` for one image)."""
     x = begin(inputs, progress, cancel, "forward")
+    return capture_many(model, x, [target], params, cancel, method, gradient=gradient, progress=progress)[0]
+
+
+def capture_many(model: nn.Module, x: torch.Tensor, targets, params: CamParams, cancel: CancelToken, method: str, *, gradient: bool, progress: ProgressFn | None = None) -> list[Capture]:
+    """One forward (and, with ``gradient``, one backward) of an N x C x H x W batch with the layer
+    recorded; one Capture per image. For a model in eval mode the rows do not interact, so the
+    gradient of the sum of every image's own target output holds each image's gradient."""
     layer_name, layer = resolve_layer(model, params.layer, tuple(x.shape[1:]))
     calls = [0]
 
@@ -79,21 +86,27 @@ def capture(model: nn.Module, inputs: torch.Tensor, target: int | None, params: 
             x = x.clone().requires_grad_(True)
         with torch.enable_grad() if gradient else torch.inference_mode(), UntouchedRecorder(layer) as recorder:
             logits = logits_of(model(x))
-            setup = Setup.from_logits(x.detach(), logits, target)
+            setups = setups_of(x.detach(), logits, targets)
             activation = recorder.activation
-            maps, layout = feature_map(activation, layer_name, method, tuple(x.shape[2:]), channels_last_hint(layer))
-            grad = None
+            if activation is not None and activation.shape[0] != x.shape[0]:
+                raise UserError(f"layer '{layer_name}' outputs shape {tuple(activation.shape)}; {method} needs one feature map per input")
+            # The layout (and its refusals) of one image's output, applied to the whole batch.
+            _, layout = feature_map(None if activation is None else activation[:1], layer_name, method, tuple(x.shape[2:]), channels_last_hint(layer))
+            maps = layout.to_maps(activation)
+            grads = [None] * x.shape[0]
             if gradient:
                 cancel.check()
-                progress(0.5, "backward")
-                (grad,) = torch.autograd.grad(select_output(logits, setup.target, params.output).sum(), activation, allow_unused=True)
+                if progress is not None:
+                    progress(0.5, "backward")
+                (grad,) = torch.autograd.grad(selected_sum(logits, setups, params.output), activation, allow_unused=True)
                 if grad is None:
                     raise UserError(f"the target output does not depend on layer '{layer_name}'; choose a layer on the path to the output")
-                grad = layout.to_maps(grad.detach())[0].float()
-            feature = maps.detach()[0].float().clone()
+                grads = list(layout.to_maps(grad.detach()).float())
+            features = maps.detach().float()
     finally:
         counter.remove()
-    return Capture(setup, layer_name, layer, feature, grad, calls[0], layout, activation.detach().clone())
+    output = activation.detach()
+    return [Capture(setups[i], layer_name, layer, features[i].clone(), grads[i], calls[0], layout, output[i : i + 1].clone()) for i in range(x.shape[0])]
 
 
 def weighted_sum(weights: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
