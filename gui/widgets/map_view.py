@@ -174,7 +174,7 @@ class MapCell(QFrame):
         return button
 
     # ---------------------------------------------------------------- state
-    def _update_title(self, detail: str = "") -> None:
+    def _update_title(self, detail: str = "", method_notes: list[str] | None = None) -> None:
         """Method and key parameters; then input, target, model (marked when untrained) and time. The
         lines are cut to the cell's width; the untrained mark is never cut."""
         request = self.request
@@ -194,6 +194,7 @@ class MapCell(QFrame):
         lines = self.title.text()
         notes = [f"{UNTRAINED_MARK}: random weights, its classes mean nothing"] if model is not None and model.untrained else []
         notes += [f"model source: {model.source}"] if model is not None and model.source else []
+        notes += list(method_notes or [])
         self.title.setToolTip("\n".join([lines, *notes]))
 
     def _clear_map(self) -> None:
@@ -277,7 +278,9 @@ class MapCell(QFrame):
         detail = f"{explanation.elapsed_s:.2f} s on {explanation.device}"
         if explanation.extras.get("stability") is not None:  # pertmap with repeats >= 2
             detail += f" · stability (Spearman of {explanation.params.repeats} runs) {explanation.extras['stability']:.2f}"
-        self._update_title(detail)
+        if explanation.extras.get("engine") == "incremental":  # local: which forwards ran (the tooltip has the notes)
+            detail += " · incremental"
+        self._update_title(detail, [str(note) for note in explanation.extras.get("notes") or []])
         self.footer.setToolTip("")
         self.footer.setText(f"range {float(np.nanmin(explanation.map)):.3g} to {float(np.nanmax(explanation.map)):.3g}")
         if explanation.extras.get("convergence"):
