@@ -17,11 +17,11 @@ from typing import Any
 # The table's columns: the record's fields, in the order shown (a metric column with no value in
 # any record, such as ROAD without --road, is left out).
 TEXT_COLUMNS = ("image", "label", "method", "predicted")
-METRIC_COLUMNS = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "time_s")
+METRIC_COLUMNS = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "stability", "time_s")
 COLUMN_TITLES = {
     "image": "Image", "label": "Class", "method": "Method", "predicted": "Predicted", "pointing": "Pointing",
     "energy": "Energy", "iou": "IoU", "deletion_auc": "Deletion AUC", "insertion_auc": "Insertion AUC",
-    "road_morf": "ROAD MoRF", "road_lerf": "ROAD LeRF", "time_s": "Time (s)",
+    "road_morf": "ROAD MoRF", "road_lerf": "ROAD LeRF", "stability": "Stability", "time_s": "Time (s)",
 }
 
 
@@ -220,7 +220,7 @@ def explanation_of(data: StoreData, pair: StoredPair):
 
 def metric_text(record: dict) -> str:
     parts = []
-    for key in ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf"):
+    for key in ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "stability"):
         value = record.get(key)
         if value is not None:
             parts.append(f"{COLUMN_TITLES[key].lower()} {value:.3g}")

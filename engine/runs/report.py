@@ -35,10 +35,10 @@ def summaries_from_store(store: Store) -> tuple[list[MethodSummary], list[dict],
         masked = rows["pointing"].notna()
         for metric in METRIC_NAMES:
             if metric not in rows.columns:
-                continue  # a score the store does not keep (stability)
-            column = rows.loc[masked, metric] if metric in ("pointing", "energy", "iou") else rows[metric]
-            if metric.startswith("road") and column.isna().all():
                 continue
+            column = rows.loc[masked, metric] if metric in ("pointing", "energy", "iou") else rows[metric]
+            if metric in ("road_morf", "road_lerf", "stability") and column.isna().all():
+                continue  # not asked for (ROAD), or not a stochastic method's repeated runs (stability)
             summary.values[metric] = [_value(v) for v in column]
         summary.deletion_curves = [np.asarray(c) for c in rows["deletion_curve"]]
         summary.insertion_curves = [np.asarray(c) for c in rows["insertion_curve"]]

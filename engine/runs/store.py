@@ -40,7 +40,9 @@ MAPS = "maps.zarr"
 FORMAT = "sensiscope-store"
 FORMAT_VERSION = 1
 MAP_DTYPES = ("float32", "float16")
-METRIC_COLUMNS = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "time_s")
+# stability: a stochastic method's own agreement between its runs (pertmap with repeats >= 2);
+# stores written before it was kept read it as missing
+METRIC_COLUMNS = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "stability", "time_s")
 
 
 def _schema():

@@ -175,6 +175,8 @@ class Worker:
             "deletion_curve": [float(v) for v in faith.deletion.scores],
             "insertion_curve": [float(v) for v in faith.insertion.scores],
         }
+        if result.extras.get("stability") is not None:
+            record["stability"] = _finite_or_none(result.extras["stability"])
         if local is not None and local.pointing_hit is not None:
             record |= {"pointing": float(local.pointing_hit), "energy": _finite_or_none(local.energy), "iou": _finite_or_none(local.iou)}
         if metrics.road:

@@ -22,6 +22,7 @@ TIPS = {
     "insertion_auc": "Area under the insertion curve: higher is better",
     "road_morf": "ROAD, most relevant first: lower is better",
     "road_lerf": "ROAD, least relevant first: higher is better",
+    "stability": "Spearman correlation of the maps of a stochastic method's repeated runs (pertmap with repeats >= 2)",
     "time_s": "Seconds the method took for this image when it ran",
 }
 

@@ -96,6 +96,10 @@ def test_evaluate_resume_needs_a_store(capsys, data):
 def test_evaluate_reports_the_stability_of_a_method_run_with_repeats(capsys, data):
     """pertmap with repeats=2 records the Spearman correlation of its two runs per image; the
     report gives its mean with an interval, a deterministic method has none, and no pair compares it."""
+    _stability_run(capsys, data)
+
+
+def _stability_run(capsys, data) -> tuple[list, dict]:
     args = ["evaluate", "--model", "demo:ultrasound", "--data", data, "--methods", "gradcam,pertmap", "--n", "3", "--steps", "4", "--sanity-images", "0"]
     args += ["--param", "pertmap.repeats=2", "--param", "pertmap.steps=12", "--param", "pertmap.patience=0", "--json"]
     code, out, err = run(capsys, *args)
@@ -107,3 +111,13 @@ def test_evaluate_reports_the_stability_of_a_method_run_with_repeats(capsys, dat
     # a flat map (every feature saturated after 12 steps) has no ranking and gives no value
     assert 2 <= stability["n"] <= 3 and -1.0 <= stability["mean"] <= 1.0 and stability["ci_low"] is not None
     assert all(c["metric"] != "stability" for c in report["comparisons"])
+    return args, stability
+
+
+def test_an_evaluation_into_a_store_keeps_the_stability_too(capsys, tmp_path, data):
+    args, direct = _stability_run(capsys, data)
+    code, out, err = run(capsys, *args, "--store", tmp_path / "store")
+    assert code == 0, err
+    metrics = {m["method"]: m["metrics"] for m in json.loads(out)["methods"]}
+    assert metrics["gradcam"]["stability"]["n"] == 0
+    assert metrics["pertmap"]["stability"]["n"] == direct["n"] and metrics["pertmap"]["stability"]["mean"] == pytest.approx(direct["mean"], abs=1e-9)

@@ -232,3 +232,14 @@ def test_a_batch_from_the_window_is_abandoned_at_close_and_resumed(make_window, 
     assert (result.args[0].skipped, result.args[0].computed) == (8, 0)
     assert len(Store.open(store_dir).table()) == 8 and not window.errors
     assert not math.isnan(Store.open(store_dir).table()["deletion_auc"].mean())
+
+
+def test_the_stability_column_appears_only_when_a_run_kept_it():
+    from gui.store_data import StoreData, metric_text
+
+    base = {"image": "a.png", "label": "benign", "method": "pertmap", "predicted": "benign", "pointing": 1.0, "deletion_auc": 0.4, "insertion_auc": 0.7, "time_s": 2.0}
+    settings = {"methods": {"pertmap": {}}, "images": ["a.png"]}
+    without = StoreData("s", settings, [], [dict(base)])
+    kept = StoreData("s", settings, [], [{**base, "stability": 0.75}])
+    assert "stability" not in without.columns() and "stability" in kept.columns()
+    assert "stability 0.75" in metric_text(kept.rows[0]) and "stability" not in metric_text(without.rows[0])
