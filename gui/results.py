@@ -218,6 +218,7 @@ class ResultsActions:
         request = BatchRequest(
             ref.get("spec", ""), ref.get("weights") or None, ref.get("labels") or None, bool(ref.get("trust")), folder,
             values["methods"], values["store"], values["resume"], values["steps"], values["max_images"], w.workspace.device,
+            batch=values["batch"],
         )
         return self.start_batch(request)
 

@@ -244,6 +244,7 @@ class BatchRequest:
     max_images: int = 0  # 0: every image
     device: str = "auto"
     seed: int = 0
+    batch: int = 16  # images explained and scored together (main.py batch --batch; 1: one by one)
 
 
 def batch_job(request: BatchRequest):
@@ -259,7 +260,7 @@ def batch_job(request: BatchRequest):
     if not request.methods:
         raise UserError("choose at least one method to run")
     params = {m: build_params(get_method(m).params_cls, {k: str(v) for k, v in EVALUATE_DEFAULTS.get(m, {}).items()}) for m in request.methods}
-    job = Job(request.model, request.weights, request.labels, request.trust, params, MetricSettings(steps=request.steps), request.seed, request.device)
+    job = Job(request.model, request.weights, request.labels, request.trust, params, MetricSettings(steps=request.steps), request.seed, request.device, batch=max(1, request.batch))
     items = [i for i in scan_inputs(request.data).items if not i.is_tensor]
     if not items:
         raise UserError(f"{request.data}: holds no images")

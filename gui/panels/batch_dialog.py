@@ -69,11 +69,19 @@ class BatchDialog(QDialog):
         self.images_box.setRange(0, 10**8)
         self.images_box.setSpecialValueText("all")
         self.images_box.setToolTip("Use only this many images, taken in turn from each class (as main.py batch --n)")
+        self.batch_box = QSpinBox()
+        self.batch_box.setRange(1, 256)
+        self.batch_box.setValue(16)
+        self.batch_box.setToolTip(
+            "Images explained and scored together (as main.py batch --batch): the one-pass methods take them in one forward and backward, "
+            "and their deletion and insertion curves share forwards; 1 runs them one by one. The maps are the same either way."
+        )
         form = QFormLayout()
         form.addRow("Store folder:", row)
         form.addRow("", self.resume_box)
         form.addRow("Curve steps:", self.steps_box)
         form.addRow("Images:", self.images_box)
+        form.addRow("Images per pass:", self.batch_box)
         self.problem = QLabel()
         self.problem.setWordWrap(True)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
@@ -105,6 +113,7 @@ class BatchDialog(QDialog):
             "resume": self.resume_box.isChecked() and self.resume_box.isEnabled(),
             "steps": self.steps_box.value(),
             "max_images": self.images_box.value(),
+            "batch": self.batch_box.value(),
         }
 
     def check(self) -> str:

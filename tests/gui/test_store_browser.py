@@ -174,12 +174,15 @@ def start_batch_from_dialog(window, monkeypatch, store_dir):
             box.setChecked(name in METHODS)
         dialog.store_edit.setText(str(store_dir))
         dialog.steps_box.setValue(4)
+        assert dialog.batch_box.value() == 16  # as main.py batch --batch
+        dialog.batch_box.setValue(3)
         assert dialog.check() == ""
         return QDialog.DialogCode.Accepted
 
     monkeypatch.setattr(BatchDialog, "exec", fill)
     job = window.results.batch_dialog()
     assert job is not None and job.lane == BATCH_LANE
+    assert window.results.batch_request.batch == 3
     return job
 
 
@@ -243,3 +246,12 @@ def test_the_stability_column_appears_only_when_a_run_kept_it():
     kept = StoreData("s", settings, [], [{**base, "stability": 0.75}])
     assert "stability" not in without.columns() and "stability" in kept.columns()
     assert "stability 0.75" in metric_text(kept.rows[0]) and "stability" not in metric_text(without.rows[0])
+
+
+def test_a_gui_batch_request_makes_the_engine_job_with_its_images_per_pass(phantom):
+    from gui.store_data import BatchRequest, batch_job
+
+    request = BatchRequest("demo:ultrasound", None, None, False, str(phantom), ("gradcam",), "unused", batch=5, max_images=4)
+    job, items = batch_job(request)
+    assert job.batch == 5 and len(items) == 4
+    assert batch_job(BatchRequest("demo:ultrasound", None, None, False, str(phantom), ("gradcam",), "unused", batch=0))[0].batch == 1
