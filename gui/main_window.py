@@ -407,6 +407,9 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if isinstance(state, QByteArray):
             self.restoreState(state)
+        opened = self.settings.value("forms/advanced_open")
+        if opened:
+            self.analysis_panel.form.restore_expanded([opened] if isinstance(opened, str) else list(opened))
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if self.habits.dropped_paths(event.mimeData()):
@@ -440,5 +443,6 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(0)  # the docks the Table tab hid are saved as shown
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("forms/advanced_open", self.analysis_panel.form.expanded_methods())
         self.jobs.shutdown(wait=True)
         super().closeEvent(event)

@@ -178,6 +178,15 @@ class ParamForm(QWidget):
         for name, value in (values or {}).items():
             self.set_value(name, value)
 
+    def restore_expanded(self, methods) -> None:
+        """Open the Advanced group of these methods (as the app was left), the shown one too."""
+        self.expanded.update({str(name): True for name in methods})
+        if self.method in self.expanded and not self.advanced_button.isHidden():
+            self.advanced_button.setChecked(True)
+
+    def expanded_methods(self) -> list[str]:
+        return sorted(name for name, shown in self.expanded.items() if shown)
+
     def _toggle_advanced(self, checked: bool) -> None:
         if self.method:
             self.expanded[self.method] = checked

@@ -238,3 +238,22 @@ def test_long_progress_and_job_texts_stay_inside_with_the_whole_text_as_tooltip(
         assert dock.tree.textElideMode() == Qt.TextElideMode.ElideMiddle
     finally:
         assert jobs.shutdown(wait=True)
+
+
+def test_an_open_advanced_group_is_open_again_in_the_next_window(make_window, qtbot):
+    first = make_window()
+    form = first.analysis_panel.form
+    qtbot.waitUntil(lambda: bool(form.method) and not form.advanced_button.isHidden(), timeout=60_000)
+    method = form.method
+    assert not form.advanced_button.isChecked()
+    form.advanced_button.setChecked(True)
+    first.close()
+    second = make_window()
+    again = second.analysis_panel.form
+    qtbot.waitUntil(lambda: again.method == method, timeout=60_000)
+    assert again.advanced_button.isChecked() and again.advanced_box.isVisibleTo(second)
+    again.advanced_button.setChecked(False)  # closed again: stays closed
+    second.close()
+    third = make_window()
+    qtbot.waitUntil(lambda: third.analysis_panel.form.method == method, timeout=60_000)
+    assert not third.analysis_panel.form.advanced_button.isChecked()
