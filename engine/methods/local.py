@@ -213,7 +213,6 @@ class _Forwards:
             return torch.arange(windows.perturbations)
         rows = self.executor.axis_costs(self.row_origins, self.size[0], 0).numpy()
         cols = self.executor.axis_costs(self.col_origins, self.size[1], 1).numpy()
-        n_rows, n_cols = windows.grid
         rank_rows, rank_cols = np.argsort(np.argsort(-rows, kind="stable")), np.argsort(np.argsort(-cols, kind="stable"))
         side = max(1, round(math.sqrt(max(1, batch_size // windows.per_window))))
         grid_rows, grid_cols = np.meshgrid(rank_rows, rank_cols, indexing="ij")
