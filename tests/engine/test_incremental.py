@@ -285,3 +285,10 @@ def test_the_order_is_a_permutation_keeping_central_pairs_together():
     assert not torch.equal(order, torch.arange(windows.perturbations))
     assert sorted(order.tolist()) == list(range(windows.perturbations))
     assert torch.equal(order[1::2], order[0::2] + 1) and bool((order[0::2] % 2 == 0).all())
+
+
+def test_auto_is_measured_on_cpus_and_keeps_the_first_versions_threshold_elsewhere():
+    from engine.methods.local import auto_threshold
+
+    assert auto_threshold(torch.device("cpu")) == AUTO_MIN_SPEEDUP == 1.35
+    assert auto_threshold(torch.device("cuda")) == auto_threshold(torch.device("mps")) == 3.0
