@@ -11,7 +11,7 @@ from engine.core.explanation import Explanation
 from engine.core.files import atomic_path, check_output, write_text
 from engine.core.jsonable import dumps
 from engine.core.versions import versions
-from engine.io.images import InputItem
+from engine.io.images import TENSOR_SUFFIXES, InputItem
 from engine.io.preprocess import Preprocess
 from engine.io.render import save_overlay
 
@@ -86,7 +86,9 @@ def write_result(
         record.update(frame=item.frame, input_meta=item.meta)
     if loaded is not None:
         record["model_source"] = loaded.source
-        record["preprocess"] = loaded.preprocess.to_dict()
+        # A .npy tensor is used as it is (engine.io.images.load_input): no preprocessing to report.
+        tensor_input = Path(item.path).suffix.lower() in TENSOR_SUFFIXES
+        record["preprocess"] = "none: a preprocessed tensor, used unchanged" if tensor_input else loaded.preprocess.to_dict()
     record.update(context or {})
     write_text(files["json"], dumps(record), overwrite)
     return record

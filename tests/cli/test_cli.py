@@ -97,6 +97,8 @@ def test_explain_preprocessed_npy_is_used_as_is(capsys, tmp_path, scripted_tiny)
     saved = np.load(tmp_path / "o" / "x.saliency.npy")
     np.testing.assert_allclose(saved, engine.explain(eager, tensor, target=1).map, rtol=1e-5, atol=1e-7)
     assert json.loads(out)[0]["target"] == 1
+    # The record does not claim a resize or crop that was never applied.
+    assert json.loads((tmp_path / "o" / "x.saliency.json").read_text())["preprocess"].startswith("none")
 
 
 def test_explain_labels_appear_in_the_record(capsys, tmp_path, rgb_png, scripted_tiny):
