@@ -240,21 +240,29 @@ class IncrementalExecutor:
         if any(m.training for m in model.modules()):
             raise Untraceable("the model is in training mode (batch statistics); incremental inference needs eval mode")
         self.gm = _without_inplace(model)
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            # channels-last weights for channels-last maps: oneDNN then runs every box as it is
-            self.gm = self.gm.to(memory_format=torch.channels_last)
         self.nodes = list(self.gm.graph.nodes)
         if sum(node.op == "placeholder" for node in self.nodes) != 1:
             raise Untraceable("the model takes more than one input")
         self.dependent = _batch_dependent(self.gm.graph)
         self.kinds = {node: _kind(self.gm, node) for node in self.nodes}
         self.sliding = {node: _sliding(self.gm.get_submodule(node.target)) for node in self.nodes if self.kinds[node] == "sliding"}
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            # Channels-last weights for channels-last maps: oneDNN then runs every box as it is. Only
+            # the convolutions' own weights: code that reshapes a weight itself (a .view() in a
+            # traced custom layer) needs the layout it was written for.
+            for node in self.sliding:
+                module = self.gm.get_submodule(node.target)
+                if isinstance(module, nn.Conv2d):
+                    module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
         self.last_use = {}
         for index, node in enumerate(self.nodes):
             for parent in node.all_input_nodes:
                 self.last_use[parent] = index
-        with torch.inference_mode():
-            self.cache = self._run_cached(x)
+        try:
+            with torch.inference_mode():
+                self.cache = self._run_cached(x)
+        except Exception as exc:  # noqa: BLE001 - the copy cannot run what the model runs: run densely
+            raise Untraceable(f"the traced copy failed on the input ({type(exc).__name__}: {str(exc)[:120]})") from None
         self.output = self.cache[self.nodes[-1]]
         self.macs = {node: _macs(self.gm.get_submodule(node.target), self.cache[node]) for node in self.nodes if node.op == "call_module" and isinstance(self.cache[node], torch.Tensor)}
         self.shape_nodes = {node for node in self.dependent if _shape_like(self.cache[node])}

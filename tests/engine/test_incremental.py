@@ -217,6 +217,36 @@ def test_untraceable_models_run_densely_with_a_note():
     assert any("not available" in note for note in result.extras["notes"])
 
 
+class _StandardisedConv(nn.Conv2d):
+    """Weight standardisation: reshapes its weight with .view(), which needs the weight's own layout."""
+
+    def forward(self, x):
+        flat = self.weight.view(self.weight.shape[0], -1)
+        weight = ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-5)).view_as(self.weight)
+        return nn.functional.conv2d(x, weight, self.bias, self.stride, self.padding)
+
+
+def test_traced_custom_layers_that_reshape_their_weights_keep_working():
+    torch.manual_seed(0)
+    model = nn.Sequential(_StandardisedConv(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    dense, fast = _maps(model, _image(3, 32, seed=4), {"window": 4, "stride": 4}, target=0)
+    _assert_same_map(dense, fast)
+
+
+def test_a_traced_copy_that_fails_on_the_input_runs_densely_with_a_note(monkeypatch):
+    def broken(self, x):
+        raise RuntimeError("view size is not compatible with input tensor's size and stride")
+
+    monkeypatch.setattr(IncrementalExecutor, "_run_cached", broken)
+    model = build_architecture("resnet18", seed=0)
+    x = _image(3, 32)
+    result = engine.explain(model, x, "local", target=0, params={"window": 16, "stride": 8})
+    assert result.extras["engine"] == "dense"
+    assert any("traced copy failed" in note for note in result.extras["notes"])
+    reference = engine.explain(model, x, "local", target=0, params={"window": 16, "stride": 8, "engine": "dense"})
+    np.testing.assert_array_equal(result.map, reference.map)
+
+
 def test_auto_keeps_incremental_only_when_it_saves_work():
     model, x = build_architecture("sonocnn", seed=0, in_channels=1), _image(1, 48, seed=4)
     small = engine.explain(model, x, "local", target=0, params={"window": 6, "stride": 6})
