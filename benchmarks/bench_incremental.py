@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from bench_local import explain_fn, forward_fns
-from common import BenchResult, Context, best_ratio, build_model, interleaved, make_input, ratios, summarise
+from common import BenchResult, Context, best_ratio, build_model, interleaved, make_input, ratios, summarise, synchronize
 
 
 def incremental_cases(quick: bool) -> list[dict]:
@@ -160,8 +160,13 @@ def _per_layer(model, incremental: dict, dense: dict, fractions: dict) -> list[t
 def dense_layer_times(model, x: torch.Tensor, count: int = 16, rounds: int = 2) -> dict[str, float]:
     """Seconds of each convolution and linear layer of the plain model (the forward limit's) in a
     forward of ``count`` copies of ``x``, each with the leaf modules that run after it up to the
-    next one (batch norm, activation, pooling), best of ``rounds``; timed with module hooks."""
+    next one (batch norm, activation, pooling), best of ``rounds``; timed with module hooks, which
+    wait for the device (CUDA, MPS) before reading the clock."""
     import time
+
+    def now() -> float:
+        synchronize(x.device)
+        return time.perf_counter()
 
     leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
     spans: list[tuple[str, bool, float]] = []
@@ -169,8 +174,8 @@ def dense_layer_times(model, x: torch.Tensor, count: int = 16, rounds: int = 2) 
     hooks = []
     for name, module in leaves:
         heads = isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))
-        hooks.append(module.register_forward_pre_hook(lambda m, a, name=name: starts.__setitem__(name, time.perf_counter())))
-        hooks.append(module.register_forward_hook(lambda m, a, o, name=name, heads=heads: spans.append((name, heads, time.perf_counter() - starts[name]))))
+        hooks.append(module.register_forward_pre_hook(lambda m, a, name=name: starts.__setitem__(name, now())))
+        hooks.append(module.register_forward_hook(lambda m, a, o, name=name, heads=heads: spans.append((name, heads, now() - starts[name]))))
     batch = x.expand(count, -1, -1, -1).contiguous()
     best: dict[str, float] = {}
     try:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.runs.store import METRIC_COLUMNS  # light: numpy and engine.core only
+
 # The table's columns: the record's fields, in the order shown (a metric column with no value in
 # any record, such as ROAD without --road, is left out).
 TEXT_COLUMNS = ("image", "label", "method", "predicted")
-METRIC_COLUMNS = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "stability", "time_s")
 COLUMN_TITLES = {
     "image": "Image", "label": "Class", "method": "Method", "predicted": "Predicted", "pointing": "Pointing",
     "energy": "Energy", "iou": "IoU", "deletion_auc": "Deletion AUC", "insertion_auc": "Insertion AUC",
@@ -220,8 +221,8 @@ def explanation_of(data: StoreData, pair: StoredPair):
 
 def metric_text(record: dict) -> str:
     parts = []
-    for key in ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "stability"):
-        value = record.get(key)
+    for key in METRIC_COLUMNS:
+        value = None if key == "time_s" else record.get(key)
         if value is not None:
             parts.append(f"{COLUMN_TITLES[key].lower()} {value:.3g}")
     return ", ".join(parts)

@@ -11,7 +11,7 @@ from engine.core.explanation import Explanation
 from engine.core.files import atomic_path, check_output, write_text
 from engine.core.jsonable import dumps
 from engine.core.versions import versions
-from engine.io.images import TENSOR_SUFFIXES, InputItem
+from engine.io.images import InputItem
 from engine.io.preprocess import Preprocess
 from engine.io.render import save_overlay
 
@@ -87,8 +87,7 @@ def write_result(
     if loaded is not None:
         record["model_source"] = loaded.source
         # A .npy tensor is used as it is (engine.io.images.load_input): no preprocessing to report.
-        tensor_input = Path(item.path).suffix.lower() in TENSOR_SUFFIXES
-        record["preprocess"] = "none: a preprocessed tensor, used unchanged" if tensor_input else loaded.preprocess.to_dict()
+        record["preprocess"] = "none: a preprocessed tensor, used unchanged" if item.is_tensor else loaded.preprocess.to_dict()
     record.update(context or {})
     write_text(files["json"], dumps(record), overwrite)
     return record

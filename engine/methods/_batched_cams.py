@@ -20,7 +20,7 @@ import torch
 from engine.core.explanation import Explanation
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.methods._base import check_batch
-from engine.methods._cam import CamParams, capture_many, end, weighted_sum
+from engine.methods._cam import CamParams, capture_many, end, weigh_and_end
 from engine.methods._registry import register_batched
 
 # method -> (module, name of its weighting function weigh(feature C x h x w, grad) -> weights)
@@ -39,12 +39,7 @@ def gradient_cam_batch(weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     def explain_batch(model, inputs, targets, params, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[Explanation]:
         progress, cancel = resolve(progress, cancel)
         x, targets = check_batch(inputs, targets)
-        results = []
-        for cap in capture_many(model, x, targets, params, cancel, method, gradient=True):
-            weights = weigh(cap.feature, cap.grad)
-            extras = {"weights": weights.cpu().numpy()} if weights.ndim == 1 else {}
-            results.append(end(cap, method, params, weighted_sum(weights, cap.feature), progress, extras))
-        return results
+        return [weigh_and_end(cap, weigh, method, params, progress) for cap in capture_many(model, x, targets, params, cancel, method, gradient=True)]
 
     explain_batch.__doc__ = f"{method} maps of an N x C x H x W batch, one target (or None) per image."
     return explain_batch

@@ -88,11 +88,7 @@ def capture_many(model: nn.Module, x: torch.Tensor, targets, params: CamParams, 
             logits = logits_of(model(x))
             setups = setups_of(x.detach(), logits, targets)
             activation = recorder.activation
-            if activation is not None and activation.shape[0] != x.shape[0]:
-                raise UserError(f"layer '{layer_name}' outputs shape {tuple(activation.shape)}; {method} needs one feature map per input")
-            # The layout (and its refusals) of one image's output, applied to the whole batch.
-            _, layout = feature_map(None if activation is None else activation[:1], layer_name, method, tuple(x.shape[2:]), channels_last_hint(layer))
-            maps = layout.to_maps(activation)
+            maps, layout = feature_map(activation, layer_name, method, tuple(x.shape[2:]), channels_last_hint(layer), rows=x.shape[0])
             grads = [None] * x.shape[0]
             if gradient:
                 cancel.check()
@@ -127,6 +123,14 @@ def end(cap: Capture, method: str, params: Any, raw: torch.Tensor, progress: Pro
     return finish(cap.setup, method, params, to_size(raw[None], cap.size)[0], progress, record)
 
 
+def weigh_and_end(cap: Capture, weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], method: str, params: Any, progress: ProgressFn) -> Explanation:
+    """The map of a CAM weighted by its gradient, from its capture: ``weigh(feature, grad)``, the
+    weighted sum of the feature maps, and ``end`` (channel weights kept in the extras)."""
+    weights = weigh(cap.feature, cap.grad)
+    extras = {"weights": weights.cpu().numpy()} if weights.ndim == 1 else {}
+    return end(cap, method, params, weighted_sum(weights, cap.feature), progress, extras)
+
+
 def gradient_cam(weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], method: str) -> Callable[..., Explanation]:
     """An ``explain`` for a CAM whose map is weighted by the gradient: ``weigh(feature, grad)`` gives
     weights per channel (C) or per position (C x h x w) that multiply the feature maps."""
@@ -134,9 +138,7 @@ def gradient_cam(weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], me
     def explain(model, inputs, target, params: CamParams, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
         progress, cancel = resolve(progress, cancel)
         cap = capture(model, inputs, target, params, progress, cancel, method, gradient=True)
-        weights = weigh(cap.feature, cap.grad)
-        extras = {"weights": weights.cpu().numpy()} if weights.ndim == 1 else {}
-        return end(cap, method, params, weighted_sum(weights, cap.feature), progress, extras)
+        return weigh_and_end(cap, weigh, method, params, progress)
 
     explain.__doc__ = f"{method} map of one input."
     return explain

@@ -24,7 +24,7 @@ from torch import nn
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._cam import capture, end
+from engine.methods._cam import capture, weigh_and_end
 from engine.methods._registry import MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES
 
@@ -56,9 +56,7 @@ def _gradcam_pp_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.T
 def _explain(model, inputs, target, params: GradCamParams, progress, cancel, name: str, weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Explanation:
     progress, cancel = resolve(progress, cancel)
     cap = capture(model, inputs, target, params, progress, cancel, name, gradient=True)
-    weights = weigh(cap.feature, cap.grad)
-    raw = torch.einsum("k,khw->hw", weights, cap.feature)
-    return end(cap, name, params, raw, progress, {"weights": weights.cpu().numpy()})
+    return weigh_and_end(cap, weigh, name, params, progress)
 
 
 def explain_gradcam(

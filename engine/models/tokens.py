@@ -108,12 +108,12 @@ def layout_of(shape: tuple[int, ...], size: tuple[int, int], channels_last_hint:
     return None
 
 
-def feature_map(activation: torch.Tensor | None, layer_name: str, method: str, size: tuple[int, int], channels_last_hint: bool = False) -> tuple[torch.Tensor, MapLayout]:
-    """The recorded activation of one input as 1 x C x h x w (still in the autograd graph), and
-    the layout it came from."""
+def feature_map(activation: torch.Tensor | None, layer_name: str, method: str, size: tuple[int, int], channels_last_hint: bool = False, rows: int = 1) -> tuple[torch.Tensor, MapLayout]:
+    """The recorded activation of a batch of ``rows`` inputs as rows x C x h x w (still in the
+    autograd graph), and the layout it came from."""
     if activation is None:
         raise UserError(f"layer '{layer_name}' did not run during the forward pass; choose a layer the model uses")
-    if activation.shape[0] != 1:
+    if activation.shape[0] != rows:
         raise UserError(f"layer '{layer_name}' outputs shape {tuple(activation.shape)}; {method} needs one feature map per input")
     layout = layout_of(tuple(activation.shape), size, channels_last_hint)
     if layout is None:
