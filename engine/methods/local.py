@@ -32,7 +32,7 @@ from engine.io.blur import baseline_image
 from engine.methods._base import Setup, begin, finish
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
-from engine.runtime.batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, run_in_batches
+from engine.runtime.batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, is_out_of_memory, run_in_batches
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,15 @@ class _Forwards:
         window_index = index // self.windows.per_window
         n_cols = self.windows.cols.shape[0]
         origin = torch.stack([self.row_origins[window_index // n_cols], self.col_origins[window_index % n_cols]], 1)
-        output = self.executor.run(_channels_last(batch), origin, self.size)
+        try:
+            output = self.executor.run(_channels_last(batch), origin, self.size)
+        except Exception as exc:  # noqa: BLE001 - an operation the executor mishandles: the rest runs densely
+            if is_out_of_memory(exc):
+                raise  # run_in_batches halves the batch
+            first_line = (str(exc).splitlines() or [""])[0][:160]
+            self.notes.append(f"incremental inference failed on this model ({type(exc).__name__}: {first_line}); the perturbed images from there on ran densely")
+            self.executor, self.decided = None, True
+            return self.model(_channels_last(batch))
         if not self.decided:
             self.decided = True
             if self.executor.stats.estimated_speedup < auto_threshold(batch.device):

@@ -247,6 +247,42 @@ def test_a_traced_copy_that_fails_on_the_input_runs_densely_with_a_note(monkeypa
     np.testing.assert_array_equal(result.map, reference.map)
 
 
+def test_an_executor_failing_mid_run_hands_the_rest_to_the_dense_path(monkeypatch):
+    calls = []
+    original = IncrementalExecutor.run
+
+    def fails_second_time(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("an operation the executor mishandles\nmore detail")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(IncrementalExecutor, "run", fails_second_time)
+    model = build_architecture("resnet18", seed=0)
+    x = _image(3, 40)
+    params = {"window": 8, "stride": 8, "batch_size": 4}
+    result = engine.explain(model, x, "local", target=0, params={**params, "engine": "incremental"})
+    assert len(calls) == 2  # the first batch ran incrementally, the second failed, the rest ran densely
+    assert any("failed on this model (RuntimeError: an operation the executor mishandles)" in note for note in result.extras["notes"])
+    reference = engine.explain(model, x, "local", target=0, params={**params, "engine": "dense"})
+    assert float(np.abs(result.map - reference.map).max()) < 1e-4 * float(reference.map.max() - reference.map.min())
+
+
+def test_out_of_memory_in_the_executor_still_halves_the_batch(monkeypatch):
+    original = IncrementalExecutor.run
+    sizes = []
+
+    def tight(self, batch, *args, **kwargs):
+        sizes.append(batch.shape[0])
+        if batch.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(IncrementalExecutor, "run", tight)
+    result = engine.explain(build_architecture("resnet18", seed=0), _image(3, 40), "local", target=0, params={"window": 8, "stride": 8, "batch_size": 8, "engine": "incremental"})
+    assert sizes[:3] == [8, 4, 2] and result.extras["engine"] == "incremental"
+
+
 def test_auto_keeps_incremental_only_when_it_saves_work():
     model, x = build_architecture("sonocnn", seed=0, in_channels=1), _image(1, 48, seed=4)
     small = engine.explain(model, x, "local", target=0, params={"window": 6, "stride": 6})
