@@ -379,10 +379,17 @@ class IncrementalExecutor:
         return value
 
     def _shapes(self, node: fx.Node, states: dict, count: int) -> Dense:
-        """Sizes and shapes of the perturbed batch's maps (batch ``count``), from shape-only tensors."""
+        """Sizes and shapes of the perturbed batch's maps (batch ``count``), from shape-only tensors;
+        a size computed from another (``b, c, h, w = x.size()``) takes that one's batch-``count`` value."""
+
+        def value(a):
+            if a in self.shape_nodes and isinstance(states.get(a), Dense):
+                return states[a].value
+            return _meta(self.cache[a], count) if a in self.dependent else self.cache[a]
+
         try:
-            args = fx.node.map_arg(node.args, lambda a: _meta(self.cache[a], count) if a in self.dependent else self.cache[a])
-            kwargs = fx.node.map_arg(node.kwargs, lambda a: _meta(self.cache[a], count) if a in self.dependent else self.cache[a])
+            args = fx.node.map_arg(node.args, value)
+            kwargs = fx.node.map_arg(node.kwargs, value)
             return Dense(self._call(node, args, kwargs))
         except Exception:  # noqa: BLE001 - an operation without meta support: compute it for real
             return self._dense(node, states, count)

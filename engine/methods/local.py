@@ -196,7 +196,7 @@ class _Forwards:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor, windows: _Windows, params: LocalParams) -> None:
         self.model, self.windows, self.requested = model, windows, params.engine
-        self.executor, self.notes, self.decided = None, [], params.engine != "auto"
+        self.executor, self.notes, self.decided, self.failed = None, [], params.engine != "auto", False
         height, width = x.shape[2:]
         self.size = (min(params.window, height), min(params.window, width))
         if params.engine != "dense":
@@ -259,12 +259,15 @@ class _Forwards:
         origin = torch.stack([self.row_origins[window_index // n_cols], self.col_origins[window_index % n_cols]], 1)
         try:
             output = self.executor.run(_channels_last(batch), origin, self.size)
+            rows = logits_of(output).shape[0]
+            if rows != batch.shape[0]:
+                raise RuntimeError(f"it gave {rows} output row(s) for a batch of {batch.shape[0]}")
         except Exception as exc:  # noqa: BLE001 - an operation the executor mishandles: the rest runs densely
             if is_out_of_memory(exc):
                 raise  # run_in_batches halves the batch
             first_line = (str(exc).splitlines() or [""])[0][:160]
-            self.notes.append(f"incremental inference failed on this model ({type(exc).__name__}: {first_line}); the perturbed images from there on ran densely")
-            self.executor, self.decided = None, True
+            self.notes.append(f"the incremental executor failed on this model ({type(exc).__name__}: {first_line}); the perturbed images from there on ran densely")
+            self.executor, self.decided, self.failed = None, True, True
             return self.model(_channels_last(batch))
         if not self.decided:
             self.decided = True
@@ -274,7 +277,8 @@ class _Forwards:
         return output
 
     def extras(self, executor_stats) -> dict:
-        speedup = None if executor_stats is None else round(executor_stats.estimated_speedup, 3)
+        # After a failure the counts stop at the failing layer: no estimate to report.
+        speedup = None if executor_stats is None or self.failed else round(executor_stats.estimated_speedup, 3)
         return {"engine": self.choice, "engine_requested": self.requested, "incremental_estimated_speedup": speedup}
 
 

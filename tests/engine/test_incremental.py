@@ -247,6 +247,43 @@ def test_a_traced_copy_that_fails_on_the_input_runs_densely_with_a_note(monkeypa
     np.testing.assert_array_equal(result.map, reference.map)
 
 
+class _SizeUnpacking(nn.Module):
+    """``b, c, h, w = x.shape`` then a reshape that also accepts the wrong b (it folds the batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        b, c, h, w = x.shape
+        return self.fc(x.reshape(b, c, -1).mean(-1))
+
+
+@pytest.mark.parametrize("name", ["sizes", "shufflenet_v2_x0_5"])
+def test_sizes_computed_from_sizes_take_the_perturbed_batch(name):
+    # shufflenet's channel shuffle views x with b, c, h, w = x.size(); both once read b = 1 here.
+    torch.manual_seed(0)
+    model = _SizeUnpacking().eval() if name == "sizes" else build_architecture(name, seed=0, num_classes=10)
+    size = 32 if name == "sizes" else 64
+    dense, fast = _maps(model, _image(3, size, seed=1), {"window": size // 3, "stride": size // 6}, target=0)
+    assert not fast.extras.get("notes"), fast.extras["notes"]
+    _assert_same_map(dense, fast)
+
+
+def test_an_executor_answer_of_the_wrong_batch_size_is_not_used(monkeypatch):
+    original = IncrementalExecutor.run
+    monkeypatch.setattr(IncrementalExecutor, "run", lambda self, *a, **k: original(self, *a, **k)[:1])
+    model = build_architecture("resnet18", seed=0)
+    x = _image(3, 40)
+    params = {"window": 8, "stride": 8, "batch_size": 4}
+    result = engine.explain(model, x, "local", target=0, params={**params, "engine": "incremental"})
+    assert any("gave 1 output row(s) for a batch of 4" in note for note in result.extras["notes"])
+    reference = engine.explain(model, x, "local", target=0, params={**params, "engine": "dense"})
+    np.testing.assert_array_equal(result.map, reference.map)
+
+
 def test_an_executor_failing_mid_run_hands_the_rest_to_the_dense_path(monkeypatch):
     calls = []
     original = IncrementalExecutor.run
@@ -263,7 +300,8 @@ def test_an_executor_failing_mid_run_hands_the_rest_to_the_dense_path(monkeypatc
     params = {"window": 8, "stride": 8, "batch_size": 4}
     result = engine.explain(model, x, "local", target=0, params={**params, "engine": "incremental"})
     assert len(calls) == 2  # the first batch ran incrementally, the second failed, the rest ran densely
-    assert any("failed on this model (RuntimeError: an operation the executor mishandles)" in note for note in result.extras["notes"])
+    assert any("executor failed on this model (RuntimeError: an operation the executor mishandles)" in note for note in result.extras["notes"])
+    assert result.extras["incremental_estimated_speedup"] is None
     reference = engine.explain(model, x, "local", target=0, params={**params, "engine": "dense"})
     assert float(np.abs(result.map - reference.map).max()) < 1e-4 * float(reference.map.max() - reference.map.min())
 
