@@ -190,10 +190,19 @@ def _kind(gm: fx.GraphModule, node: fx.Node) -> str:
         if node.target is torch.cat:
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
             return "union" if dim in (1, -3) else "dense"
+        if node.target is F.batch_norm:
+            return "pointwise" if _eval_batch_norm(node) else "dense"
         return "pointwise" if node.target in POINTWISE_FUNCTIONS else "dense"
     if node.op == "call_method":
         return "pointwise" if node.target in POINTWISE_METHODS else "dense"
     return "dense"
+
+
+def _eval_batch_norm(node: fx.Node) -> bool:
+    """F.batch_norm with running statistics (training False): a per-channel affine map, as timm's
+    BatchNormAct2d traces. With batch statistics it mixes positions and runs densely."""
+    training = node.args[5] if len(node.args) > 5 else node.kwargs.get("training", False)
+    return training is False
 
 
 def _batch_dependent(graph: fx.Graph) -> set:
@@ -432,12 +441,13 @@ class IncrementalExecutor:
         out = self.cache[node]
         if not isinstance(out, torch.Tensor) or out.dim() != 4:
             return False
+        per_channel = node.op == "call_function" and node.target is F.batch_norm  # its statistics and affine are C-vectors
         for parent in node.all_input_nodes:
             value = self.cache[parent]
             if parent in self.dependent:
                 if not (isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[-2:] == out.shape[-2:]):
                     return False
-            elif not _broadcast_safe(value):
+            elif not (_broadcast_safe(value) or (per_channel and isinstance(value, torch.Tensor) and value.dim() == 1)):
                 return False
         return True
 

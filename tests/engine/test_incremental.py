@@ -284,6 +284,27 @@ def test_an_executor_answer_of_the_wrong_batch_size_is_not_used(monkeypatch):
     np.testing.assert_array_equal(result.map, reference.map)
 
 
+def test_timm_batch_norm_with_activation_runs_on_boxes():
+    """timm's BatchNormAct2d traces to F.batch_norm (running statistics) and an activation: both run on
+    the changed boxes, so the network stays incremental up to its pooling."""
+    from timm.layers import BatchNormAct2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), BatchNormAct2d(8), nn.Conv2d(8, 8, 3, padding=1, bias=False), BatchNormAct2d(8),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+    )  # fmt: skip
+    for module in model.modules():
+        if isinstance(module, BatchNormAct2d):  # statistics that are not the identity
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    dense, fast = _maps(model, _image(3, 48, seed=5), {"window": 6, "stride": 6}, target=1)
+    _assert_same_map(dense, fast)
+    # Only the pooling and the head run densely: the convolutions do a small part of their work.
+    assert fast.extras["incremental_estimated_speedup"] > 5, fast.extras
+
+
 def test_an_executor_failing_mid_run_hands_the_rest_to_the_dense_path(monkeypatch):
     calls = []
     original = IncrementalExecutor.run
