@@ -156,7 +156,11 @@ def _split(fast: torch.fx.GraphModule) -> FirstLinear | None:
         return None
     with graph.inserting_before(inputs[0]):
         features = graph.placeholder("first_layer_output")
-    node.replace_all_uses_with(features)
+    # The callers feed a leaf that requires grad: a copy keeps it out of reach of an in-place
+    # operation after the convolution (F.relu(..., inplace=True) in GoogLeNet, Inception-v3).
+    with graph.inserting_after(features):
+        copied = graph.call_method("clone", (features,))
+    node.replace_all_uses_with(copied)
     graph.erase_node(node)
     graph.erase_node(inputs[0])
     graph.lint()

@@ -148,3 +148,33 @@ def test_integrated_gradients_through_the_split_equal_point_by_point(rule):
     assert used == 3
     assert first_linear(fast_model(model, x)) is not None  # the split path was the one taken
     np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-4 * float(expected.abs().max()))
+
+
+class _InplaceAfterFirstConv(nn.Module):
+    """GoogLeNet's and Inception-v3's pattern: conv -> batch norm -> F.relu(inplace=True)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = nn.functional.relu(self.bn(self.conv(x)), inplace=True)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_integrated_gradients_through_the_split_survive_an_inplace_operation_after_the_first_layer():
+    torch.manual_seed(1)
+    model = _InplaceAfterFirstConv()
+    model.bn.running_mean.uniform_(-0.2, 0.2)
+    model.eval()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    baseline = torch.zeros_like(x)
+    alphas, weights = quadrature("gausslegendre", 5)
+    expected = torch.zeros(x.shape[1:], dtype=torch.float64)
+    for alpha, weight in zip(alphas.tolist(), weights.tolist(), strict=True):
+        expected += weight * _input_gradient(model, baseline + alpha * (x - baseline), target=1)[0].double()
+    got, _ = path_gradient(model, x, baseline, 1, "logit", (alphas, weights), batch_size=5, cancel=CancelToken(), progress=lambda *_a, **_k: None, span=(0.0, 1.0))
+    assert first_linear(fast_model(model, x)) is not None  # the split path was the one taken
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-4 * float(expected.abs().max()))
