@@ -21,13 +21,14 @@ def grid_segments(height: int, width: int, cells: int, device: torch.device) -> 
     return rows[:, None] * cells + cols[None, :]
 
 
-def slic_segments(x: torch.Tensor, n_segments: int, compactness: float) -> torch.Tensor:
+def slic_segments(x: torch.Tensor, n_segments: int, compactness: float, connected: bool = True) -> torch.Tensor:
     """H x W labels 0..M-1 of SLIC superpixels (Achanta et al. 2012) of the 1 x C x H x W input.
 
     The image is stretched to [0, 1] as a whole (an approximation of the display image that keeps
     the channels' relative contrasts); three channels
     are converted to CIELAB as SLIC expects, other counts are scaled to Lab's 0-100 range so that
-    the same compactness suits them.
+    the same compactness suits them. Without ``connected`` SLIC skips its connectivity step (which
+    on noise-like images merges almost everything): a superpixel may then be in pieces.
     """
     try:
         from skimage.segmentation import slic
@@ -37,7 +38,7 @@ def slic_segments(x: torch.Tensor, n_segments: int, compactness: float) -> torch
     low, high = float(image.min()), float(image.max())
     image = (image - low) / (high - low if high > low else 1.0)
     lab = image.shape[2] == 3
-    labels = slic(image if lab else image * 100.0, n_segments=n_segments, compactness=compactness, start_label=0, channel_axis=-1, convert2lab=lab)
+    labels = slic(image if lab else image * 100.0, n_segments=n_segments, compactness=compactness, start_label=0, channel_axis=-1, convert2lab=lab, enforce_connectivity=connected)
     _, contiguous = np.unique(labels, return_inverse=True)
     return torch.from_numpy(contiguous.reshape(labels.shape).astype(np.int64)).to(x.device)
 

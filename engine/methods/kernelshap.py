@@ -49,13 +49,28 @@ class KernelShapParams:
     memory_budget_mb: int = param(0, "memory the batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
 
 
-def _segments(x: torch.Tensor, params: KernelShapParams) -> torch.Tensor:
+def _segments(x: torch.Tensor, params: KernelShapParams) -> tuple[torch.Tensor, list[str]]:
+    """The H x W segment labels, and notes on how they came about."""
     height, width = x.shape[2:]
     if params.segmentation == "grid":
-        return grid_segments(height, width, params.grid, x.device)
-    if params.segmentation == "slic":
-        return slic_segments(x, params.n_segments, params.compactness)
-    raise UserError(f"unknown segmentation '{params.segmentation}'; choose slic or grid")
+        return grid_segments(height, width, params.grid, x.device), []
+    if params.segmentation != "slic":
+        raise UserError(f"unknown segmentation '{params.segmentation}'; choose slic or grid")
+    segments, notes = slic_segments(x, params.n_segments, params.compactness), []
+    if int(segments.max()) + 1 < max(2, params.n_segments // 4):
+        # As the Sobol map's regions do (engine/methods/_sobol_regions.py): on noise-like images
+        # SLIC's connectivity step merges almost everything; the superpixels before it still group
+        # like pixels, only not always in one piece.
+        segments = slic_segments(x, params.n_segments, params.compactness, connected=False)
+        notes.append("SLIC's connected superpixels merged on this image; its superpixels were taken without the connectivity step, so a segment may be in pieces")
+    count = int(segments.max()) + 1
+    if count == 1 and params.n_segments > 1:
+        # One player: the map would be one constant, f(x) - f(baseline) spread evenly. The grid gives a map.
+        grid = f"{params.grid} x {params.grid}"
+        return grid_segments(height, width, params.grid, x.device), [f"SLIC found a single superpixel in this image (a flat image?); a {grid} grid was used instead (the grid parameter)"]
+    if count < params.n_segments / 2:
+        notes.append(f"SLIC returned {count} superpixels of the {params.n_segments} asked for (a noisy or flat image?); raise compactness or use segmentation=grid")
+    return segments, notes
 
 
 def _coalitions(count: int, params: KernelShapParams) -> torch.Tensor | None:
@@ -105,7 +120,7 @@ def explain(
     """Shapley values of the image's segments, each spread evenly over its pixels."""
     progress, cancel = resolve(progress, cancel)
     x = begin(inputs, progress, cancel, "forward")
-    segments = _segments(x, params)
+    segments, notes = _segments(x, params)
     count = int(segments.max()) + 1
     coalitions = _coalitions(count, params)
     baseline = baseline_image(x, params.baseline, params.blur_sigma, BASELINES)
@@ -133,8 +148,8 @@ def explain(
         "memory_per_image_mb": per_image / 2**20,
         "memory_budget_mb": None if budget is None else budget / 2**20,
     }
-    if params.segmentation == "slic" and count < params.n_segments / 2:
-        extras["notes"] = [f"SLIC returned {count} superpixels of the {params.n_segments} asked for (a noisy or flat image?); raise compactness or use segmentation=grid"]
+    if notes:
+        extras["notes"] = notes
     return finish(setup, SPEC.name, params, saliency, progress, extras)
 
 

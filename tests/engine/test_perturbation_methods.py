@@ -177,6 +177,28 @@ def test_kernelshap_slic_segments_follow_the_image():
     assert result.extras["segments"] == len(left | right) >= 2
 
 
+def test_kernelshap_takes_slics_unconnected_superpixels_when_the_connected_ones_merge():
+    # white noise: SLIC's connectivity step merges everything into one superpixel, whose Shapley
+    # value would be spread as one constant; without that step the superpixels still split it
+    x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    from engine.methods._kernelshap import slic_segments
+
+    assert int(slic_segments(x[None], 20, 10.0).max()) == 0  # the premise: one connected superpixel
+    result = engine.explain(tiny_cnn(), x, "kernelshap", params={"n_segments": 20, "samples": 30})
+    assert result.extras["segments"] >= 10
+    assert any("without the connectivity step" in note for note in result.extras["notes"])
+    assert float(result.map.max() - result.map.min()) > 0
+
+
+def test_kernelshap_uses_the_grid_when_slic_still_finds_a_single_superpixel(monkeypatch):
+    import engine.methods.kernelshap as kernelshap
+
+    monkeypatch.setattr(kernelshap, "slic_segments", lambda x, *a, **k: torch.zeros(x.shape[2:], dtype=torch.int64))
+    result = engine.explain(tiny_cnn(), _image(16), "kernelshap", params={"n_segments": 20, "grid": 3})
+    assert result.extras["segments"] == 9
+    assert any("single superpixel" in note and "3 x 3 grid" in note for note in result.extras["notes"])
+
+
 # --- all three ----------------------------------------------------------------------------------
 
 COST_CASES = [
