@@ -190,8 +190,8 @@ class _Forwards:
 
     With ``engine=auto`` the incremental path runs the first batch and is kept only when its
     estimated speed-up (multiply-accumulates of the dense forwards over those done) reaches
-    threshold of ``auto_threshold(device)`` (``AUTO_MIN_SPEEDUP`` on a CPU); models that cannot be
-    traced run densely with a note.
+    ``auto_threshold(device)`` (``AUTO_MIN_SPEEDUP`` on a CPU); models that cannot be traced run
+    densely with a note, and a failure part-way hands the remaining windows to the dense path.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor, windows: _Windows, params: LocalParams) -> None:
