@@ -191,9 +191,13 @@ class SobolView(QWidget):
             self.s2_image.clear()
             self.s2_matrix = None
             return
-        matrix = np.asarray(s2, dtype=float)[np.ix_(self.order, self.order)]
-        full = np.where(np.isfinite(matrix), matrix, 0.0)
-        full = np.triu(full, 1) + np.triu(full, 1).T  # SALib fills the upper triangle only
+        # SALib fills the upper triangle (i < j, in the result's own input order) only: mirror it
+        # there, then reorder by ST. Reordering first would move half the pairs below the diagonal
+        # and lose them.
+        matrix = np.asarray(s2, dtype=float)
+        matrix = np.where(np.isfinite(matrix), matrix, 0.0)
+        symmetric = np.triu(matrix, 1) + np.triu(matrix, 1).T
+        full = symmetric[np.ix_(self.order, self.order)]
         self.s2_matrix = full
         self.s2_image.setImage(full.astype(np.float32))
         n = len(self.order)
