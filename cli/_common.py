@@ -22,7 +22,6 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see --help)")
 
 
-MAX_SIDE = 8192  # pixels: resize and crop beyond this are typos, not images a classifier takes
 MAX_SEED = 2**32 - 1  # numpy's seed range
 SEED_HELP = f"(0 to {MAX_SEED})"
 
@@ -67,37 +66,6 @@ def number(low: float | None = None, high: float | None = None, *, low_open: boo
 seed = integer(0, MAX_SEED)
 
 
-def _size(text: str) -> int | None:
-    if text.strip().lower() in ("none", "0", ""):
-        return None
-    try:
-        return integer(1, MAX_SIDE)(text)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"a size is a number of pixels from 1 to {MAX_SIDE} or 'none': {exc}") from None
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
-    if not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"'{text}' holds a value that is not a finite number")
-    return values
-
-
-def _target(text: str) -> int | None:
-    if text.strip().lower() in ("pred", "predicted"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"target must be 'pred' or a class index, not '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"target must be a class index of 0 or more, not {value}")
-    return value
-
-
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -110,15 +78,11 @@ def _emit(data, as_json: bool, text: str) -> None:
         print(text)
 
 
-def _preprocess_overrides(args) -> dict:
-    return {name: getattr(args, name) for name in ("resize", "crop", "mean", "std", "channels") if hasattr(args, name)}
-
-
 def _method_params(method_names: list[str], assignments: dict[str, str], layer: str | None) -> dict:
     """Parameter objects per method. KEY=VALUE goes to every method that has KEY (and must fit at
     least one); METHOD.KEY=VALUE to that method only; --layer to every method with a layer."""
+    from engine.app.explain import get_method
     from engine.core.params import build_params
-    from engine.methods._registry import get_method
 
     specs = {name: get_method(name) for name in method_names}
     fields = {name: {f.name for f in dataclasses.fields(spec.params_cls)} for name, spec in specs.items()}

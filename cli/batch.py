@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli._common import _method_params, _print_json, _ProgressBar, integer, number, seed
+from cli._common import _log, _method_params, _print_json, _ProgressBar, integer, number, seed
+from cli.options import add_layer_option, add_model_options, add_preprocess_options, add_target_option, model_spec
 from engine.core.errors import UserError
 
 
@@ -34,12 +35,12 @@ def add_run_arguments(parser, *, store_required: bool) -> None:
 
 def add_parsers(commands) -> None:
     batch = commands.add_parser("batch", help="explain and score a data set into a resumable result store (Parquet, Zarr), locally or on Ray")
-    batch.add_argument("--model", required=True, help="model spec as for explain, e.g. demo:ultrasound")
-    batch.add_argument("--weights")
-    batch.add_argument("--labels")
-    batch.add_argument("--trust", action="store_true")
+    add_model_options(batch)
+    add_preprocess_options(batch)
     batch.add_argument("--data", required=True, help="a folder or ImageFolder of images (NAME_mask.png beside an image adds localisation), or demo:ultrasound")
     batch.add_argument("--methods", required=True, help="comma-separated methods, e.g. gradcam,local")
+    add_target_option(batch)
+    add_layer_option(batch)
     batch.add_argument("--param", action="append", default=[], metavar="[METHOD.]KEY=VALUE", help="method parameter, repeatable (as for explain)")
     batch.add_argument("--n", type=integer(1, 10**9), default=None, help="use only this many images (taken in turn from each class); default all")
     batch.add_argument("--steps", type=integer(2, 10_000), default=50, help="steps of the deletion and insertion curves")
@@ -60,22 +61,29 @@ def method_list(text: str) -> list[str]:
 
 
 def build_job(args, methods: list[str]):
-    """The run's Job from the command line (the evaluate defaults, then the user's --param)."""
+    """The run's Job and its loaded model, from the command line (the evaluate defaults, then the
+    user's --param and --layer; the model with the user's preprocessing, checked before any
+    store or output is made)."""
+    from engine.app.models import check_layers, load, resolve_target
+    from engine.app.runs import EVALUATE_DEFAULTS, Job, MetricSettings
     from engine.core.params import parse_assignments
-    from engine.metrics.study import EVALUATE_DEFAULTS
-    from engine.runs.worker import Job, MetricSettings
 
     given = parse_assignments(args.param)
     assignments = {f"{m}.{k}": str(v) for m in methods for k, v in EVALUATE_DEFAULTS.get(m, {}).items()} | given
-    params = _method_params(methods, assignments, None)
+    params = _method_params(methods, assignments, args.layer)
     metrics = MetricSettings(steps=args.steps, baseline=args.baseline, tolerance=args.tolerance, road=args.road)
-    return Job(args.model, args.weights, args.labels, args.trust, params, metrics, args.seed, args.device, args.threads, batch=args.batch)
+    spec = model_spec(args)
+    loaded = load(spec)
+    for note in loaded.notes:
+        _log(f"note: {note}")
+    target = resolve_target(args.target, loaded)
+    check_layers(loaded, params)
+    return Job(spec, params, metrics, args.seed, args.device, args.threads, batch=args.batch, target=target), loaded
 
 
 def data_items(data: str, n: int | None):
     """The images of --data (files, not .npy tensors), in turn from each class when ``n`` is given."""
-    from engine.demo.catalogue import resolve_image_data
-    from engine.io.images import pick_in_turn, scan_inputs
+    from engine.app.data import pick_in_turn, resolve_image_data, scan_inputs
 
     folder = resolve_image_data(data)
     items = [i for i in scan_inputs(folder).items if not i.is_tensor]
@@ -84,24 +92,37 @@ def data_items(data: str, n: int | None):
     return folder, (pick_in_turn(items, n) if n else items)
 
 
-def run_into_store(args, job, folder, items):
-    """Run the job into --store with a progress bar (quiet under --json); returns the summary."""
-    from engine.runs.run import RayOptions, run_batch
+def note_colour(items, loaded) -> None:
+    from engine.app.data import channel_note
+
+    note = channel_note(items, loaded.preprocess.channels)
+    if note:
+        _log(f"note: {note}")
+
+
+def ray_options(args):
+    """The Ray options of --backend ray (refused with the local backend)."""
+    from engine.app.runs import RayOptions
 
     if args.backend == "local" and (args.address or args.gpus_per_worker):
         raise UserError("--address and --gpus-per-worker need --backend ray")
-    ray = RayOptions(workers=args.workers, address=args.address, gpus_per_worker=args.gpus_per_worker)
+    return RayOptions(workers=args.workers, address=args.address, gpus_per_worker=args.gpus_per_worker)
+
+
+def run_into_store(args, job, folder, items):
+    """Run the job into --store with a progress bar (quiet under --json); returns the summary."""
+    from engine.app.runs import run_batch
+
+    ray = ray_options(args)
     with _ProgressBar("pairs", quiet=args.json) as progress:
         return run_batch(job, args.store, items, data=str(Path(folder).resolve()), resume=args.resume, backend=args.backend, ray=ray, map_dtype=args.map_dtype, limit=args.max_pairs, progress=progress)
 
 
 def cmd_batch(args) -> int:
-    from engine.models.loading import load_model
-
     methods = method_list(args.methods)
-    job = build_job(args, methods)
-    load_model(args.model, args.weights, args.labels, trust=args.trust, seed=args.seed)  # a bad spec fails here, before any store is made
+    job, loaded = build_job(args, methods)  # a bad spec, size, layer or target fails here, before any store is made
     folder, items = data_items(args.data, args.n)
+    note_colour(items, loaded)
     summary = run_into_store(args, job, folder, items)
     data = summary.to_dict() | {"images": len(items), "methods": methods}
     if args.json:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from cli._common import _log, _progress_printer, _ProgressBar, integer, number, seed
-from cli.batch import add_run_arguments, build_job, data_items, method_list, run_into_store
+from cli.batch import add_run_arguments, build_job, data_items, method_list, note_colour, ray_options
+from cli.options import add_layer_option, add_model_options, add_preprocess_options, add_target_option
 from engine.core.errors import UserError
 from engine.core.jsonable import dumps
 
@@ -30,12 +31,12 @@ def add_parsers(commands) -> None:
     train.add_argument("--json", action="store_true", help="print a JSON result to stdout and nothing else")
 
     ev = commands.add_parser("evaluate", help="score explanation methods on images with masks: localisation, faithfulness, sanity, time")
-    ev.add_argument("--model", required=True, help="model spec as for explain, e.g. demo:ultrasound")
-    ev.add_argument("--weights")
-    ev.add_argument("--labels")
-    ev.add_argument("--trust", action="store_true")
+    add_model_options(ev)
+    add_preprocess_options(ev)
     ev.add_argument("--data", required=True, help="an ImageFolder with NAME_mask.png beside the images, or demo:ultrasound")
     ev.add_argument("--methods", default="gradcam,local,actmax,pertmap", help="comma-separated methods (default: gradcam,local,actmax,pertmap)")
+    add_target_option(ev)
+    add_layer_option(ev)
     ev.add_argument("--param", action="append", default=[], metavar="[METHOD.]KEY=VALUE", help="method parameter, repeatable (as for explain)")
     ev.add_argument("--n", type=integer(1, 1_000_000), default=12, help="how many images (taken in turn from each class)")
     ev.add_argument("--steps", type=integer(2, 10_000), default=50, help="steps of the deletion and insertion curves")
@@ -49,9 +50,8 @@ def add_parsers(commands) -> None:
 
 
 def cmd_train_images(args) -> int:
-    from engine.demo.catalogue import demo_name
-    from engine.models.architectures import classification_models
-    from engine.models.training import ImageTrainConfig, check_image_model_output, folder_dataset, phantom_dataset, train_image_model
+    from engine.app.data import demo_name
+    from engine.app.models import ImageTrainConfig, check_image_model_output, classification_models, folder_dataset, phantom_dataset, train_image_model
 
     config = ImageTrainConfig(arch=args.arch, size=args.size, epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed, augment=not args.no_augment)
     check_image_model_output(args.out, args.overwrite)  # before training, not after
@@ -96,27 +96,28 @@ def cmd_train_images(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """One pipeline: the pairs run into a result store (--store, resumable; in memory otherwise)
+    and the report is read from it."""
+    from engine.app.runs import evaluate_dataset
+    from engine.app.system import select_device
     from engine.core.files import check_output_folder
-    from engine.metrics.study import evaluate_methods
-    from engine.models.loading import load_model
-    from engine.runtime.device import select_device
 
     if args.out:
         check_output_folder(args.out)  # before the work, not after it
     if args.resume and not args.store:
         raise UserError("--resume needs --store (the store to continue)")
     methods = method_list(args.methods)
-    job = build_job(args, methods)
-    loaded = load_model(args.model, args.weights, args.labels, trust=args.trust, seed=args.seed)
+    job, loaded = build_job(args, methods)
     loaded.module.to(select_device(args.device))
     folder, items = data_items(args.data, args.n)
-    if args.store:
-        report = _evaluate_into_store(args, job, loaded, folder, items)
-    else:
-        with _ProgressBar("images", quiet=args.json) as progress:
-            report = evaluate_methods(
-                loaded, items, job.methods, steps=args.steps, baseline=args.baseline, sanity_images=args.sanity_images, seed=args.seed, tolerance=args.tolerance, with_road=args.road, progress=progress
-            )
+    note_colour(items, loaded)
+    with _ProgressBar("pairs", quiet=args.json) as progress:
+        report, summary = evaluate_dataset(
+            job, items, loaded=loaded if args.backend == "local" else None, store=args.store, data=str(Path(folder).resolve()), resume=args.resume,
+            backend=args.backend, ray=ray_options(args), map_dtype=args.map_dtype, limit=args.max_pairs, sanity_images=args.sanity_images, progress=progress,
+        )
+    if not summary.complete:
+        _log(f"{summary.store}: stopped after {summary.computed} pairs; the report covers the pairs stored so far (continue with --resume)")
     data = report.to_dict()
     if args.out:
         data["files"] = write_evaluation_files(report, args.out)
@@ -126,22 +127,6 @@ def cmd_evaluate(args) -> int:
         return 0
     print(format_table(report))
     return 0
-
-
-def _evaluate_into_store(args, job, loaded, folder, items):
-    """evaluate --store: the pairs go through the resumable run; the report is read from the store."""
-    import time
-
-    from engine.metrics.study import sanity_checks
-    from engine.runs.report import report_from_store
-    from engine.runs.store import Store
-
-    start = time.perf_counter()
-    summary = run_into_store(args, job, folder, items)
-    if not summary.complete:
-        _log(f"{summary.store}: stopped after {summary.computed} pairs; the report covers the pairs stored so far (continue with --resume)")
-    sanity = sanity_checks(loaded, items, job.methods, sanity_images=args.sanity_images, seed=args.seed) if args.sanity_images else None
-    return report_from_store(Store.open(args.store), time.perf_counter() - start, sanity)
 
 
 def _cell(stat: dict, digits: int = 2) -> str:
@@ -179,7 +164,7 @@ def format_table(report) -> str:
     lines += [
         "",
         "mean [bootstrap 95% interval]. pointing, energy and IoU on images with a lesion (higher is better); deletion AUC and ROAD MoRF lower is better, insertion AUC and ROAD LeRF higher is better;",
-        "stability (methods run with repeats >= 2, without --store) is the Spearman correlation of a map's runs.",
+        "stability (methods run with repeats >= 2) is the Spearman correlation of a map's runs.",
     ]
     comparisons = [c for c in report.comparisons() if c.metric != "time_s"]
     if comparisons:
@@ -194,8 +179,9 @@ def format_table(report) -> str:
 def write_evaluation_files(report, out_dir) -> dict[str, str]:
     import numpy as np
 
+    from engine.app.tabular import pyplot as _pyplot
+    from engine.app.tabular import save_figure
     from engine.core.files import atomic_path, write_text
-    from engine.tabular.report import _pyplot, save_figure
 
     out = Path(out_dir)
     try:

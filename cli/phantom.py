@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from cli._common import integer, seed
+from engine.app.data import PHANTOM_CLASSES as CLASSES
+from engine.app.data import PHANTOM_MAX_SIZE as MAX_SIZE
+from engine.app.data import PHANTOM_MIN_SIZE as MIN_SIZE
+from engine.app.data import write_imagefolder
 from engine.core.errors import UserError
 from engine.core.files import check_output_folder
-from engine.demo.phantom import CLASSES, MAX_SIZE, MIN_SIZE, write_imagefolder
 
 
 def add_parsers(commands) -> None:

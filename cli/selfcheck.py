@@ -11,7 +11,9 @@ from torch import nn
 
 def self_check() -> int:
     """Explain a linear model whose saliency is known exactly; print what was checked; 0 when all is well."""
-    from engine import explain, list_devices, select_device, versions
+    from engine.app.explain import explain
+    from engine.app.system import list_devices, select_device
+    from engine.core.versions import versions
 
     report = []
     try:

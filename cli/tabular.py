@@ -125,7 +125,7 @@ def _sobol_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from engine.tabular import TrainConfig
+    from engine.app.tabular import TrainConfig
 
     return TrainConfig(
         hidden=tuple(args.hidden),
@@ -141,9 +141,8 @@ def _config(args):
 
 
 def _load_data(args):
-    from engine.demo.catalogue import resolve_table
-    from engine.io.tables import load_table
-    from engine.tabular import prepare
+    from engine.app.data import load_table, resolve_table
+    from engine.app.tabular import prepare
 
     table = load_table(resolve_table(args.data))
     data = prepare(table, args.target, args.features, task=args.task, missing=args.missing, seed=args.seed)
@@ -172,7 +171,7 @@ LONG_DESIGN = 500_000
 
 
 def _announce_design(args, d: int, second_order: bool) -> None:
-    from engine.stats.sobol import power_of_two
+    from engine.app.tabular import power_of_two
 
     if args.n == "auto":
         _log(f"--n auto: N doubles from 256 until the widest ST interval is below {args.n_tolerance:g} or {args.n_budget:,} evaluations per network")
@@ -184,8 +183,7 @@ def _announce_design(args, d: int, second_order: bool) -> None:
 
 
 def cmd_train(args) -> int:
-    from engine.tabular import train_tabular
-    from engine.tabular.network import check_model_output
+    from engine.app.tabular import check_model_output, train_tabular
 
     check_model_output(args.out, args.overwrite)  # before the work: never replace a user's file
     data = _load_data(args)
@@ -217,9 +215,7 @@ def _saved_network(args, data):
     """The model of --model, checked against the data, as a TrainedModel with its test metrics."""
     import dataclasses
 
-    from engine.stats.scores import classification_metrics, regression_metrics
-    from engine.tabular import TrainConfig, TrainedModel, load_tabular_model
-    from engine.tabular.train import predict
+    from engine.app.tabular import TrainConfig, TrainedModel, classification_metrics, load_tabular_model, predict, regression_metrics
 
     model, meta = load_tabular_model(args.model)
     if meta["features"] and [f["name"] for f in meta["features"]] != data.names:
@@ -243,7 +239,7 @@ def _saved_network(args, data):
 
 def _networks(args, data) -> list:
     """--model: the saved network (an ensemble of one); --train: --networks networks, seeds s..s+K-1."""
-    from engine.tabular.ensemble import train_ensemble
+    from engine.app.tabular import train_ensemble
 
     if getattr(args, "model", None):
         if args.networks != DEFAULT_NETWORKS and args.networks != 1:
@@ -265,7 +261,7 @@ def _mean_metrics(trained: list) -> dict:
 
 
 def _ensemble_run(args, trained, data, method: str):
-    from engine.tabular.ensemble import ensemble_method
+    from engine.app.tabular import ensemble_method
 
     if method == "sobol":
         _announce_design(args, len(data.names), args.second_order)
@@ -288,7 +284,7 @@ def _ensemble_run(args, trained, data, method: str):
 
 def _print_ensemble(ensemble) -> None:
     """Per input: ensemble mean, spread across networks, bootstrap half-width and the rank in each network."""
-    from engine.stats.screening import METHOD_TITLES
+    from engine.app.tabular import METHOD_TITLES
 
     k = len(ensemble.runs)
     print(f"{METHOD_TITLES[ensemble.method]}: {ensemble.measure}, {k} network{'s' if k > 1 else ''} (seeds {', '.join(map(str, ensemble.seeds))})")
@@ -321,8 +317,7 @@ def _sobol_report(out: dict, order: list[str], metrics: dict) -> dict:
 
 
 def cmd_sobol(args) -> int:
-    from engine.tabular.ensemble import mean_sobol
-    from engine.tabular.report import write_ensemble_files, write_sobol_files
+    from engine.app.tabular import mean_sobol, write_ensemble_files, write_sobol_files
 
     if args.out:
         check_output_folder(args.out)  # before the work, not after it
@@ -354,8 +349,7 @@ def cmd_sobol(args) -> int:
 
 
 def cmd_sensitivity(args) -> int:
-    from engine.tabular.ensemble import MethodComparison
-    from engine.tabular.report import write_comparison_files, write_ensemble_files
+    from engine.app.tabular import MethodComparison, write_comparison_files, write_ensemble_files
 
     if args.out:
         check_output_folder(args.out)
@@ -406,10 +400,7 @@ def _print_comparison(comparison) -> None:
 
 
 def cmd_reduce(args) -> int:
-    from engine.stats.ranking import ranking_names
-    from engine.tabular.parallel import default_workers
-    from engine.tabular.report import write_reduction_files
-    from engine.tabular.sensitivity import input_reduction
+    from engine.app.tabular import default_workers, input_reduction, ranking_names, write_reduction_files
 
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")

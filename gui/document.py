@@ -17,6 +17,7 @@ request its cell names.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
@@ -38,14 +39,17 @@ class ModelInfo:
     labels: str = ""
     source: str = ""  # the loader's description (engine LoadedModel.source)
     untrained: bool = False  # random weights: its predictions mean nothing
+    model_args: str = ""  # a class model's constructor arguments, as canonical JSON ("" for none)
 
     @classmethod
     def from_loaded(cls, loaded, ref: dict) -> ModelInfo:
         source = str(getattr(loaded, "source", ""))
-        return cls(str(ref.get("spec", loaded.spec)), str(ref.get("weights", "")), str(ref.get("labels", "")), source, UNTRAINED_WORDS in source)
+        args = json.dumps(ref["model_args"], sort_keys=True) if ref.get("model_args") else ""
+        return cls(str(ref.get("spec", loaded.spec)), str(ref.get("weights", "")), str(ref.get("labels", "")), source, UNTRAINED_WORDS in source, args)
 
-    def key(self) -> tuple[str, str, str]:
-        return (self.spec, self.weights, self.labels)
+    def key(self) -> tuple[str, ...]:
+        """Which model: the same class built with other arguments is another model."""
+        return (self.spec, self.weights, self.labels) + ((self.model_args,) if self.model_args else ())
 
     def name(self) -> str:
         """A short name: the file name of a path, the spec otherwise; the weights file when there is one."""

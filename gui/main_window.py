@@ -8,10 +8,9 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QTabWidget, QWidget
 
-from engine.core.errors import UntrustedFile
-
 from .analyses import AnalysisController
 from .jobs import JobManager, error_text
+from .model_actions import ModelActions
 from .panels.analysis_panel import AnalysisPanel
 from .panels.dataset_panel import IMAGE_FILTER, DatasetPanel
 from .panels.jobs_panel import JobsPanel
@@ -81,6 +80,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.tabular_panel, "Table")
         self.setCentralWidget(self.tabs)
         self.session = SessionActions(self)
+        self.models = ModelActions(self)
         self._hidden_docks: list[QDockWidget] = []
         self.model_panel = ModelPanel()
         self.dataset_panel = DatasetPanel(self.jobs)
@@ -139,9 +139,13 @@ class MainWindow(QMainWindow):
         self.open_folder_action.triggered.connect(self.dataset_panel._choose_folder)
         self.open_model_action = QAction("Open &model file...", self)
         self.open_model_action.triggered.connect(self.model_panel._choose_file)
+        # The menu bar stays File, Edit, View, Help: the model's own actions sit beside Open model file.
+        self.open_class_action = QAction("Open &Python class...", self)
+        self.open_class_action.setToolTip("A model class of your own code, with optional weights and constructor arguments; loading runs that Python file")
+        self.open_class_action.triggered.connect(lambda: self.open_python_class())
         self.demo_action = QAction("Open the &demo", self)
         self.demo_action.triggered.connect(lambda: self.open_demo(analyses=True))
-        for action in (self.open_image_action, self.open_folder_action, self.open_model_action, self.demo_action):
+        for action in (self.open_image_action, self.open_folder_action, self.open_model_action, self.open_class_action, self.demo_action):
             file_menu.addAction(action)
         file_menu.addSeparator()
         self.open_table_action = QAction("Open &table...", self)
@@ -204,6 +208,8 @@ class MainWindow(QMainWindow):
         self.jobs.active_changed.connect(self._update_busy)
         self.jobs.job_changed.connect(self._update_busy)
         self.model_panel.load_requested.connect(self._load_model)
+        self.model_panel.model_requested.connect(lambda spec, weights, labels, args, fallback: self._load_model(spec, weights, labels, False, args, fallback))
+        self.model_panel.class_requested.connect(self.open_python_class)
         self.model_panel.device_changed.connect(self._device_changed)
         self.model_panel.layer_chosen.connect(self._layer_chosen)
         self.dataset_panel.open_requested.connect(lambda path: ws.open_dataset(path))
@@ -242,6 +248,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Engine ready", 4000)
         if self._demo:
             self.open_demo(self._demo_analyses)
+        self.models.engine_ready()
 
     def open_demo(self, analyses: bool = True) -> None:
         """Load the demo model and images, select a lesion image and (optionally) explain it twice."""
@@ -249,19 +256,23 @@ class MainWindow(QMainWindow):
         self._demo_analyses = analyses
         self._demo_cells = []
         self.model_panel.set_busy(True, "Loading the demo model...")
-        self.workspace.load_model(DEMO_MODEL)
+        self.models.watch(self.workspace.load_model(DEMO_MODEL))
         self.workspace.open_dataset(demo=True)
 
-    def _load_model(self, spec: str, weights: str, labels: str, trust: bool) -> None:
-        self.model_panel.set_busy(True, f"Loading {Path(spec).name}...")
-        job = self.workspace.load_model(spec, weights, labels, trust)
-        job.signals.failed.connect(lambda error: self._model_failed(spec, weights, labels, trust, error))
+    # The model's loading, the user's own model and the command line's files: gui/model_actions.py.
+    def _load_model(self, spec: str, weights: str, labels: str, trust: bool, model_args: dict | None = None, file_fallback: bool = False, note: str = "") -> None:
+        self.models.load(spec, weights, labels, trust, model_args, file_fallback, note)
 
-    def _model_failed(self, spec: str, weights: str, labels: str, trust: bool, error: BaseException) -> None:
-        current = self.workspace.model.loaded.spec if self.workspace.model is not None else ""
-        self.model_panel.load_failed(spec, weights, labels, gui_words(error_text(error)), current)
-        if not trust and isinstance(error, UntrustedFile) and self.model_panel.confirm_trust(spec):
-            self._load_model(spec, weights, labels, True)
+    def open_python_class(self, path: str = "", class_name: str = "", weights: str = "", model_args: dict | None = None):
+        return self.models.open_python_class(path, class_name, weights, model_args)
+
+    def open_paths(self, paths: list[str], model: str = "", model_args: dict | None = None) -> None:
+        self.models.open_paths(paths, model, model_args)
+
+    @property
+    def class_dialog(self):
+        """The Open Python class dialog while it is open."""
+        return self.models.dialog
 
     def _model_loaded(self, state) -> None:
         self.analyses.model_loaded(state)

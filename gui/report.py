@@ -24,7 +24,7 @@ table.results td { text-align: right; } table.results td:first-child { text-alig
 
 
 def _figure_png(panel: dict, dpi: int) -> str:
-    from engine.io.render import save_figure
+    from engine.app.data import save_figure
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "map.png"

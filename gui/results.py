@@ -185,7 +185,7 @@ class ResultsActions:
         """The open folder (the demo's images when the demo is open), or '' when none is."""
         ref = self.window.workspace.data_ref or {}
         if ref.get("demo"):
-            from engine.demo.catalogue import demo_data_dir  # torch-free
+            from engine.app.data import demo_data_dir
 
             return str(demo_data_dir())
         path = ref.get("path") or ""
@@ -218,7 +218,7 @@ class ResultsActions:
         request = BatchRequest(
             ref.get("spec", ""), ref.get("weights") or None, ref.get("labels") or None, bool(ref.get("trust")), folder,
             values["methods"], values["store"], values["resume"], values["steps"], values["max_images"], w.workspace.device,
-            batch=values["batch"],
+            batch=values["batch"], model_args=dict(ref.get("model_args") or {}),
         )
         return self.start_batch(request)
 

@@ -22,6 +22,7 @@ from engine.core.jsonable import jsonable
 
 from .document import AnalysisRequest, ModelInfo
 from .jobs import FILE_LANE, Job
+from .model_names import args_text, class_spec_parts
 from .session_file import Session, SessionError, read_session, write_session
 from .tabular_results import rebuild_results, report_tables, results_state
 from .widgets.map_view import METHOD_TITLES
@@ -118,7 +119,7 @@ def write_maps(items: list[tuple[str, np.ndarray, np.ndarray | None]], folder: s
 
     Every file is written atomically and none replaces a file Sensiscope did not write: all names
     are checked before the first is written, so a refusal leaves the folder as it was."""
-    from engine.io.render import save_overlay
+    from engine.app.data import save_overlay
 
     folder = Path(folder)
     names = [(folder / f"{stem}.npy", folder / f"{stem}.png") for stem, _, _ in items]
@@ -207,7 +208,7 @@ class SessionActions:
                 if not ok:
                     return False
                 window.settings.setValue("export/dpi", dpi)
-        from engine.io.writers import write_figure
+        from engine.app.explain import write_figure
 
         grid = window.grid
         panels = [figure_panel(cell, grid.colormap_box.currentText(), grid.mask_box.isChecked()) for cell in cells]
@@ -275,7 +276,7 @@ class SessionActions:
         table = window.tabular_panel.table
         state = {
             # how the model was loaded, never whether it was trusted: trust is not the file's to give
-            "model": {key: ws.model.ref.get(key, "") for key in ("spec", "weights", "labels")} if ws.model is not None else None,
+            "model": self.model_state(),
             "data": {**ws.data_ref, "selected": str(current) if current else ""} if ws.data_ref else None,
             "device": ws.device,
             "display": {
@@ -290,6 +291,17 @@ class SessionActions:
             "cells": records,
         }
         return state, arrays
+
+    def model_state(self) -> dict | None:
+        """The loaded model as a session records it: spec, weights, labels and a class's constructor
+        arguments (never the trust decision)."""
+        model = self.window.workspace.model
+        if model is None:
+            return None
+        record = {key: model.ref.get(key, "") for key in ("spec", "weights", "labels")}
+        if model.ref.get("model_args"):
+            record["model_args"] = dict(model.ref["model_args"])
+        return record
 
     def save(self, path: str | Path | None = None) -> bool:
         window = self.window
@@ -318,9 +330,9 @@ class SessionActions:
                 return None
 
         def load(progress, cancel):
-            import engine
+            from engine.app import explain as engine_explain
 
-            methods = {spec.name for spec in engine.available_methods()}
+            methods = {spec.name for spec in engine_explain.available_methods()}
             try:
                 session = read_session(path, methods)
             except SessionError as exc:
@@ -350,7 +362,7 @@ class SessionActions:
         grid.mask_box.setChecked(display.mask)
         grid.follow_box.setChecked(display.follow)
         model = session.model
-        fallback = ModelInfo(model.spec, model.weights, model.labels) if model and model.spec else None
+        fallback = ModelInfo(model.spec, model.weights, model.labels, model_args=args_text(model.model_args)) if model and model.spec else None
         for item in session.cells:
             # The cell's own model when the file names it (older sessions: the session's model).
             made_by = ModelInfo(**item.model) if item.model else fallback
@@ -361,8 +373,12 @@ class SessionActions:
         data = session.data
         self.pending = {"selected": data.selected} if data and data.selected else None
         if model and model.spec:
-            # Never trusted from the file: a pickled model fails with UntrustedFile and the user is asked.
-            window._load_model(model.spec, model.weights, model.labels, False)
+            # Never trusted from the file: a pickled model fails with UntrustedFile and the user is asked;
+            # a class of the user's code (net.py:Net) runs that file, so the user is asked first too.
+            if class_spec_parts(model.spec) is None or window.model_panel.confirm_run_code(model.spec, "This session's model is a Python class."):
+                window._load_model(model.spec, model.weights, model.labels, False, dict(model.model_args))
+            else:
+                window.show_error("The session's model was not loaded", f"{model.spec} was not run; load a model under Model to explain more")
         if data and (data.path or data.demo):
             window.workspace.open_dataset(data.path or None, demo=data.demo)
         panel = window.tabular_panel

@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from engine.core.errors import UserError
 from engine.core.files import atomic_path
+from engine.core.requests import MAX_MODEL_ARGS_CHARS, parse_model_args
 from engine.core.vocab import COLORMAPS
 
 FORMAT = "sensiscope-session"
@@ -53,6 +55,7 @@ class ModelRef:
     spec: str
     weights: str = ""
     labels: str = ""
+    model_args: dict = field(default_factory=dict, hash=False)  # constructor arguments of a class model (net.py:Net)
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,25 @@ def _model(value: Any) -> ModelRef | None:
     value = _object(value, "model", optional=True)
     if value is None:
         return None
-    # 'trust' is deliberately not read: a file cannot grant permission to unpickle.
-    return ModelRef(_text(value.get("spec"), "model.spec"), _text(value.get("weights", ""), "model.weights"), _text(value.get("labels", ""), "model.labels"))
+    # 'trust' is deliberately not read: a file cannot grant permission to unpickle (nor to run a
+    # class's Python file: the window asks before it loads one).
+    return ModelRef(
+        _text(value.get("spec"), "model.spec"), _text(value.get("weights", ""), "model.weights"), _text(value.get("labels", ""), "model.labels"),
+        _model_args(value.get("model_args")),
+    )
+
+
+def _model_args(value: Any) -> dict:
+    """Constructor arguments: an object of JSON values with identifier names, as the engine reads them."""
+    value = _object(value, "model.model_args", optional=True) or {}
+    try:
+        size = len(json.dumps(value))
+        args = parse_model_args(value, "model.model_args")
+    except (TypeError, ValueError, UserError) as exc:
+        raise SessionError(f"the session's 'model.model_args' must be an object of names and JSON values ({exc})") from None
+    if size > MAX_MODEL_ARGS_CHARS:
+        raise _fail("model.model_args", f"at most {MAX_MODEL_ARGS_CHARS} characters of JSON", f"{size} characters")
+    return args
 
 
 def _data(value: Any) -> DataRef | None:
@@ -230,6 +250,7 @@ def _cell_model(value: Any) -> dict | None:
         "labels": _text(value.get("labels", ""), "cells[].model.labels"),
         "source": _text(value.get("source", ""), "cells[].model.source"),
         "untrained": _flag(value.get("untrained", False), "cells[].model.untrained"),
+        "model_args": _text(value.get("model_args", ""), "cells[].model.model_args", MAX_MODEL_ARGS_CHARS),
     }
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.runs.store import METRIC_COLUMNS  # light: numpy and engine.core only
+from engine.app.runs import METRIC_COLUMNS
 
 # The table's columns: the record's fields, in the order shown (a metric column with no value in
 # any record, such as ROAD without --road, is left out).
@@ -83,8 +83,8 @@ def open_store(folder: str | Path, known: StoreData | None = None) -> StoreData:
     """Read a store (job function body). Anything unreadable, a manifest written by a newer or an
     unknown version included, is one UserError naming the folder. ``known``: the same store read
     before (a refresh), whose images in the data folder are not looked for again."""
+    from engine.app.runs import Store
     from engine.core.errors import UserError
-    from engine.runs.store import Store
 
     store = Store.open(folder)  # UserError: no manifest, not JSON, not a store, a newer format
     try:
@@ -109,8 +109,8 @@ def open_store(folder: str | Path, known: StoreData | None = None) -> StoreData:
 
 def _find_items(data: StoreData) -> None:
     """The store's images in its data folder (for the display image and the mask under a map)."""
-    from engine.io.images import scan_inputs
-    from engine.runs.run import image_name
+    from engine.app.data import scan_inputs
+    from engine.app.runs import image_name
 
     folder = Path(str(data.settings.get("data") or ""))
     if not str(data.settings.get("data") or "") or not folder.exists():
@@ -147,13 +147,20 @@ class StoredImage:
 def _preprocess_for(data: StoreData, shape: tuple[int, int]):
     """The store's model's preprocessing (loaded once: the model itself is not kept), or, when the
     model cannot be loaded here, a resize to the maps' size."""
-    from engine.io.preprocess import Preprocess
+    from engine.app.data import Preprocess
 
     settings = data.settings
-    try:
-        from engine.models.loading import load_model
+    from .model_names import class_spec_parts
 
-        return load_model(settings["model"], settings.get("weights"), settings.get("labels"), trust=False).preprocess, ""
+    if class_spec_parts(str(settings.get("model") or "")) is not None:
+        # A store may come from anyone: the Python file its model class names is never run to show maps.
+        side = shape[0]
+        return Preprocess(resize=side, crop=side if shape[0] == shape[1] else None), f"image resized to the maps (the store's model {settings['model']} is Python code, not run to show stored maps)"
+    try:
+        from engine.app.models import load as load_spec
+        from engine.core.requests import ModelSpec
+
+        return load_spec(ModelSpec.from_dict(settings), check_size=False).preprocess, ""
     except Exception as exc:  # a model that cannot load here: the maps still show, over a resized image
         side = shape[0]
         return Preprocess(resize=side, crop=side if shape[0] == shape[1] else None), f"image resized to the maps ({exc})"
@@ -163,8 +170,8 @@ def read_image(data: StoreData, index: int, preprocess=None) -> StoredImage:
     """Every stored map of image ``index`` (in the run's method order), and its display image and
     mask prepared as the store's model prepared them (``preprocess``: that preprocessing when the
     caller knows it). Nothing is recomputed."""
+    from engine.app.runs import Store
     from engine.core.errors import UserError
-    from engine.runs.store import Store
 
     store = Store(data.folder)
     rows = {r["method"]: r for r in data.rows if r["image_index"] == index}
@@ -187,8 +194,7 @@ def read_image(data: StoreData, index: int, preprocess=None) -> StoredImage:
 
 
 def _display(stored: StoredImage, data: StoreData, item) -> None:
-    from engine.io.images import load_input
-    from engine.metrics.study import mask_for
+    from engine.app.data import load_input, mask_for
 
     shape = stored.pairs[0].map.shape
     if stored.preprocess is None:
@@ -246,22 +252,24 @@ class BatchRequest:
     device: str = "auto"
     seed: int = 0
     batch: int = 16  # images explained and scored together (main.py batch --batch; 1: one by one)
+    model_args: dict = field(default_factory=dict, hash=False)  # constructor arguments of a class model (net.py:Net)
 
 
 def batch_job(request: BatchRequest):
     """The engine's Job and the images of a batch request, as ``main.py batch`` would make them
     (the evaluate defaults of each method, the default metric settings)."""
+    from engine.app.data import pick_in_turn, scan_inputs
+    from engine.app.explain import get_method
+    from engine.app.runs import EVALUATE_DEFAULTS, Job, MetricSettings
     from engine.core.errors import UserError
     from engine.core.params import build_params
-    from engine.io.images import pick_in_turn, scan_inputs
-    from engine.methods._registry import get_method
-    from engine.metrics.study import EVALUATE_DEFAULTS
-    from engine.runs.worker import Job, MetricSettings
+    from engine.core.requests import ModelSpec
 
     if not request.methods:
         raise UserError("choose at least one method to run")
     params = {m: build_params(get_method(m).params_cls, {k: str(v) for k, v in EVALUATE_DEFAULTS.get(m, {}).items()}) for m in request.methods}
-    job = Job(request.model, request.weights, request.labels, request.trust, params, MetricSettings(steps=request.steps), request.seed, request.device, batch=max(1, request.batch))
+    model = ModelSpec(request.model, request.weights, request.labels, request.trust, dict(request.model_args))
+    job = Job(model, params, MetricSettings(steps=request.steps), request.seed, request.device, batch=max(1, request.batch))
     items = [i for i in scan_inputs(request.data).items if not i.is_tensor]
     if not items:
         raise UserError(f"{request.data}: holds no images")
@@ -273,7 +281,7 @@ def batch_fn(request: BatchRequest):
     engine.runs.run.RunCount; a cancel stops between images (finished pairs stay in the store)."""
 
     def run(progress, cancel):
-        from engine.runs.run import run_batch
+        from engine.app.runs import run_batch
 
         job, items = batch_job(request)
         return run_batch(job, request.store, items, data=str(Path(request.data).resolve()), resume=request.resume, progress=progress, cancel=cancel)

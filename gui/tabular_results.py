@@ -34,7 +34,7 @@ def results_state(panel) -> dict[str, Any] | None:
         return None
     saved = None
     if networks:
-        from engine.tabular.snapshot import networks_state
+        from engine.app.tabular import networks_state
 
         saved = networks_state(networks, getattr(panel, "prepared", {}) or {})
     return jsonable({
@@ -53,14 +53,12 @@ def rebuild_results(state: dict[str, Any] | None) -> tuple:
     results = TableResults()
     reduction = None
     if state.get("sobol"):
-        from engine.stats.sobol import SobolResult
+        from engine.app.tabular import SobolResult
 
         results.sobol = SobolResult.from_dict(state["sobol"])
     if state.get("ensembles") or state.get("networks") or state.get("reduction"):
         # Imported only when needed: these modules of the engine import torch.
-        from engine.tabular.ensemble import EnsembleResult
-        from engine.tabular.sensitivity import ReductionResult
-        from engine.tabular.snapshot import check_networks_state
+        from engine.app.tabular import EnsembleResult, ReductionResult, check_networks_state
 
         ensembles = state.get("ensembles") or {}
         if not isinstance(ensembles, dict):
@@ -78,8 +76,8 @@ def rebuild_results(state: dict[str, Any] | None) -> tuple:
 def restore_networks(table, record: dict) -> list:
     """The saved networks on the reopened ``table``, prepared as when they were trained.
     Raises UserError when the table no longer fits them, ValueError when the record is damaged."""
-    from engine.tabular import prepare
-    from engine.tabular.snapshot import restore_networks as rebuild
+    from engine.app.tabular import prepare
+    from engine.app.tabular import restore_networks as rebuild
 
     prepared = record.get("prepared") or {}
     data = prepare(table, str(prepared.get("target", record["target"])), missing=str(prepared.get("missing", "error")), seed=int(prepared.get("seed", 0)))
@@ -91,8 +89,7 @@ def export_results(folder, sobol, reduction, ensembles: dict, networks: list) ->
     job, on values the caller took from the panel on the main thread)."""
     from pathlib import Path
 
-    from engine.tabular.ensemble import MethodComparison
-    from engine.tabular.report import write_comparison_files, write_ensemble_files, write_reduction_files, write_sobol_files
+    from engine.app.tabular import MethodComparison, write_comparison_files, write_ensemble_files, write_reduction_files, write_sobol_files
 
     files = {}
     for index, trained in enumerate(networks):
@@ -117,8 +114,8 @@ def training_job(table, target: str, missing: str, count: int, settings: dict):
     def run(progress, cancel):
         import dataclasses
 
-        import engine.tabular
-        from engine.tabular import TrainConfig, prepare
+        from engine.app import tabular as app_tabular
+        from engine.app.tabular import TrainConfig, prepare
 
         config = TrainConfig(**settings)
         data = prepare(table, target, missing=missing, seed=config.seed)
@@ -127,7 +124,7 @@ def training_job(table, target: str, missing: str, count: int, settings: dict):
             def report(fraction, message, payload=None, k=k):
                 progress((k + fraction) / count, f"network {k + 1}/{count}: {message}", payload)
 
-            trained.append(engine.tabular.train_tabular(data, dataclasses.replace(config, seed=config.seed + k), progress=report, cancel=cancel))
+            trained.append(app_tabular.train_tabular(data, dataclasses.replace(config, seed=config.seed + k), progress=report, cancel=cancel))
         return trained
 
     return run
@@ -137,7 +134,7 @@ def analysis_job(networks: list, methods: list[str], n, dist: str, second: bool,
     """The job that runs each method on every network: a list of EnsembleResult."""
 
     def run(progress, cancel):
-        from engine.tabular.ensemble import ensemble_method
+        from engine.app.tabular import ensemble_method
 
         results = []
         for i, method in enumerate(methods):
@@ -154,9 +151,7 @@ def reduction_job(data, ranking: list[str], settings: dict, seeds: int, toleranc
     """The job that retrains on the top-k inputs, in ``workers`` processes (None: the cores available)."""
 
     def run(progress, cancel):
-        from engine.tabular import TrainConfig
-        from engine.tabular.parallel import default_workers
-        from engine.tabular.sensitivity import input_reduction
+        from engine.app.tabular import TrainConfig, default_workers, input_reduction
 
         return input_reduction(data, ranking, rank_by="ST", config=TrainConfig(**settings), seeds=seeds, tolerance=tolerance, progress=progress, cancel=cancel,
                                workers=workers or default_workers())

@@ -17,7 +17,7 @@ from .results import looks_like_store
 
 MAX_RECENT = 8
 RECENT_KINDS = (("models", "Recent &models"), ("data", "Recent &data"), ("tables", "Recent &tables"))
-MODEL_SUFFIXES = frozenset(MODEL_FILE_SUFFIXES)  # a dropped file with one of these goes to the model panel
+MODEL_SUFFIXES = frozenset(MODEL_FILE_SUFFIXES) | {".pt2"}  # a dropped file with one of these goes to the model panel
 TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".parquet"})
 THEMES = ("light", "dark")
 WARNING_COLOURS = {"light": "#b02a00", "dark": "#ff8a5c"}  # both at least 4.5:1 against their window colour (WCAG AA)
@@ -289,10 +289,15 @@ class WindowActions:
     def dropped_paths(mime) -> list[str]:
         return [url.toLocalFile() for url in mime.urls() if url.isLocalFile()] if mime.hasUrls() else []
 
+    @staticmethod
+    def is_model_path(path: str) -> bool:
+        """A model or weights file, or a Python file defining a model class (not a folder)."""
+        return Path(path).suffix.lower() in MODEL_SUFFIXES | {".py"} and not Path(path).is_dir()
+
     def open_path(self, path: str) -> None:
-        """A dropped or given file: a session opens, a model file goes to the model panel, a table to the
-        Table tab, a result store (a folder with its manifest) to the Results dock, an image, a DICOM
-        series or a folder to the data panel."""
+        """A dropped or given file: a session opens, a model file goes to the model panel, a Python file to Open Python class (nothing runs before the user
+        confirms), a table to the Table tab, a result store (a folder with its manifest) to the Results
+        dock, an image, a DICOM series or a folder to the data panel."""
         w = self.window
         name = Path(path).name.lower()
         if looks_like_store(path):
@@ -301,8 +306,10 @@ class WindowActions:
             w.session.open(path)
         elif Path(path).suffix.lower() in TABLE_SUFFIXES:
             w.tabular_panel.open_table(path)
-        elif Path(path).suffix.lower() in MODEL_SUFFIXES:
-            w.model_panel.open_file(path)
+        elif self.is_model_path(path) and name.endswith(".py"):
+            w.open_python_class(path)
+        elif self.is_model_path(path):
+            w.model_panel.open_file(path)  # before the engine lists the models it waits for them
         else:
             w.tabs.setCurrentWidget(w.grid)
             w.workspace.open_dataset(path)

@@ -14,11 +14,10 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from .jobs import DEVICE_LANE, FILE_LANE, Job, JobManager, error_text
+from .model_names import model_title
 
 DEMO_MODEL = "demo:ultrasound"
 PREDICT_BATCH = 16
-
-
 @dataclass
 class EngineInfo:
     methods: list  # MethodSpec
@@ -34,7 +33,7 @@ class ModelState:
     layers: list  # engine.summary.LayerInfo
     conv_layers: list[str]
     input_shape: tuple[int, ...]
-    ref: dict = field(default_factory=dict)  # how it was loaded: spec, weights, labels, trust (for sessions)
+    ref: dict = field(default_factory=dict)  # how it was loaded: spec, weights, labels, trust, model_args (for sessions)
 
 
 @dataclass
@@ -69,13 +68,16 @@ class Predictions:
 
 def _start_engine(progress, cancel) -> EngineInfo:
     progress(0.1, "importing torch")
-    import engine
-    from engine.runtime.device import describe_device, select_device
+    from engine.app import explain as app_explain
+    from engine.app import models as app_models
+    from engine.app import system as app_system
+    from engine.app.system import describe_device, select_device
+    from engine.core.versions import app_version
 
     progress(0.6, "listing methods and devices")
-    methods = engine.available_methods()
-    devices = engine.list_devices()
-    return EngineInfo(methods, [DEMO_MODEL, *engine.classification_models()], devices, describe_device(select_device("auto")).spec, engine.app_version())
+    methods = app_explain.available_methods()
+    devices = app_system.list_devices()
+    return EngineInfo(methods, [DEMO_MODEL, *app_models.classification_models()], devices, describe_device(select_device("auto")).spec, app_version())
 
 
 def _input_size(loaded) -> tuple[int, ...]:
@@ -104,6 +106,7 @@ class Workspace(QObject):
         self.data_ref: dict | None = None  # how the open dataset was opened: path, demo (for sessions)
         self._pending_item = None
         self._scan_job: Job | None = None  # a data set being opened: its selection, not the old one, is next
+        self.model_requests = 0  # counts load_model calls: a cancelled load that was superseded is told apart
 
     # ---------------------------------------------------------------- helpers
     def _submit(self, fn, title: str, *, lane: str, key: str | None = None, on_done=None, error_title: str = "", quiet: bool = False) -> Job:
@@ -132,7 +135,7 @@ class Workspace(QObject):
             module = self.model.loaded.module
 
             def move(progress, cancel):
-                from engine.runtime.device import select_device
+                from engine.app.system import select_device
 
                 module.to(select_device(spec))
                 return spec
@@ -140,29 +143,52 @@ class Workspace(QObject):
             self._submit(move, f"Moving the model to {spec}", lane=DEVICE_LANE, key="device", on_done=lambda _s: self.predict(), error_title="Cannot use that device")
 
     # ---------------------------------------------------------------- model
-    def load_model(self, spec: str, weights: str | None = None, labels: str | None = None, trust: bool = False) -> Job:
+    def load_model(self, spec: str, weights: str | None = None, labels: str | None = None, trust: bool = False,
+                   model_args: dict | None = None, file_fallback: bool = False) -> Job:
+        """Load a model in a job: ``spec`` with ``weights``, ``labels`` and, for a class of the user's
+        code (``net.py:Net``), its constructor arguments ``model_args``.
+
+        ``file_fallback``: ``weights`` is a file the user opened for the architecture ``spec``; when it
+        is not a state dict it is tried as a model file of its own (TorchScript, ONNX, .pt2). A state
+        dict that does not fit ``spec`` fails with the engine's one-line message.
+        """
         device = self.device
+        model_args = dict(model_args or {})
+        self.model_requests += 1
 
         def load(progress, cancel):
-            import engine
-            from engine.models.summary import conv_layers
-            from engine.runtime.device import select_device
+            from engine.app import models as app_models
+            from engine.app.models import conv_layers
+            from engine.app.system import select_device
+            from engine.core.errors import UntrustedFile, UserError, WeightsMismatch
+            from engine.core.requests import ModelSpec
 
-            progress(0.1, f"loading {spec}")
-            loaded = engine.load_model(spec, weights or None, labels or None, trust=trust)
+            progress(0.1, f"loading {title}")
+            ref = {"spec": spec, "weights": weights or "", "labels": labels or "", "trust": bool(trust), "model_args": model_args}
+            try:
+                loaded = app_models.load(ModelSpec(spec, weights or None, labels or None, bool(trust), model_args))
+            except UserError as exc:
+                # Decided by trying: a state dict is a weights file; anything else (TorchScript saved
+                # as .pt, a sidecar naming its own architecture) is a model file.
+                if not (file_fallback and weights) or isinstance(exc, (WeightsMismatch, UntrustedFile)):
+                    raise
+                cancel.check()
+                progress(0.3, f"{Path(weights).name} is no state dict: loading it as a model file")
+                ref = {"spec": weights, "weights": "", "labels": labels or "", "trust": bool(trust), "model_args": {}}
+                loaded = app_models.load(ModelSpec(weights, None, labels or None, bool(trust)))
             cancel.check()
             loaded.module.to(select_device(device))
             shape = _input_size(loaded)
             progress(0.7, "summarising layers")
             try:
-                layers = engine.summarize(loaded.module, shape, device=select_device(device))
+                layers = app_models.summarize(loaded.module, shape, device=select_device(device))
             except Exception as exc:  # a model that rejects a zeros input still loads; the summary says why
                 loaded.notes.append(f"no layer summary: {exc}")
                 layers = []
-            return ModelState(loaded, layers, conv_layers(layers), shape, {"spec": spec, "weights": weights or "", "labels": labels or "", "trust": bool(trust)})
+            return ModelState(loaded, layers, conv_layers(layers), shape, ref)
 
-        name = Path(spec).name if "/" in spec or "\\" in spec else spec
-        return self._submit(load, f"Loading model {name}", lane=DEVICE_LANE, key="model", on_done=self._model_loaded, error_title="Cannot load the model")
+        title = model_title(spec, weights or "")
+        return self._submit(load, f"Loading model {title}", lane=DEVICE_LANE, key="model", on_done=self._model_loaded, error_title="Cannot load the model")
 
     def _model_loaded(self, state: ModelState) -> None:
         self.model = state
@@ -176,15 +202,15 @@ class Workspace(QObject):
     # ---------------------------------------------------------------- data
     def open_dataset(self, path: str | Path | None = None, demo: bool = False) -> Job:
         def scan(progress, cancel):
-            import engine
+            from engine.app import data as app_data
             if demo:
-                from engine.demo.catalogue import demo_data_dir
+                from engine.app.data import demo_data_dir
 
                 progress(0.1, "writing the demo images (first use only)")
                 root = demo_data_dir()
             else:
                 root = Path(path)
-            return engine.scan_inputs(root)
+            return app_data.scan_inputs(root)
 
         title = "Opening the demo images" if demo else f"Opening {Path(path).name}"
         ref = {"path": "" if demo else str(Path(path).resolve()), "demo": demo}
@@ -206,10 +232,10 @@ class Workspace(QObject):
         loaded = self.model.loaded
 
         def prepare(progress, cancel):
-            import engine
-            from engine.metrics.study import mask_for
+            from engine.app import data as app_data
+            from engine.app.data import mask_for
 
-            tensor, image = engine.load_input(item, loaded.preprocess)
+            tensor, image = app_data.load_input(item, loaded.preprocess)
             mask = None
             if item.mask is not None and not item.is_tensor:
                 mask = mask_for(item, loaded.preprocess)
@@ -232,7 +258,7 @@ class Workspace(QObject):
         def run(progress, cancel):
             import torch
 
-            from engine.methods.runner import model_device
+            from engine.app.models import model_device
 
             with torch.inference_mode():
                 logits = loaded.module(tensor.unsqueeze(0).to(model_device(loaded.module)))
@@ -251,9 +277,9 @@ class Workspace(QObject):
         def run(progress, cancel):
             import torch
 
-            import engine
+            from engine.app import data as app_data
+            from engine.app.models import model_device
             from engine.core.errors import UserError
-            from engine.methods.runner import model_device
 
             device = model_device(loaded.module)
             results: list = []
@@ -263,7 +289,7 @@ class Workspace(QObject):
                 chunk, tensors = items[start : start + batch_size], []
                 for item in chunk:
                     try:
-                        tensors.append(engine.load_input(item, loaded.preprocess)[0])
+                        tensors.append(app_data.load_input(item, loaded.preprocess)[0])
                     except (UserError, OSError, ValueError) as exc:  # an unreadable file is skipped and reported, as the CLI does
                         skipped.append(f"{item.name}: {exc}")
                         tensors.append(None)
@@ -292,7 +318,7 @@ class Workspace(QObject):
         loaded, device = self.model.loaded, self.device
 
         def run(progress, cancel):
-            import engine
-            return engine.explain(loaded, state.tensor, method, target, params, device=device, progress=progress, cancel=cancel)
+            from engine.app import explain as app_explain
+            return app_explain.explain(loaded, state.tensor, method, target, params, device=device, progress=progress, cancel=cancel)
 
         return self.jobs.submit(run, f"{method} on {state.name}", lane=DEVICE_LANE, key=key)

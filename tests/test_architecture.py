@@ -133,3 +133,24 @@ def test_no_function_over_80_lines_and_no_module_over_500():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
                 long_functions.append(f"{path.relative_to(ROOT)}:{node.name}")
     assert long_functions == [] and long_modules == []
+
+
+APP_MODULES = ("models", "data", "explain", "runs", "tabular", "system")
+
+
+def test_the_application_layer_imports_without_torch_and_every_name_it_offers_resolves():
+    """engine.app is the front-ends' door: importing it (every module) costs no torch, and every
+    name a module offers is a real object of the engine."""
+    import importlib
+
+    code = "import engine.app\n" + "".join(f"import engine.app.{name}\n" for name in APP_MODULES)
+    assert "torch" not in _loaded_after(code)
+    for name in APP_MODULES:
+        module = importlib.import_module(f"engine.app.{name}")
+        offered = [n for n in dir(module) if not n.startswith("_") and n not in ("annotations", "TYPE_CHECKING", "Any", "lazy_exports")]
+        for attribute in offered:
+            assert getattr(module, attribute) is not None, f"engine.app.{name}.{attribute}"
+    from engine.app.models import load_model
+    from engine.models.loading import load_model as real
+
+    assert load_model is real

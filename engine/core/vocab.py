@@ -5,8 +5,8 @@ from __future__ import annotations
 
 # Files that hold weights (a state dict, a checkpoint or safetensors).
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
-# Files that may hold a whole model (TorchScript, ONNX, or a pickled module the user trusts).
-MODEL_FILE_SUFFIXES = WEIGHT_SUFFIXES + (".ts", ".jit", ".pkl", ".onnx")
+# Files that may hold a whole model (TorchScript, ONNX, a torch.export program, or a pickled module the user trusts).
+MODEL_FILE_SUFFIXES = WEIGHT_SUFFIXES + (".ts", ".jit", ".pkl", ".onnx", ".pt2")
 
 # Input distributions of the tabular sensitivity analyses (engine.tabular.sensitivity); the first
 # is the default: each input through its empirical quantile function, so the network is evaluated

@@ -356,3 +356,21 @@ def pick_in_turn(items: list, n: int) -> list:
             if queue and len(picked) < n:
                 picked.append(queue.pop(0))
     return picked
+
+
+def channel_note(items: list, channels: int) -> str | None:
+    """A note when colour images meet a one-channel model (they are converted to grey by ITU-R
+    BT.601 luma, which loses their colour), read from the first few files' headers."""
+    colours = set()
+    for item in items[:8]:
+        path = item.path if isinstance(item, InputItem) else Path(item)
+        if path.suffix.lower() in TENSOR_SUFFIXES or path.suffix.lower() in (".dcm", ".dicom"):
+            continue
+        try:
+            with Image.open(path) as image:
+                colours.add(3 if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV") else 1)
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue
+    if channels == 1 and 3 in colours:
+        return "colour images are converted to grey (luma) for this 1-channel model; if the model takes RGB, pass --channels 3"
+    return None  # grey images repeated for an RGB model lose nothing: said in --help, not on every run

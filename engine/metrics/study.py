@@ -1,7 +1,8 @@
-"""The `evaluate` workflow: run several methods on a set of images with masks and report, per
-method, localisation, faithfulness (deletion, insertion and optionally ROAD), the sanity check
+"""The `evaluate` report: per method, localisation, faithfulness (deletion, insertion and optionally ROAD), the sanity check
 and the time per image; every mean with its bootstrap 95% interval, and every pair of methods
 compared on the same images (Wilcoxon signed-rank, Holm-corrected; engine.metrics.significance).
+The run itself goes through engine.runs (engine.runs.evaluate), whose store the report is read
+from, in memory or on disk.
 
 The pointing game's tolerance is 0 by default here. The 15-pixel tolerance of the Excitation
 Backprop and TorchRay benchmarks (Zhang et al., ECCV 2016; Fong et al., ICCV 2019) was set for
@@ -13,19 +14,15 @@ benchmarks on images of their size.
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.core.errors import UserError
-from engine.core.progress import CancelToken, ProgressFn, resolve
+from engine.core.progress import CancelToken, resolve
 from engine.io.images import InputItem, load_input, read_image
 from engine.io.preprocess import Preprocess
 from engine.methods.runner import explain
-from engine.metrics import cascading_randomisation, evaluate_map, explain_fn_for
-from engine.metrics.road import road
+from engine.metrics import cascading_randomisation, explain_fn_for
 from engine.metrics.significance import Comparison, bootstrap_interval, compare_methods
 from engine.models.loading import LoadedModel
 
@@ -121,88 +118,11 @@ class EvaluationReport:
         }
 
 
-def record_scores(summary: MethodSummary, result, scores, road_curves=None) -> None:
-    """Add one map's scores (an evaluate_map result, and ROAD's when computed) to its method's summary."""
-    local = scores.localisation
-    if local is not None and local.pointing_hit is not None:
-        summary.values["pointing"].append(float(local.pointing_hit))
-        summary.values["energy"].append(local.energy)
-        summary.values["iou"].append(local.iou)
-    faith = scores.faithfulness
-    summary.values["deletion_auc"].append(faith.deletion.auc)
-    summary.values["insertion_auc"].append(faith.insertion.auc)
-    summary.values["time_s"].append(result.elapsed_s)
-    stability = getattr(result, "extras", {}).get("stability")
-    if stability is not None:
-        summary.values["stability"].append(float(stability))
-    summary.deletion_curves.append(np.asarray(faith.deletion.scores))
-    summary.insertion_curves.append(np.asarray(faith.insertion.scores))
-    summary.fractions = np.asarray(faith.deletion.fractions)
-    if road_curves is not None:
-        summary.values["road_morf"].append(road_curves.morf_mean)
-        summary.values["road_lerf"].append(road_curves.lerf_mean)
-
-
-def evaluate_methods(
-    loaded: LoadedModel,
-    items: list[InputItem],
-    method_params: dict[str, object],
-    *,
-    steps: int = 50,
-    baseline: str = "blur",
-    sanity_images: int = 2,
-    sanity_layers: int = 4,
-    seed: int = 0,
-    tolerance: float = 0.0,
-    with_road: bool = False,
-    road_noise: float = 0.01,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> EvaluationReport:
-    """Explain every item with every method and score the maps (see the module docstring).
-    ``tolerance`` is the pointing game's, in pixels; ``with_road`` adds ROAD MoRF and LeRF."""
-    progress, cancel = resolve(progress, cancel)
-    if not items:
-        raise UserError("no images to evaluate")
-    start = time.perf_counter()
-    summaries = {name: MethodSummary(name, dataclasses.asdict(params)) for name, params in method_params.items()}
-    correct, labelled, per_image = 0, 0, []
-    sanity_done = 0
-    total = len(items) * len(method_params)
-    done = 0
-    for index, item in enumerate(items):
-        cancel.check()
-        tensor, _ = load_input(item, loaded.preprocess)
-        mask = mask_for(item, loaded.preprocess)
-        record = {"image": item.source, "label": item.label}
-        run_sanity = sanity_done < sanity_images and mask is not None and mask.any()
-        for name, params in method_params.items():
-            result = explain(loaded, tensor, name, None, params, seed=seed, cancel=cancel)
-            record.setdefault("predicted", loaded.label(result.predicted))
-            scores = evaluate_map(result, mask=mask if mask is not None and mask.any() else None, model=loaded, inputs=tensor, steps=steps, baseline=baseline, tolerance=tolerance, cancel=cancel)
-            road_curves = road(loaded, tensor, result, result.target, noise=road_noise, seed=seed + index, cancel=cancel) if with_road else None
-            summary = summaries[name]
-            record_scores(summary, result, scores, road_curves)
-            if run_sanity:
-                report = cascading_randomisation(loaded, tensor, explain_fn_for(tensor, name, result.target, params, seed=seed), max_layers=sanity_layers, seed=seed, cancel=cancel)
-                summary.sanity.append({"image": item.source, "passed": report.passed, "final_correlation": report.final_correlation, "verdict": report.verdict})
-            done += 1
-            progress(done / total, f"{item.path.name}: {name}")
-        if run_sanity:
-            sanity_done += 1
-        if item.label is not None and loaded.labels and item.label in loaded.labels:
-            labelled += 1
-            correct += int(record["predicted"] == item.label)
-        per_image.append(record)
-    accuracy = correct / labelled if labelled else None
-    return EvaluationReport(loaded.spec, len(items), accuracy, list(summaries.values()), per_image, time.perf_counter() - start)
-
-
 def sanity_checks(
     loaded: LoadedModel, items: list[InputItem], method_params: dict[str, object], *, sanity_images: int = 1, sanity_layers: int = 4, seed: int = 0, cancel: CancelToken | None = None
 ) -> dict[str, list[dict]]:
     """The model-randomisation check of every method on the first ``sanity_images`` items that
-    have a lesion mask, as evaluate_methods runs it (for reports built from a result store)."""
+    have a lesion mask (engine.runs.evaluate adds them to the report it reads from the run's store)."""
     _, cancel = resolve(None, cancel)
     out: dict[str, list[dict]] = {name: [] for name in method_params}
     checked = 0

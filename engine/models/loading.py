@@ -12,15 +12,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.core.errors import UserError
+from engine.core.errors import UserError, WeightsMismatch
 from engine.core.files import regular_file
+from engine.core.requests import ModelSpec, parse_model_args
 from engine.core.vocab import MODEL_FILE_SUFFIXES, WEIGHT_SUFFIXES
 from engine.demo.catalogue import demo_name
-from engine.io.preprocess import Preprocess
+from engine.io.preprocess import IMAGENET_MEAN, IMAGENET_STD, LUMA, Preprocess
 from engine.models.architectures import build_architecture, classification_models, suggest
 from engine.models.demo import demo_model_file
 from engine.models.hub import HF_PREFIX, TIMM_PREFIX, load_hf, load_timm
 from engine.models.labels import read_labels
+from engine.models.sidecar import preprocess_from
+from engine.models.user_class import build_user_model, split_class_spec
 from engine.models.weights import (
     _is_torchscript_archive,
     _resolve_weights_member,
@@ -104,6 +107,10 @@ def _load_file_model(path: Path, trust: bool) -> tuple[nn.Module, str]:
 
         module = load_onnx(path)
         return module, f"ONNX {path.name} (onnxruntime: {', '.join(module.providers)})"
+    if path.suffix.lower() == ".pt2":
+        from engine.models.exported import load_exported
+
+        return load_exported(path, trust=trust)
     if _is_torchscript_archive(path):
         try:
             with warnings.catch_warnings():
@@ -138,16 +145,23 @@ def load_model(
     num_classes: int | None = None,
     preprocess: Preprocess | None = None,
     allow_download: bool = False,
+    model_args: dict | None = None,
 ) -> LoadedModel:
     """Load a model from a spec: an architecture name (``resnet18``), ``arch:WEIGHTS`` for torchvision
-    weights in the hub cache, ``timm:NAME[:pretrained]``, ``hf:DIR`` (a Hugging Face folder), or a
-    path to an ONNX, TorchScript or (trusted) pickled model file.
+    weights in the hub cache, ``timm:NAME[:pretrained]``, ``hf:DIR`` (a Hugging Face folder), a
+    model class from the user's code (``path/to/net.py:ClassName`` or ``package.module:ClassName``,
+    built with ``model_args``; importing the file runs it, as running the user's script would), or a
+    path to an ONNX, TorchScript, torch.export (.pt2) or (trusted) pickled model file.
 
     ``weights`` is a weights file, or the name of torchvision weights (``DEFAULT``, ``IMAGENET1K_V1``)
     that must already be in the hub cache unless ``allow_download`` is set.
     """
     spec = spec.strip()
     notes: list[str] = []
+    if not spec:
+        raise UserError("no model given: name an architecture (resnet18), a model file, path/to/net.py:ClassName, timm:NAME or hf:DIR")
+    if model_args and split_class_spec(spec) is None:
+        raise UserError("constructor arguments (--model-args) go with a model class, e.g. --model net.py:Net; this model is built without them")
     if demo_name(spec) is not None:
         if weights:
             raise UserError(f"{spec} brings its own weights; --weights cannot be combined with it")
@@ -160,9 +174,14 @@ def load_model(
         module, source, label_names, chosen = load_timm(spec, weights, seed, num_classes, allow_download, notes)
     elif spec.startswith(HF_PREFIX):
         module, source, label_names, chosen = load_hf(spec, weights, trust, notes)
+    elif spec.partition(":")[0] not in classification_models() and split_class_spec(spec) is not None:
+        module, source, label_names, chosen = _load_user_class(spec, weights, model_args, notes)
     else:
         module, source, label_names, chosen = _resolve_spec(spec, weights, trust, seed, num_classes, allow_download, notes)
-    return _finish(module, spec, source, label_names, chosen, labels, preprocess, notes)
+    # Models Sensiscope does not know (the user's class, a model file) say nothing of their input
+    # size: find one they take, rather than fail on the first image.
+    probe = not spec.startswith((TIMM_PREFIX, HF_PREFIX)) and spec.partition(":")[0] not in classification_models()
+    return _finish(module, spec, source, label_names, chosen, labels, preprocess, notes, probe_size=probe)
 
 
 def _resolve_spec(spec, weights, trust, seed, num_classes, allow_download, notes):
@@ -183,15 +202,16 @@ def _resolve_spec(spec, weights, trust, seed, num_classes, allow_download, notes
     if path.exists() and architecture not in classification_models():
         if path.is_dir():
             raise UserError(f"{path}: is a folder; give a model file, an architecture name, or hf:{spec} for a Hugging Face folder")
+        if path.suffix.lower() == ".py":
+            raise UserError(f"{path}: name the model class too, e.g. --model {spec}:ClassName (the file is run to build it)")
         if weights:
-            raise UserError("--weights goes with an architecture name; a model file already holds its weights")
+            raise UserError("--weights goes with an architecture name or a model class (net.py:Net); a model file already holds its weights")
         module, source = _load_file_model(path, trust)
         meta = _sidecar(path)
         if "labels" in meta or "classes" in meta:
             label_names = [str(v) for v in meta.get("labels") or meta.get("classes")]
-        if isinstance(meta.get("preprocess"), dict):
-            chosen_preprocess = Preprocess.from_dict(meta["preprocess"])
-        elif hasattr(module, "preprocess") and callable(module.preprocess):
+        chosen_preprocess = preprocess_from(meta)
+        if chosen_preprocess is None and hasattr(module, "preprocess") and callable(module.preprocess):
             chosen_preprocess = module.preprocess()  # an ONNX graph's input size
         return module, source, label_names, chosen_preprocess
     if architecture in classification_models():
@@ -207,14 +227,89 @@ def _resolve_spec(spec, weights, trust, seed, num_classes, allow_download, notes
     )
 
 
-def _finish(module, spec, source, label_names, chosen_preprocess, labels, preprocess, notes) -> LoadedModel:
+def _load_user_class(spec, weights, model_args, notes):
+    """(module, source, labels, preprocess) for ``FILE.py:Class`` and ``module:Class`` specs."""
+    meta: dict = {}
+    weights_path = Path(weights).expanduser() if weights else None
+    if weights_path is not None:
+        regular_file(weights_path, "weights file")
+        meta = _sidecar(weights_path)
+    arguments = model_args if model_args else parse_model_args(meta.get("model_args"), f"{weights_path.with_suffix('.json') if weights_path else 'sidecar'}: model_args")
+    module, source = build_user_model(spec, arguments)
+    if weights_path is None:
+        notes.append(f"{source} has random weights (no --weights given): its explanations show an untrained network")
+        source = f"{source}, random initialisation"
+    else:
+        state = read_state_dict(weights_path)
+        try:
+            load_weights_into(module, state, weights_path.name, source.partition(" from ")[0])
+        except WeightsMismatch as exc:
+            classes = head_classes(compare_state(module, state))
+            if classes is None or model_args:
+                raise
+            hint = f"; the file has {classes} outputs: if the class takes their number as an argument, give it, e.g. --model-args '{{\"num_classes\": {classes}}}'"
+            raise WeightsMismatch(f"{exc}{hint}", exc.missing, exc.unexpected, exc.shapes) from None
+        source = f"{source} with weights from {weights_path.name}"
+    label_names = meta.get("labels") or meta.get("classes")
+    pre = preprocess_from(meta)
+    return module, source, label_names, pre
+
+
+# Sizes tried, in order, on a model whose input size nothing states (the usual crops and the
+# small sizes of digit and toy networks).
+PROBE_SIZES = (224, 32, 28, 64, 96, 128, 256, 299, 384, 512)
+
+
+def _takes(module: nn.Module, channels: int, size: int) -> bool:
+    try:
+        with torch.inference_mode():
+            module(torch.zeros(1, channels, size, size))
+    except Exception:  # any failure means "not this size"; the cause is reported when none fits
+        return False
+    return True
+
+
+def default_preprocess(module: nn.Module, notes: list[str], probe_size: bool = False) -> Preprocess:
+    """Preprocessing for a model that states none: its first convolution's channels, ImageNet's
+    normalisation (its luma for one channel) and, when asked, an input size it takes."""
+    channels = _first_conv_channels(module) or 3
+    if channels == 3:
+        pre = Preprocess()
+    else:
+        luma_mean = sum(w * m for w, m in zip(LUMA, IMAGENET_MEAN, strict=True))
+        luma_std = sum(w * s for w, s in zip(LUMA, IMAGENET_STD, strict=True))
+        pre = Preprocess(channels=1, mean=(round(luma_mean, 4),), std=(round(luma_std, 4),))
+    if not probe_size or not getattr(module, "has_gradients", True):
+        return pre
+    was_training = module.training
+    module.eval()
+    try:
+        size = next((s for s in PROBE_SIZES if _takes(module, channels, s)), None)
+    finally:
+        module.train(was_training)
+    if size is None:
+        notes.append(f"the model took none of the usual input sizes ({channels} channel(s), {', '.join(map(str, PROBE_SIZES))} px); set --resize and --crop to the size it was trained on")
+        return pre
+    if size != pre.crop:
+        pre = Preprocess(resize=size, crop=size, mean=pre.mean, std=pre.std, channels=channels)
+    notes.append(
+        f"no preprocessing is stated for this model: images become {channels} channel(s) at {size} x {size} px, normalised with mean "
+        f"{','.join(f'{m:g}' for m in pre.mean)} and std {','.join(f'{v:g}' for v in pre.std)}; "
+        "give --resize/--crop/--mean/--std or a sidecar JSON (info --write-sidecar) if the model was trained otherwise"
+    )
+    return pre
+
+
+def _finish(module, spec, source, label_names, chosen_preprocess, labels, preprocess, notes, probe_size: bool = False) -> LoadedModel:
     """Labels, preprocessing and class count checked together; the module frozen in eval mode."""
     classes = _output_classes(module) if not isinstance(module, torch.jit.ScriptModule) else None
     classes = getattr(module, "num_classes", None) if not getattr(module, "has_gradients", True) else classes
+    if classes is None and isinstance(getattr(module, "num_classes", None), int):
+        classes = module.num_classes  # a torch.export program states its output count
     if labels:
         label_names = read_labels(labels)
     if preprocess is None:
-        preprocess = chosen_preprocess or Preprocess(channels=_first_conv_channels(module) or 3)
+        preprocess = chosen_preprocess or default_preprocess(module, notes, probe_size)
     if label_names is not None and classes is None:
         classes = _probe_outputs(module, preprocess)  # TorchScript hides its layers: ask the model itself
     if label_names is not None and classes is not None and len(label_names) != classes:
@@ -247,7 +342,7 @@ def _load_architecture(architecture, weights, seed, num_classes, allow_download,
             notes.append(f"the weights have {inferred} output classes; the model was built to match")
         load_weights_into(module, state, weights_path.name, architecture)
         label_names = meta.get("labels") or meta.get("classes")
-        pre = Preprocess.from_dict(meta["preprocess"]) if isinstance(meta.get("preprocess"), dict) else None
+        pre = preprocess_from(meta)
         return module, f"{architecture} with weights from {weights_path.name}", label_names, pre
     member = _resolve_weights_member(architecture, weights)
     file = cached_file(member)
@@ -262,3 +357,42 @@ def _load_architecture(architecture, weights, seed, num_classes, allow_download,
     load_weights_into(module, read_state_dict(file), file.name, architecture)
     pre = Preprocess.from_torchvision(member.transforms())
     return module, f"{architecture} with torchvision weights {member.name}", list(member.meta["categories"]), pre
+
+
+def load_spec(spec: ModelSpec, *, check_size: bool = True) -> LoadedModel:
+    """Load the model a :class:`ModelSpec` names, with the user's preprocessing changes applied
+    and (``check_size``) checked against the model: an input size or channel count it cannot take
+    is refused here in one line, before any file is written or any image read."""
+    loaded = load_model(
+        spec.spec, spec.weights, spec.labels, trust=spec.trust, seed=spec.seed, num_classes=spec.num_classes,
+        allow_download=spec.allow_download, model_args=spec.model_args or None,
+    )
+    if spec.preprocess.given:
+        loaded.preprocess = Preprocess.from_dict(spec.preprocess.apply(loaded.preprocess.to_dict()))
+        loaded.notes = [n for n in loaded.notes if not n.startswith("no preprocessing is stated")]
+        if check_size:
+            check_input_fits(loaded)
+    return loaded
+
+
+def check_input_fits(loaded: LoadedModel) -> None:
+    """One forward pass on zeros of the preprocessed size; a failure names --resize/--crop/--channels."""
+    module = loaded.module
+    pre = loaded.preprocess
+    if not getattr(module, "has_gradients", True) and hasattr(module, "preprocess"):
+        return  # ONNX graphs state their input; onnxruntime checks it with its own message
+    size = pre.crop or pre.resize
+    if size is None:
+        return  # images keep their own size: nothing to check before one is read
+    try:
+        device = next(iter(module.parameters())).device
+    except StopIteration:
+        device = torch.device("cpu")
+    try:
+        with torch.inference_mode():
+            module(torch.zeros(1, pre.channels, size, size, device=device))
+    except Exception as exc:
+        raise UserError(
+            f"the model does not take {pre.channels}-channel {size} x {size} inputs ({_first_line(exc)[:160]}); "
+            "set --resize/--crop to the size it was trained on and --channels to its input channels"
+        ) from None

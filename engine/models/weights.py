@@ -3,7 +3,6 @@ objects, comparison of a state dict with a model, metadata written beside a weig
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import zipfile
@@ -15,9 +14,7 @@ import torchvision
 from torch import nn
 
 from engine.core.errors import UntrustedFile, UserError, WeightsMismatch
-from engine.core.files import read_text, regular_file
-from engine.core.vocab import MAX_CLASSES
-from engine.io.preprocess import Preprocess
+from engine.core.files import regular_file
 from engine.models.architectures import classification_models
 
 _MAX_LISTED = 8
@@ -219,48 +216,14 @@ def find_cached_weights() -> list[CachedWeights]:
 
 
 def _sidecar(path: Path) -> dict:
-    """Metadata written beside a weights file (same name, .json): architecture, labels, preprocessing.
+    """Metadata written beside a weights or model file (engine.models.sidecar), validated field by field."""
+    from engine.models.sidecar import read_sidecar
 
-    Every field is checked here, so a malformed file gives one line naming the field, not a crash later.
-    """
-    candidate = path.with_suffix(".json")
-    if not candidate.is_file():
-        return {}
-    try:
-        data = json.loads(read_text(candidate, "metadata file"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{candidate}: metadata beside the weights is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{candidate}: metadata must be a JSON object")
-    return validate_metadata(data, candidate)
-
-
-def _bad_field(source: Path, name: str, value, expected: str) -> UserError:
-    return UserError(f"{source}: field '{name}' must be {expected}, not {json.dumps(value)[:60]}")
+    return read_sidecar(path)
 
 
 def validate_metadata(data: dict, source: Path) -> dict:
-    """Check the fields of a weights file's metadata that the loader uses; return ``data``."""
-    classes = data.get("num_classes")
-    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or not 1 <= classes <= MAX_CLASSES):
-        raise _bad_field(source, "num_classes", classes, f"a whole number from 1 to {MAX_CLASSES}")
-    channels = data.get("in_channels", 3)
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise _bad_field(source, "in_channels", channels, "1 or 3")
-    if data.get("arch") is not None and not isinstance(data["arch"], str):
-        raise _bad_field(source, "arch", data["arch"], "an architecture name")
-    for key in ("labels", "classes"):
-        names = data.get(key)
-        if names is not None and (not isinstance(names, list) or not all(isinstance(v, (str, int)) for v in names) or len(names) > MAX_CLASSES):
-            raise _bad_field(source, key, names, "a list of class names")
-    pre = data.get("preprocess")
-    if pre is not None:
-        if not isinstance(pre, dict):
-            raise _bad_field(source, "preprocess", pre, "an object")
-        try:
-            Preprocess.from_dict(pre)
-        except UserError as exc:
-            raise UserError(f"{source}: field 'preprocess': {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"{source}: field 'preprocess' holds a value of the wrong type ({exc})") from None
-    return data
+    """Check the fields of a sidecar that the loader uses; return ``data`` (engine.models.sidecar)."""
+    from engine.models.sidecar import validate_sidecar
+
+    return validate_sidecar(data, source)

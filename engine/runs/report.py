@@ -45,7 +45,7 @@ def summaries_from_store(store: Store) -> tuple[list[MethodSummary], list[dict],
         if summary.deletion_curves:
             n_points = len(summary.deletion_curves[0])
             try:
-                n_pixels = int(np.prod(store._maps_group("r")[name].shape[1:]))
+                n_pixels = int(np.prod(store.map_shape(name)))
                 summary.fractions = step_counts(n_pixels, n_points - 1) / n_pixels
             except (KeyError, FileNotFoundError):
                 summary.fractions = np.linspace(0.0, 1.0, n_points)

@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.runs.store import MAP_DTYPES, Store
+from engine.runs.store import MAP_DTYPES, MemoryStore, Store
 from engine.runs.worker import Job, PairResult, Task, Worker, task_groups
 
 BACKENDS = ("local", "ray")
@@ -73,12 +73,12 @@ def pending_tasks(items: list, methods: list[str], done: set[tuple[int, str]]) -
     return tasks
 
 
-def local_results(job: Job, tasks: list[Task], cancel: CancelToken) -> Iterator[list[PairResult]]:
+def local_results(job: Job, tasks: list[Task], cancel: CancelToken, loaded: Any = None) -> Iterator[list[PairResult]]:
     import torch
 
     threads = torch.get_num_threads()
     try:
-        worker = Worker(job)
+        worker = Worker(job, loaded)
         for group in task_groups(tasks, job.batch):
             cancel.check()
             yield worker.run_many(group, cancel)
@@ -88,7 +88,7 @@ def local_results(job: Job, tasks: list[Task], cancel: CancelToken) -> Iterator[
 
 def run_batch(
     job: Job,
-    store_dir: str | Path,
+    store_dir: str | Path | Store,
     items: list,
     *,
     data: str = "",
@@ -97,10 +97,15 @@ def run_batch(
     ray: RayOptions | None = None,
     map_dtype: str = "float32",
     limit: int | None = None,
+    loaded: Any = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> RunSummary:
-    """Run every (image, method) pair of ``job`` on ``items`` into the store at ``store_dir``.
+    """Run every (image, method) pair of ``job`` on ``items`` into the store at ``store_dir`` (a
+    folder, or a :class:`MemoryStore` class or instance for a run read back once).
+
+    ``loaded``: the job's model already loaded (the local backend then uses it instead of
+    loading ``job.model`` again; the Python API's own modules travel this way).
 
     ``resume`` continues a store with the same settings, skipping its finished pairs. ``limit``
     stops after that many pairs have been written (what a kill mid-way leaves behind; tests use
@@ -114,7 +119,14 @@ def run_batch(
         raise UserError("the limit of pairs must be 0 or more")
     start = time.perf_counter()
     methods = list(job.methods)
-    store = Store.for_run(store_dir, run_settings(job, data, items, map_dtype), resume=resume)
+    settings = run_settings(job, data, items, map_dtype)
+    if isinstance(store_dir, MemoryStore):
+        store = store_dir
+        store._write_manifest(MemoryStore.for_run(None, settings).manifest())
+    elif store_dir is MemoryStore:
+        store = MemoryStore.for_run(None, settings, resume=resume)
+    else:
+        store = Store.for_run(store_dir, settings, resume=resume)
     done = store.done_pairs()
     total = len(items) * len(methods)
     skipped = sum(1 for index in range(len(items)) for m in methods if (index, m) in done)
@@ -127,7 +139,7 @@ def run_batch(
 
             stream = ray_results(job, tasks, ray or RayOptions(), cancel)
         else:
-            stream = local_results(job, tasks, cancel)
+            stream = local_results(job, tasks, cancel, loaded)
         try:
             for results in stream:
                 if limit is not None:

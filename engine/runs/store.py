@@ -216,6 +216,10 @@ class Store:
             raise UserError(f"{self.folder}: holds no maps of {method}")
         return np.asarray(group[method][index], dtype=np.float32)
 
+    def map_shape(self, method: str) -> tuple[int, ...]:
+        """The H x W of a method's maps (KeyError when it has none yet)."""
+        return tuple(self._maps_group("r")[method].shape[1:])
+
     def read_map_stack(self, method: str) -> np.ndarray:
         """All of a method's maps, images x H x W (NaN where one is not computed)."""
         group = self._maps_group("r")
@@ -226,3 +230,72 @@ class Store:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class MemoryStore(Store):
+    """A store held in memory, for a run whose results are only read back once (``evaluate``
+    without ``--store``): the same manifest, records and maps as a folder store, with nothing
+    written to disk, so both paths give their report from the same code."""
+
+    def __init__(self) -> None:
+        super().__init__("<memory>")
+        self._manifest: dict = {}
+        self._records: list[dict] = []
+        self._maps: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def for_run(cls, folder=None, settings: dict | None = None, *, resume: bool = False) -> MemoryStore:
+        if resume:
+            raise UserError("an in-memory evaluation cannot be resumed; give --store to keep its results")
+        store = cls()
+        store._manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": _now(), "settings": _normalised(settings or {}), "versions": versions(), "runs": []}
+        return store
+
+    def manifest(self) -> dict:
+        return self._manifest
+
+    def _write_manifest(self, manifest: dict) -> None:
+        self._manifest = manifest
+
+    def write(self, results: list) -> None:
+        n_images = len(self.settings["images"])
+        for result in results:
+            values = np.asarray(result.map, dtype=np.float32)
+            stack = self._maps.get(result.method)
+            if stack is None:
+                stack = self._maps[result.method] = np.full((n_images, *values.shape), np.nan, dtype=np.float32)
+            if stack.shape[1:] != values.shape:
+                raise UserError(f"{result.method}: a {values.shape[0]} x {values.shape[1]} map does not fit the run's {stack.shape[1]} x {stack.shape[2]} maps; give the model a fixed input size")
+            stack[result.index] = values
+        self._records.extend(result.record for result in results)
+
+    def part_files(self) -> list[Path]:
+        return []
+
+    def table(self):
+        import pandas as pd
+        import pyarrow as pa
+
+        schema = _schema()
+        if not self._records:
+            return schema.empty_table().to_pandas()
+        frame = pa.Table.from_pylist([{name: record.get(name) for name in schema.names} for record in self._records], schema=schema).to_pandas()
+        order = {name: i for i, name in enumerate(self.settings["methods"])}
+        frame = frame.assign(_order=frame["method"].map(order)).sort_values(["image_index", "_order"], kind="stable").drop(columns="_order")
+        return pd.DataFrame(frame).reset_index(drop=True)
+
+    def done_pairs(self) -> set[tuple[int, str]]:
+        return {(int(r["image_index"]), str(r["method"])) for r in self._records}
+
+    def map_shape(self, method: str) -> tuple[int, ...]:
+        return tuple(self._maps[method].shape[1:])
+
+    def read_map(self, index: int, method: str) -> np.ndarray:
+        if method not in self._maps:
+            raise UserError(f"the run holds no maps of {method}")
+        return self._maps[method][index].copy()
+
+    def read_map_stack(self, method: str) -> np.ndarray:
+        if method not in self._maps:
+            raise UserError(f"the run holds no maps of {method}")
+        return self._maps[method].copy()

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine.core.progress import CancelToken
+from engine.core.requests import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,11 @@ class MetricSettings:
 
 @dataclass(frozen=True)
 class Job:
-    """Everything a worker needs: the model spec (loaded by each worker), the methods with their
-    parameter objects, the metric settings and the seed."""
+    """Everything a worker needs: the model spec (loaded by each worker, with the user's
+    preprocessing), the methods with their parameter objects, the target, the metric settings and
+    the seed."""
 
-    model: str
-    weights: str | None
-    labels: str | None
-    trust: bool
+    model: ModelSpec
     methods: dict[str, Any]  # name -> parameter dataclass
     metrics: MetricSettings = field(default_factory=MetricSettings)
     seed: int = 0
@@ -47,13 +46,13 @@ class Job:
     # the deletion and insertion curves of all their pairs share forwards; the maps and scores
     # are the one-by-one ones up to float rounding. Not a result setting: a resume may change it.
     batch: int = 1
+    # The class every map explains (None: each image's predicted class).
+    target: int | None = None
 
     def settings(self) -> dict:
         """The part of the store's manifest that a resume must match."""
-        return {
-            "model": self.model,
-            "weights": self.weights,
-            "labels": self.labels,
+        return self.model.to_dict() | {
+            "target": self.target,
             "methods": {name: dataclasses.asdict(params) for name, params in self.methods.items()},
             "metrics": dataclasses.asdict(self.metrics),
             "seed": self.seed,
@@ -94,8 +93,8 @@ def _finite_or_none(value: Any) -> float | None:
 class Worker:
     """Loads the job's model once; :meth:`run` computes one task's pairs."""
 
-    def __init__(self, job: Job) -> None:
-        from engine.models.loading import load_model
+    def __init__(self, job: Job, loaded: Any = None) -> None:
+        from engine.models.loading import load_spec
         from engine.runtime.device import select_device
 
         self.job = job
@@ -103,7 +102,7 @@ class Worker:
             import torch
 
             torch.set_num_threads(job.threads)
-        self.loaded = load_model(job.model, job.weights, job.labels, trust=job.trust, seed=job.seed)
+        self.loaded = loaded if loaded is not None else load_spec(dataclasses.replace(job.model, seed=job.seed), check_size=False)
         self.loaded.module.to(select_device(job.device))
 
     def run(self, task: Task, cancel: CancelToken | None = None) -> list[PairResult]:
@@ -125,7 +124,7 @@ class Worker:
         for name in job.methods:
             positions = [p for p, task in enumerate(tasks) if name in task.methods]
             if positions:
-                results = explain_many(self.loaded, [loaded[p][0] for p in positions], name, None, job.methods[name], seed=job.seed, cancel=cancel)
+                results = explain_many(self.loaded, [loaded[p][0] for p in positions], name, [job.target] * len(positions), job.methods[name], seed=job.seed, cancel=cancel)
                 explained.update({(p, name): result for p, result in zip(positions, results, strict=True)})
         pairs = [(p, name) for p, task in enumerate(tasks) for name in task.methods]
         scores = evaluate_maps(
@@ -153,7 +152,7 @@ class Worker:
         from engine.metrics import evaluate_map
 
         job, metrics = self.job, self.job.metrics
-        result = explain(self.loaded, tensor, name, None, job.methods[name], seed=job.seed, cancel=cancel)
+        result = explain(self.loaded, tensor, name, job.target, job.methods[name], seed=job.seed, cancel=cancel)
         scores = evaluate_map(result, mask=mask, model=self.loaded, inputs=tensor, steps=metrics.steps, baseline=metrics.baseline, tolerance=metrics.tolerance, cancel=cancel)
         return self._result(task, name, tensor, result, scores, cancel)
 

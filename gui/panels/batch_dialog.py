@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.runs.store import MANIFEST  # torch-free constant
+from engine.app.runs import MANIFEST
 
 METHOD_COLUMNS = 3
 

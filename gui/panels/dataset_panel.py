@@ -20,8 +20,7 @@ def make_thumbnail(item, size: int = THUMB) -> QImage:
     """A small RGB picture of an input with its mask outlined in green (runs in a worker thread)."""
     from PIL import Image
 
-    from engine.io.images import read_image, read_tensor
-    from engine.io.preprocess import display_from_tensor
+    from engine.app.data import display_from_tensor, read_image, read_tensor
 
     image = display_from_tensor(read_tensor(item.path)) if item.is_tensor else read_image(item.path, getattr(item, "frame", None))
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]

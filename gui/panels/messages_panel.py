@@ -27,6 +27,12 @@ CLI_WORDS = (
     (r"--weights goes with an architecture name", "a weights file goes with an architecture chosen under Model"),
     (r"\bor --weights\b", "or a weights file"),
     (r"\(choose another name, or pass --overwrite\)", "(choose another name or folder)"),
+    # A model class of the user's code (Open Python class...) and its constructor arguments.
+    (r"give it, e\.g\. --model-args '([^']*)'", r"give it under Arguments in Open Python class..., e.g. \1"),
+    (r"with --model-args '\{\"name\": value\}' or in the sidecar's model_args", "under Arguments in Open Python class... or in the sidecar's model_args"),
+    (r"constructor arguments \(--model-args\) go with a model class, e\.g\. --model net\.py:Net", "constructor arguments go with a model class (Open Python class...)"),
+    (r"give --resize/--crop/--mean/--std or a sidecar JSON \(info --write-sidecar\)", "state its preprocessing in a sidecar JSON beside the weights (main.py info --write-sidecar writes one to edit)"),
+    (r"set --resize and --crop to the size it was trained on", "state the size it was trained on in a sidecar JSON beside the weights"),
 )
 # An exception that is not a UserError is a bug; its own text means nothing to the user.
 BUG_TEXT = re.compile(r"^(?!UserError)[A-Z][A-Za-z]*(Error|Exception): ")

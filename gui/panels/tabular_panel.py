@@ -310,8 +310,7 @@ class TabularPanel(QWidget):
     def open_table(self, spec: str) -> Job:
         self.table_spec = str(spec)  # recorded in File > Recent tables once it opens
         def load(progress, cancel):
-            from engine.demo.catalogue import resolve_table
-            from engine.io.tables import load_table
+            from engine.app.data import load_table, resolve_table
 
             progress(0.2, "reading")
             return load_table(resolve_table(str(spec)))
@@ -446,7 +445,7 @@ class TabularPanel(QWidget):
         return self._start(run, f"{what} on {len(networks)} network{'s' if len(networks) > 1 else ''}", DEVICE_LANE, self._analysis_ready)
 
     def _analysis_ready(self, results) -> None:
-        from engine.tabular.ensemble import mean_sobol
+        from engine.app.tabular import mean_sobol
 
         for ensemble in results:
             self.ensembles[ensemble.method] = ensemble

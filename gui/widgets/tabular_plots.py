@@ -294,7 +294,7 @@ class MethodsView(QWidget):
         self.bars.clear()
         if ensemble is None:
             return
-        from engine.stats.screening import METHOD_TITLES
+        from engine.app.tabular import METHOD_TITLES
 
         order = np.argsort(-np.nan_to_num(ensemble.mean, nan=-np.inf), kind="stable")
         x = np.arange(len(order), dtype=float)
@@ -311,7 +311,7 @@ class MethodsView(QWidget):
         self.bars.autoRange()
 
     def _fill_table(self) -> None:
-        from engine.tabular.ensemble import MethodComparison
+        from engine.app.tabular import MethodComparison
 
         table = self.table
         table.clear()

@@ -12,6 +12,7 @@ import torch
 import zarr
 
 from engine.core.errors import UserError
+from engine.core.requests import ModelSpec
 from engine.demo.phantom import write_imagefolder
 from engine.io.images import load_input, scan_inputs
 from engine.methods._registry import get_method
@@ -27,7 +28,7 @@ METHODS = ("gradcam", "saliency")
 
 def make_job(steps: int = 4) -> Job:
     params = {name: get_method(name).params_cls() for name in METHODS}
-    return Job("demo:ultrasound", None, None, False, params, MetricSettings(steps=steps), seed=0, threads=1)
+    return Job(ModelSpec("demo:ultrasound"), params, MetricSettings(steps=steps), seed=0, threads=1)
 
 
 def phantom_items(folder) -> list:
@@ -135,7 +136,7 @@ def test_resume_is_refused_when_the_settings_differ(items, reference, tmp_path):
 
 
 def test_float16_maps_are_stored_as_float16(items, reference, tmp_path):
-    job = Job("demo:ultrasound", None, None, False, {"gradcam": get_method("gradcam").params_cls()}, MetricSettings(steps=4), seed=0, threads=1)
+    job = Job(ModelSpec("demo:ultrasound"), {"gradcam": get_method("gradcam").params_cls()}, MetricSettings(steps=4), seed=0, threads=1)
     run_batch(job, tmp_path / "half", items[:2], map_dtype="float16")
     half = zarr.open_group(str(tmp_path / "half" / "maps.zarr"), mode="r")["gradcam"]
     assert half.dtype == np.float16

@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from engine.core.errors import UserError
+from engine.core.requests import ModelSpec
 from engine.runs.run import RayOptions, run_batch
 from engine.runs.store import Store
 from tests.engine.test_runs import assert_same_results, make_job, phantom_items
@@ -58,7 +59,7 @@ def test_a_ray_run_killed_mid_way_resumes_on_ray_and_on_the_local_backend(local_
 
 def test_a_worker_error_is_one_user_error(local_ray, items, tmp_path):
     job = make_job()
-    broken = dataclasses.replace(job, model="no-such-model.pt")
+    broken = dataclasses.replace(job, model=ModelSpec("no-such-model.pt"))
     with pytest.raises(UserError, match="no-such-model"):
         run_batch(broken, tmp_path / "broken", items[:1], backend="ray", ray=RayOptions(workers=2))
     with pytest.raises(UserError, match="asks for 1 GPUs but the cluster has 0"):

@@ -13,6 +13,7 @@ import zarr
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QMessageBox
 
+from engine.core.requests import ModelSpec
 from engine.demo.phantom import write_imagefolder
 from engine.io.images import scan_inputs
 from engine.methods._registry import get_method
@@ -40,7 +41,7 @@ def store(phantom, tmp_path_factory):
     """A store written by the engine: 4 phantom images x saliency, gradcam."""
     folder = tmp_path_factory.mktemp("stores") / "run"
     params = {name: get_method(name).params_cls() for name in METHODS}
-    job = Job("demo:ultrasound", None, None, False, params, MetricSettings(steps=4), seed=0, threads=1)
+    job = Job(ModelSpec("demo:ultrasound"), params, MetricSettings(steps=4), seed=0, threads=1)
     items = [i for i in scan_inputs(phantom).items if not i.is_tensor]
     summary = run_batch(job, folder, items, data=str(phantom.resolve()))
     assert summary.complete and summary.computed == 8

@@ -195,6 +195,7 @@ def curve_length(curve) -> int:
 
 
 def test_the_loss_curve_is_drawn_from_epoch_payloads_never_from_text(make_window, qtbot, monkeypatch):
+    import engine.app.tabular
     import engine.tabular
 
     real_training = engine.tabular.train_tabular
@@ -208,7 +209,7 @@ def test_the_loss_curve_is_drawn_from_epoch_payloads_never_from_text(make_window
         release.wait(60)  # until the test has seen the live curve
         return real_training(data, config, cancel=cancel)
 
-    monkeypatch.setattr(engine.tabular, "train_tabular", reporting_training)
+    monkeypatch.setattr(engine.app.tabular, "train_tabular", reporting_training)
     window = make_window()
     panel = open_pima(qtbot, window)
     panel.epochs_spin.setValue(6)
