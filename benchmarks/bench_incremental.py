@@ -2,7 +2,7 @@
 
 The forward limit is the one of bench_local: n_forwards x the best per-image forward time over a
 few batch sizes, measured interleaved with the local runs. The local runs use ``engine=incremental``
-(the executor of engine/methods/_incremental.py). The per-layer table times one batch of 16
+(the executor of engine/accel/_incremental.py). The per-layer table times one batch of 16
 interior windows node by node, incrementally and densely through the same interpreter, and sums
 the nodes from each convolution up to the next one. ``theoretical_bound`` gives, per layer and in
 all, the multiply-accumulates any exact incremental executor must do (each layer's changed box,
@@ -106,7 +106,7 @@ def theoretical_bound(model, size: int, window: int, stride: int) -> tuple[float
 
 def _folded_forward(model, x: torch.Tensor):
     """A forward of 16 copies through the fast executor (batch norms folded, channels-last)."""
-    from engine.methods._fast import channels_last, fast_model
+    from engine.accel._fast import channels_last, fast_model
 
     fast, batch = fast_model(model, x), channels_last(x.expand(16, -1, -1, -1).contiguous())
 
@@ -120,7 +120,7 @@ def _folded_forward(model, x: torch.Tensor):
 def _profile_batch(model, x: torch.Tensor, window: int, count: int = 16) -> tuple[dict, dict, dict]:
     """Per-node seconds of one batch of ``count`` occluded interior windows, incremental and dense
     (best of two rounds each), and each node's computed fraction of its map."""
-    from engine.methods._incremental import IncrementalExecutor
+    from engine.accel._incremental import IncrementalExecutor
 
     x = x.contiguous(memory_format=torch.channels_last)  # as `local` feeds it
     size = x.shape[-1]

@@ -30,6 +30,8 @@ def add_run_arguments(parser, *, store_required: bool) -> None:
         help="images explained and scored together (default 16): saliency, inputxgrad and the one-pass CAMs explain them in one pass, "
         "their deletion and insertion curves share forwards; 1 = one by one",
     )
+    parser.add_argument("--retry-failed", action="store_true", help="with --resume: compute again the pairs that failed before (an unreadable image); they are skipped otherwise")
+    parser.add_argument("--repair", action="store_true", help="with --resume: set a damaged store's damaged records and maps aside (into STORE/damaged-TIME/) and compute them again")
     parser.add_argument("--max-pairs", type=integer(0, 10**9), default=None, help="stop after this many pairs (continue later with --resume)")
 
 
@@ -64,7 +66,7 @@ def build_job(args, methods: list[str]):
     """The run's Job and its loaded model, from the command line (the evaluate defaults, then the
     user's --param and --layer; the model with the user's preprocessing, checked before any
     store or output is made)."""
-    from engine.app.models import check_layers, load, resolve_target
+    from engine.app.models import check_layers, fingerprint, load, resolve_target
     from engine.app.runs import EVALUATE_DEFAULTS, Job, MetricSettings
     from engine.core.params import parse_assignments
 
@@ -78,7 +80,8 @@ def build_job(args, methods: list[str]):
         _log(f"note: {note}")
     target = resolve_target(args.target, loaded)
     check_layers(loaded, params)
-    return Job(spec, params, metrics, args.seed, args.device, args.threads, batch=args.batch, target=target), loaded
+    job = Job(spec, params, metrics, args.seed, args.device, args.threads, batch=args.batch, target=target, fingerprint=fingerprint(spec, loaded))
+    return job, loaded
 
 
 def data_items(data: str, n: int | None):
@@ -100,10 +103,23 @@ def note_colour(items, loaded) -> None:
         _log(f"note: {note}")
 
 
+def report_failures(summary) -> None:
+    """The images a run could not use, one line each (on stderr, so they are said under --json too)."""
+    seen = set()
+    for image, _method, reason in summary.failures:
+        if image not in seen:
+            seen.add(image)
+            _log(f"skipped {image}: {reason}")
+
+
 def ray_options(args):
-    """The Ray options of --backend ray (refused with the local backend)."""
+    """The Ray options of --backend ray (refused with the local backend); also checks that the
+    resume-only options come with --resume."""
     from engine.app.runs import RayOptions
 
+    for flag, given in (("--retry-failed", args.retry_failed), ("--repair", args.repair)):
+        if given and not args.resume:
+            raise UserError(f"{flag} goes with --resume (it changes how an existing store is continued)")
     if args.backend == "local" and (args.address or args.gpus_per_worker):
         raise UserError("--address and --gpus-per-worker need --backend ray")
     return RayOptions(workers=args.workers, address=args.address, gpus_per_worker=args.gpus_per_worker)
@@ -115,7 +131,10 @@ def run_into_store(args, job, folder, items):
 
     ray = ray_options(args)
     with _ProgressBar("pairs", quiet=args.json) as progress:
-        return run_batch(job, args.store, items, data=str(Path(folder).resolve()), resume=args.resume, backend=args.backend, ray=ray, map_dtype=args.map_dtype, limit=args.max_pairs, progress=progress)
+        return run_batch(
+            job, args.store, items, data=str(Path(folder).resolve()), resume=args.resume, backend=args.backend, ray=ray, map_dtype=args.map_dtype,
+            limit=args.max_pairs, retry_failed=args.retry_failed, repair=args.repair, progress=progress,
+        )
 
 
 def cmd_batch(args) -> int:
@@ -124,12 +143,22 @@ def cmd_batch(args) -> int:
     folder, items = data_items(args.data, args.n)
     note_colour(items, loaded)
     summary = run_into_store(args, job, folder, items)
+    if summary.computed and summary.failed == summary.computed and not summary.skipped:
+        report_failures(summary)
+        raise UserError(f"no pair could be computed: all {summary.failed} failed (reasons above); the store keeps them as failed records")
     data = summary.to_dict() | {"images": len(items), "methods": methods}
     if args.json:
         _print_json(data)
         return 0
+    report_failures(summary)
     state = "complete" if summary.complete else f"incomplete ({summary.skipped + summary.computed} of {summary.total} pairs; continue with --resume)"
-    print(f"{summary.store}: {summary.computed} pairs computed, {summary.skipped} already there, {summary.total} in all, {state}; {summary.elapsed_s:.1f} s on the {summary.backend} backend")
+    failed = f" ({summary.failed} failed, listed above; --resume --retry-failed computes them again)" if summary.failed else ""
+    if summary.skipped and not args.retry_failed:
+        from engine.app.runs import Store
+
+        earlier = len(Store.open(summary.store).failures()) - summary.failed
+        failed += f"; {earlier} failed pairs from earlier runs are skipped (--retry-failed computes them again)" if earlier > 0 else ""
+    print(f"{summary.store}: {summary.computed} pairs computed{failed}, {summary.skipped} already there, {summary.total} in all, {state}; {summary.elapsed_s:.1f} s on the {summary.backend} backend")
     print(f"records: pandas.read_parquet('{summary.store}/records'); maps: zarr.open_group('{summary.store}/maps.zarr')")
     return 0
 

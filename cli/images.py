@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cli._common import _log, _progress_printer, _ProgressBar, integer, number, seed
-from cli.batch import add_run_arguments, build_job, data_items, method_list, note_colour, ray_options
+from cli.batch import add_run_arguments, build_job, data_items, method_list, note_colour, ray_options, report_failures
 from cli.options import add_layer_option, add_model_options, add_preprocess_options, add_target_option
 from engine.core.errors import UserError
 from engine.core.jsonable import dumps
@@ -114,8 +114,10 @@ def cmd_evaluate(args) -> int:
     with _ProgressBar("pairs", quiet=args.json) as progress:
         report, summary = evaluate_dataset(
             job, items, loaded=loaded if args.backend == "local" else None, store=args.store, data=str(Path(folder).resolve()), resume=args.resume,
-            backend=args.backend, ray=ray_options(args), map_dtype=args.map_dtype, limit=args.max_pairs, sanity_images=args.sanity_images, progress=progress,
+            backend=args.backend, ray=ray_options(args), map_dtype=args.map_dtype, limit=args.max_pairs, retry_failed=args.retry_failed, repair=args.repair,
+            sanity_images=args.sanity_images, progress=progress,
         )
+    report_failures(summary)
     if not summary.complete:
         _log(f"{summary.store}: stopped after {summary.computed} pairs; the report covers the pairs stored so far (continue with --resume)")
     data = report.to_dict()

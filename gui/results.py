@@ -218,7 +218,7 @@ class ResultsActions:
         request = BatchRequest(
             ref.get("spec", ""), ref.get("weights") or None, ref.get("labels") or None, bool(ref.get("trust")), folder,
             values["methods"], values["store"], values["resume"], values["steps"], values["max_images"], w.workspace.device,
-            batch=values["batch"], model_args=dict(ref.get("model_args") or {}),
+            batch=values["batch"], model_args=dict(ref.get("model_args") or {}), retry_failed=values.get("retry_failed", False),
         )
         return self.start_batch(request)
 
@@ -252,9 +252,20 @@ class ResultsActions:
 
     def _batch_finished(self, request: BatchRequest, summary) -> None:
         state = "complete" if summary.complete else f"{summary.skipped + summary.computed} of {summary.total} pairs"
-        self.window.statusBar().showMessage(f"Batch done: {summary.computed} pairs computed, {summary.skipped} already in the store, {state}; {summary.elapsed_s:.1f} s", 15000)
+        failed = f" ({summary.failed} failed: see Messages)" if summary.failed else ""
+        self.window.statusBar().showMessage(f"Batch done: {summary.computed} pairs computed{failed}, {summary.skipped} already in the store, {state}; {summary.elapsed_s:.1f} s", 15000)
+        self.skipped_images = skipped_images(summary)
+        if self.skipped_images:
+            listing = "; ".join(f"{image}: {reason}" for image, reason in self.skipped_images[:20])
+            more = f" and {len(self.skipped_images) - 20} more" if len(self.skipped_images) > 20 else ""
+            note = (f"{len(self.skipped_images)} image(s) could not be used and are recorded in the store as failed (the other images were run): {listing}{more}. "
+                    "Mend or remove them, then Run batch with Resume and Retry failed.")
+            if self.window.messages_panel.add("Batch: images skipped", note) and not self.window.messages_dock.isVisible():
+                self.window.messages_dock.show()
         self.refresh_timer.stop()
         self.open_store(request.store)
+
+    skipped_images: list[tuple[str, str]] = []
 
     def _batch_cancelled(self, request: BatchRequest) -> None:
         self.window.statusBar().showMessage("Batch cancelled: its finished pairs stay in the store; Run batch with Resume computes the rest", 15000)
@@ -275,3 +286,11 @@ class ResultsActions:
         box.button(buttons.Yes).setText("Abandon and close")
         box.setDefaultButton(buttons.Cancel)
         return box.exec() == buttons.Yes  # closing cancels every job (JobManager.shutdown), the batch too
+
+
+def skipped_images(summary) -> list[tuple[str, str]]:
+    """(image, reason) of each image a run could not use, once per image, in run order."""
+    seen: dict[str, str] = {}
+    for image, _method, reason in summary.failures:
+        seen.setdefault(image, reason)
+    return list(seen.items())

@@ -253,6 +253,7 @@ class BatchRequest:
     seed: int = 0
     batch: int = 16  # images explained and scored together (main.py batch --batch; 1: one by one)
     model_args: dict = field(default_factory=dict, hash=False)  # constructor arguments of a class model (net.py:Net)
+    retry_failed: bool = False  # with resume: compute again the pairs that failed before (main.py batch --retry-failed)
 
 
 def batch_job(request: BatchRequest):
@@ -284,6 +285,9 @@ def batch_fn(request: BatchRequest):
         from engine.app.runs import run_batch
 
         job, items = batch_job(request)
-        return run_batch(job, request.store, items, data=str(Path(request.data).resolve()), resume=request.resume, progress=progress, cancel=cancel)
+        return run_batch(
+            job, request.store, items, data=str(Path(request.data).resolve()), resume=request.resume, retry_failed=request.retry_failed and request.resume,
+            progress=progress, cancel=cancel,
+        )
 
     return run

@@ -28,6 +28,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "train_image_model": "engine.models.training",
     "model_device": "engine.methods.runner",
     "SIDECAR_VERSION": "engine.models.sidecar",
+    "fingerprint": "engine.models.fingerprint:model_fingerprint",
 })
 
 

@@ -25,9 +25,28 @@ class DescribedModel(Protocol):
     def label(self, index: int) -> str: ...
 
 
+# File names longer than this (in UTF-8 bytes, before a suffix such as ".optimised12.png") are
+# shortened: most file systems allow 255 bytes, and a 245-character image name plus
+# ".gradcam.json" would not fit.
+MAX_NAME_BYTES = 200
+
+
+def short_name(name: str, limit: int = MAX_NAME_BYTES) -> str:
+    """``name`` itself when it fits in ``limit`` bytes, else its start and a hash of the whole name
+    (so two long names that share a start stay apart, and the same name always maps the same way)."""
+    encoded = name.encode("utf-8")
+    if len(encoded) <= limit:
+        return name
+    import hashlib
+
+    digest = hashlib.sha1(encoded).hexdigest()[:12]
+    start = encoded[: limit - len(digest) - 1].decode("utf-8", errors="ignore")
+    return f"{start}~{digest}"
+
+
 def _base(out_dir: Path, item: InputItem, name: str) -> Path:
     stem = item.output_stem
-    return out_dir / stem.parent / f"{stem.name}.{name}"
+    return out_dir / stem.parent / short_name(f"{stem.name}.{name}")
 
 
 def result_files(out_dir: str | Path, item: InputItem, method: str) -> dict[str, str]:

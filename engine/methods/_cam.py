@@ -1,6 +1,15 @@
-"""What the class-activation-map methods share: their parameters, one capture of a layer's feature
-maps (and, when asked, their gradient) and the end of every CAM: the optional ReLU, the bilinear
-upsampling to the input and the record of the layer-resolution map.
+"""The class-activation-map family: the methods' parameters, one capture of a layer's feature
+maps (and, when asked, their gradient), the end of every CAM (the optional ReLU, the bilinear
+upsampling to the input and the record of the layer-resolution map), and the family base.
+
+The base (after pytorch-grad-cam's ``BaseCAM``: one function differs per CAM) registers a CAM from
+its one function: ``gradient_cam`` from a weighting ``weigh(feature C x h x w, grad C x h x w)``
+that gives a weight per channel (C) or per position (C x h x w), ``activation_cam`` from a
+gradient-free ``project(feature) -> h x w`` map (Eigen-CAM). Either builds the single-image
+``explain`` and the batched ``explain_batch`` (one forward and backward for N images: for a model
+in eval mode the rows do not interact, so the gradient of the sum of every image's own target
+output holds each image's gradient) into one ``MethodSpec``; the maps of the two agree up to
+float rounding (tests/engine/test_batched_methods.py).
 
 The layer is recorded with ``engine.models.layers.UntouchedRecorder`` (the rest of the network gets
 a copy, so an in-place ReLU after the layer, as in VGG, changes neither) and its output is turned into
@@ -21,7 +30,8 @@ from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import Setup, begin, finish, selected_sum, setups_of, to_size
+from engine.methods._base import Setup, begin, check_batch, finish, selected_sum, setups_of, to_size
+from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.layers import UntouchedRecorder, channels_last_hint, resolve_layer
 from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
 from engine.models.tokens import MapLayout, feature_map
@@ -30,6 +40,11 @@ from engine.runtime.batching import batch_for_budget, default_budget_bytes
 # Score-CAM and Ablation-CAM take one forward per channel of the layer; before a run the cost is
 # announced for this many (ResNet-18's layer4 and VGG's last convolution have 512).
 TYPICAL_CHANNELS = 512
+
+# A gradient CAM's one function: (feature maps C x h x w, their gradient) -> weights, C or C x h x w.
+Weigh = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# A gradient-free CAM's one function: feature maps C x h x w -> the h x w map (Eigen-CAM).
+Project = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -123,7 +138,7 @@ def end(cap: Capture, method: str, params: Any, raw: torch.Tensor, progress: Pro
     return finish(cap.setup, method, params, to_size(raw[None], cap.size)[0], progress, record)
 
 
-def weigh_and_end(cap: Capture, weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], method: str, params: Any, progress: ProgressFn) -> Explanation:
+def weigh_and_end(cap: Capture, weigh: Weigh, method: str, params: Any, progress: ProgressFn) -> Explanation:
     """The map of a CAM weighted by its gradient, from its capture: ``weigh(feature, grad)``, the
     weighted sum of the feature maps, and ``end`` (channel weights kept in the extras)."""
     weights = weigh(cap.feature, cap.grad)
@@ -131,17 +146,61 @@ def weigh_and_end(cap: Capture, weigh: Callable[[torch.Tensor, torch.Tensor], to
     return end(cap, method, params, weighted_sum(weights, cap.feature), progress, extras)
 
 
-def gradient_cam(weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], method: str) -> Callable[..., Explanation]:
-    """An ``explain`` for a CAM whose map is weighted by the gradient: ``weigh(feature, grad)`` gives
-    weights per channel (C) or per position (C x h x w) that multiply the feature maps."""
+def gradient_cam(name: str, summary: str, weigh: Weigh, params_cls: type = CamParams) -> MethodSpec:
+    """Register the CAM ``name`` whose feature maps are weighted by ``weigh(feature, grad)``
+    (weights per channel, C, or per position, C x h x w): its ``explain`` and ``explain_batch``."""
 
-    def explain(model, inputs, target, params: CamParams, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
+    def explain(model: nn.Module, inputs: torch.Tensor, target: int | None, params, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
         progress, cancel = resolve(progress, cancel)
-        cap = capture(model, inputs, target, params, progress, cancel, method, gradient=True)
-        return weigh_and_end(cap, weigh, method, params, progress)
+        cap = capture(model, inputs, target, params, progress, cancel, name, gradient=True)
+        return weigh_and_end(cap, weigh, name, params, progress)
 
-    explain.__doc__ = f"{method} map of one input."
-    return explain
+    def explain_batch(model: nn.Module, inputs: torch.Tensor, targets, params, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[Explanation]:
+        progress, cancel = resolve(progress, cancel)
+        x, targets = check_batch(inputs, targets)
+        return [weigh_and_end(cap, weigh, name, params, progress) for cap in capture_many(model, x, targets, params, cancel, name, gradient=True)]
+
+    return _register(name, summary, params_cls, explain, explain_batch, kind="gradient", cost=Cost(1, 1))
+
+
+def activation_cam(name: str, summary: str, project: Project, params_cls: type) -> MethodSpec:
+    """Register the gradient-free CAM ``name`` whose layer-resolution map is ``project(feature)``
+    (h x w; the target plays no part): its ``explain`` and ``explain_batch``, one forward each."""
+
+    def as_cam(params) -> CamParams:
+        return CamParams(layer=params.layer, relu=params.relu)
+
+    def explain(model: nn.Module, inputs: torch.Tensor, target: int | None, params, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
+        progress, cancel = resolve(progress, cancel)
+        cap = capture(model, inputs, target, as_cam(params), progress, cancel, name, gradient=False)
+        cancel.check()
+        return end(cap, name, params, project(cap.feature), progress)
+
+    def explain_batch(model: nn.Module, inputs: torch.Tensor, targets, params, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[Explanation]:
+        progress, cancel = resolve(progress, cancel)
+        x, targets = check_batch(inputs, targets)
+        caps = capture_many(model, x, targets, as_cam(params), cancel, name, gradient=False)
+        return [end(cap, name, params, project(cap.feature), progress) for cap in caps]
+
+    return _register(name, summary, params_cls, explain, explain_batch, kind="activation", cost=Cost(1))
+
+
+def _register(name: str, summary: str, params_cls: type, explain: Callable, explain_batch: Callable, *, kind: str, cost: Cost) -> MethodSpec:
+    explain.__doc__ = f"{name} map of one input."
+    explain_batch.__doc__ = f"{name} maps of an N x C x H x W batch, one target (or None) per image, in one pass."
+    for function, prefix in ((explain, "explain"), (explain_batch, "explain_batch")):
+        function.__name__ = function.__qualname__ = f"{prefix}_{name.replace('+', 'p').replace('-', '_')}"
+    spec = MethodSpec(
+        name=name,
+        summary=summary,
+        params_cls=params_cls,
+        explain=explain,
+        kind=kind,
+        needs_layer=True,
+        cost=lambda params, height, width: cost,
+        explain_batch=explain_batch,
+    )
+    return register(spec)
 
 
 def channel_batch(params: BatchedCamParams, per_image: int, device: torch.device) -> tuple[int, int | None]:

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from engine.accel import channels_last, fast_copy, first_linear
 from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn
 from engine.io.blur import baseline_image
-from engine.methods._fast import channels_last, fast_model, first_linear
 from engine.models.outputs import logits_of, select_output
 from engine.runtime.batching import batch_for_budget, default_budget_bytes, run_in_batches
 
@@ -132,7 +132,7 @@ def gradients_in_batches(
     def evaluate(start: int, stop: int) -> None:
         # channels-last convolutions are faster on CPUs and GPUs alike
         inputs = channels_last(points(start, stop).detach())
-        runner = fast_model(model, inputs[:1])  # batch norms folded (cached), or the model itself
+        runner = fast_copy(model, inputs[:1])  # batch norms folded (cached), or the model itself
         inputs.requires_grad_(True)
         with torch.enable_grad():
             selected = select_output(logits_of(runner(inputs)), target, output)
@@ -198,13 +198,13 @@ def path_gradient(
     quadrature ``rule`` (points and weights), the path evaluated in batches. Returns the C x H x W
     integral (float64) and the batch size that worked.
 
-    When the model (batch norms folded, ``engine.methods._fast``) starts with a convolution
+    When the model (batch norms folded, ``engine.accel.fast_copy``) starts with a convolution
     c(x) = W * x + beta, the first layer is not evaluated per point: along the path its output is
     c(b) + alpha W * (x - b) (two convolutions), and, the gradient at the input being W^T applied to
     the one at its output, the weighted sum of the input gradients is W^T applied to the weighted
     sum of the output gradients (one transposed convolution). Exact up to float rounding."""
     alphas, weights = (t.to(x.device) for t in rule)
-    split = first_linear(fast_model(model, x))
+    split = first_linear(fast_copy(model, x))
     if split is None:
         start, step, network = baseline, x - baseline, model
     else:

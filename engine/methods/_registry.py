@@ -8,9 +8,14 @@ start and end through ``_base`` and leave ``elapsed_s`` at 0: ``runner.explain``
 A method that can explain several images in one forward (and backward) pass also has a batched
 function, ``explain_batch(model, inputs, targets, params, *, progress, cancel) -> list[Explanation]``
 for an N x C x H x W batch and one target (or None) per image, whose maps equal ``explain``'s per
-image up to float rounding. It is given in the spec (``explain_batch=``) or, for a method whose
-module is not the batched code's, by :func:`register_batched`; ``runner.explain_many`` uses it
-where there is one and explains image by image otherwise.
+image up to float rounding, given in the same spec (``explain_batch=``; the CAM family base in
+``_cam`` builds both); ``runner.explain_many`` uses it where there is one and explains image by
+image otherwise.
+
+The methods are found by plugin discovery: the first look-up imports every public module of this
+package (``pkgutil``), each of which registers its methods as it is imported. That is the one
+import by name in ``engine.methods`` (tests/test_architecture.py keeps it so); the registry itself
+imports no method module, so the import graph has no circle through it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.core.errors import UserError
 from engine.core.params import ParamSpec, param_specs
@@ -60,8 +66,7 @@ class MethodSpec:
     @property
     def batched(self) -> Callable | None:
         """The method's batched explain, or None when it explains one image at a time."""
-        _load_all()
-        return self.explain_batch or _BATCHED.get(self.name)
+        return _BATCHED.get(self.name, self.explain_batch)
 
     def params(self) -> list[ParamSpec]:
         return param_specs(self.params_cls)
@@ -82,6 +87,8 @@ class MethodSpec:
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
+# The registered methods' batched explains by name (the specs' ``explain_batch``), the table
+# ``MethodSpec.batched`` reads.
 _BATCHED: dict[str, Callable] = {}
 # Public modules of engine.methods that are not methods themselves.
 _NOT_METHODS = {"runner"}
@@ -92,22 +99,18 @@ def register(spec: MethodSpec) -> MethodSpec:
     if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
         raise ValueError(f"method '{spec.name}' is registered twice")
     _REGISTRY[spec.name] = spec
+    if spec.explain_batch is not None:
+        _BATCHED[spec.name] = spec.explain_batch
     return spec
 
 
-def register_batched(name: str, explain_batch: Callable) -> None:
-    """Add the batched explain of a method registered by another module (see the module docstring)."""
-    _BATCHED[name] = explain_batch
-
-
 def _load_all() -> None:
+    """Import every public module of this package once (plugin discovery; module docstring)."""
     global _LOADED
     if not _LOADED:
-        package = importlib.import_module("engine.methods")
-        for module in pkgutil.iter_modules(package.__path__):
-            if not module.name.startswith("_") and module.name not in _NOT_METHODS:
-                importlib.import_module(f"engine.methods.{module.name}")
-        importlib.import_module("engine.methods._batched_cams")  # batched CAMs, on top of their modules
+        for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+            if not module.name.startswith("_") and not module.ispkg and module.name not in _NOT_METHODS:
+                importlib.import_module(f"{__package__}.{module.name}")
         _LOADED = True
 
 

@@ -12,7 +12,8 @@ forward and backward), each registered under its own name:
   depend on the target. The component's sign, arbitrary in an SVD, is chosen so that the
   projection grows with the total activation of a position (a positive correlation).
 
-g = d output / d A for the target; the maps are upsampled bilinearly to the input.
+g = d output / d A for the target; the maps are upsampled bilinearly to the input. Each is its
+weighting (or, for Eigen-CAM, its projection) and one call of the CAM family base in ``_cam``.
 """
 
 from __future__ import annotations
@@ -20,26 +21,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from engine.core.explanation import Explanation
 from engine.core.params import param
-from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._cam import CamParams, capture, end, gradient_cam
-from engine.methods._registry import Cost, MethodSpec, register
+from engine.methods._cam import activation_cam, gradient_cam
 
 _XGRAD_EPSILON = 1e-7  # keeps a channel that is zero everywhere from dividing by zero
 
 
-def _layercam_weights(feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def layercam_weights(feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return torch.relu(grad)
 
 
-def _xgradcam_weights(feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def xgradcam_weights(feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return (grad * feature).sum(dim=(1, 2)) / (feature.sum(dim=(1, 2)) + _XGRAD_EPSILON)
 
 
-def _hirescam_weights(feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def hirescam_weights(feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return grad
 
 
@@ -64,40 +61,16 @@ class EigenCamParams:
     relu: bool = param(True, "keep only the positive side of the projection; off: the signed projection")
 
 
-def explain_eigencam(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: EigenCamParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
-    """Eigen-CAM map of one input: the first principal component of the layer's activations."""
-    progress, cancel = resolve(progress, cancel)
-    as_cam = CamParams(layer=params.layer, relu=params.relu)
-    cap = capture(model, inputs, target, as_cam, progress, cancel, "eigencam", gradient=False)
-    cancel.check()
-    return end(cap, "eigencam", params, first_component(cap.feature), progress)
-
-
-def _register(name: str, summary: str, explain, params_cls: type = CamParams, cost=None, kind: str = "gradient") -> MethodSpec:
-    extra = {"cost": cost} if cost else {}
-    return register(MethodSpec(name=name, summary=summary, params_cls=params_cls, explain=explain, kind=kind, needs_layer=True, **extra))
-
-
-explain_layercam = gradient_cam(_layercam_weights, "layercam")
-explain_xgradcam = gradient_cam(_xgradcam_weights, "xgradcam")
-explain_hirescam = gradient_cam(_hirescam_weights, "hirescam")
-
-SPEC_LAYERCAM = _register("layercam", "Layer-CAM: a layer's feature maps weighted position by position by their positive gradient", explain_layercam)
-SPEC_XGRADCAM = _register("xgradcam", "XGrad-CAM: feature maps weighted by their gradient averaged with the activations as weights", explain_xgradcam)
-SPEC_HIRESCAM = _register("hirescam", "HiResCAM: the element-wise product of a layer's feature maps and their gradient, summed over channels", explain_hirescam)
-SPEC_EIGENCAM = _register(
+SPEC_LAYERCAM = gradient_cam("layercam", "Layer-CAM: a layer's feature maps weighted position by position by their positive gradient", layercam_weights)
+SPEC_XGRADCAM = gradient_cam("xgradcam", "XGrad-CAM: feature maps weighted by their gradient averaged with the activations as weights", xgradcam_weights)
+SPEC_HIRESCAM = gradient_cam("hirescam", "HiResCAM: the element-wise product of a layer's feature maps and their gradient, summed over channels", hirescam_weights)
+SPEC_EIGENCAM = activation_cam(
     "eigencam",
     "Eigen-CAM: the first principal component of a layer's feature maps (class-agnostic, no gradient)",
-    explain_eigencam,
+    first_component,
     EigenCamParams,
-    lambda params, height, width: Cost(1),
-    kind="activation",
 )
+explain_layercam = SPEC_LAYERCAM.explain
+explain_xgradcam = SPEC_XGRADCAM.explain
+explain_hirescam = SPEC_HIRESCAM.explain
+explain_eigencam = SPEC_EIGENCAM.explain

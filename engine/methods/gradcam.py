@@ -11,21 +11,19 @@ the patch tokens of a vision transformer and Swin's channels-last maps work as a
   alpha_kij = g_kij^2 / (2 g_kij^2 + (sum_ab A_kab) g_kij^3), and alpha = 0 where that is 0 / 0.
   pytorch-grad-cam adds 1e-6 to that denominator; on a ViT's LayerNorm tokens (|g| ~ 1e-4..1e-3)
   this dominates 2 g^2, so its map differs from eq. 19 (Pearson ~0.9; tests/engine/test_vit_gradcam_pp.py).
+
+Each is its weighting and one call of the CAM family base (``_cam.gradient_cam``), which builds and
+registers its single-image and batched explain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from engine.core.explanation import Explanation
 from engine.core.params import param
-from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._cam import capture, weigh_and_end
-from engine.methods._registry import MethodSpec, register
+from engine.methods._cam import gradient_cam
 from engine.models.outputs import OUTPUT_CHOICES
 
 
@@ -36,12 +34,12 @@ class GradCamParams:
     output: str = param("logit", "what is differentiated: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
 
 
-def _gradcam_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def gradcam_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Grad-CAM channel weights (Selvaraju et al. 2017, eq. 1): spatial mean of the gradient."""
     return grad.mean(dim=(1, 2))
 
 
-def _gradcam_pp_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def gradcam_pp_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Grad-CAM++ channel weights (Chattopadhay et al. 2018, eq. 19 with the ReLU of eq. 7)."""
     grad2 = grad.pow(2)
     grad3 = grad2 * grad
@@ -53,56 +51,17 @@ def _gradcam_pp_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.T
     return (alpha * torch.relu(grad)).sum(dim=(1, 2))
 
 
-def _explain(model, inputs, target, params: GradCamParams, progress, cancel, name: str, weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Explanation:
-    progress, cancel = resolve(progress, cancel)
-    cap = capture(model, inputs, target, params, progress, cancel, name, gradient=True)
-    return weigh_and_end(cap, weigh, name, params, progress)
-
-
-def explain_gradcam(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: GradCamParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
-    """Grad-CAM map of one input: feature maps of a layer weighted by their mean gradient."""
-    return _explain(model, inputs, target, params, progress, cancel, "gradcam", _gradcam_weights)
-
-
-def explain_gradcam_pp(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: GradCamParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
-    """Grad-CAM++ map of one input: feature maps weighted by positive gradients with per-position alphas."""
-    return _explain(model, inputs, target, params, progress, cancel, "gradcam++", _gradcam_pp_weights)
-
-
-SPEC = register(
-    MethodSpec(
-        name="gradcam",
-        summary="Class-activation map: a layer's feature maps weighted by the mean gradient of the target (Grad-CAM)",
-        params_cls=GradCamParams,
-        explain=explain_gradcam,
-        kind="gradient",
-        needs_layer=True,
-    )
+SPEC = gradient_cam(
+    "gradcam",
+    "Class-activation map: a layer's feature maps weighted by the mean gradient of the target (Grad-CAM)",
+    gradcam_weights,
+    GradCamParams,
 )
-
-SPEC_PP = register(
-    MethodSpec(
-        name="gradcam++",
-        summary="Grad-CAM++: feature maps weighted by positive gradients with higher-order per-position weights",
-        params_cls=GradCamParams,
-        explain=explain_gradcam_pp,
-        kind="gradient",
-        needs_layer=True,
-    )
+SPEC_PP = gradient_cam(
+    "gradcam++",
+    "Grad-CAM++: feature maps weighted by positive gradients with higher-order per-position weights",
+    gradcam_pp_weights,
+    GradCamParams,
 )
+explain_gradcam = SPEC.explain
+explain_gradcam_pp = SPEC_PP.explain

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from engine.accel import channels_last, fast_copy
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.methods._base import Setup, begin, finish
-from engine.methods._fast import channels_last, fast_model
 from engine.methods._gradients import (
     BASELINE_CHOICES,
     REDUCE_CHOICES,
@@ -68,8 +68,8 @@ def explain(
     progress, cancel = resolve(progress, cancel)
     x = begin(inputs, progress, cancel, "forward")
     baseline = make_baseline(x, params.baseline, params.blur_sigma)
-    # The folded copy (engine.methods._fast) is what the path runs through: its memory is what counts.
-    raw, per_image = forward_with_backward_estimate(fast_model(model, x), channels_last(torch.cat([x, baseline])))
+    # The folded copy (engine.accel.fast_copy) is what the path runs through: its memory is what counts.
+    raw, per_image = forward_with_backward_estimate(fast_copy(model, x), channels_last(torch.cat([x, baseline])))
     logits = logits_of(raw)
     setup = Setup.from_logits(x, logits[:1], target)
     f_x, f_b = (float(v) for v in select_output(logits.double(), setup.target, params.output))

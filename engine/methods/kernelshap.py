@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from engine.accel import channels_last
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
@@ -95,7 +96,7 @@ def _evaluate_all(model, x, baseline, segments, target, coalitions, params, batc
         else:
             members = coalitions[start:stop].to(device)
         keep = members[:, segments][:, None]  # B x 1 x H x W
-        batch = torch.where(keep, x, baseline).contiguous(memory_format=torch.channels_last)
+        batch = channels_last(torch.where(keep, x, baseline))
         outputs[start:stop] = scores(model(batch), target, params.output).to(outputs.dtype)
 
     used = run_in_batches(total, batch_size, evaluate, cancel=cancel, progress=progress, message="coalitions", device=device, progress_span=(0.01, 0.99))
@@ -125,7 +126,7 @@ def explain(
     coalitions = _coalitions(count, params)
     baseline = baseline_image(x, params.baseline, params.blur_sigma, BASELINES)
     with torch.inference_mode():
-        raw, per_image = forward_with_memory_estimate(model, x.contiguous(memory_format=torch.channels_last))
+        raw, per_image = forward_with_memory_estimate(model, channels_last(x))
         setup = Setup.from_logits(x, logits_of(raw), target)
         f_x = float(scores(setup.logits, setup.target, params.output)[0])
         batch_size, budget = batch_size_for(params.batch_size, params.memory_budget_mb, per_image, x.device)

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.accel import Untraceable, channels_last, incremental_executor
+from engine.accel import enabled as accel_enabled
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
@@ -78,13 +80,6 @@ def _membership(starts: list[int], window: int, size: int, device: torch.device)
     begin = torch.tensor(starts, device=device)[:, None]
     pixels = torch.arange(size, device=device)[None, :]
     return (pixels >= begin) & (pixels < begin + window)
-
-
-def _channels_last(batch: torch.Tensor) -> torch.Tensor:
-    """Channels-last input makes CPU and GPU convolutions faster (resnet18 at 224 on a CPU: about
-    25% per image, outputs equal to 3e-6); the unperturbed image goes the same way, so f(x) and
-    f(x perturbed) come from the same kernels. The model itself is not changed."""
-    return batch.contiguous(memory_format=torch.channels_last)
 
 
 def automatic_batch_size(device: torch.device) -> int:
@@ -186,12 +181,17 @@ def auto_threshold(device: torch.device) -> float:
 
 
 class _Forwards:
-    """The forward passes of perturbed batches, dense or incremental (``_incremental``).
+    """The forward passes of perturbed batches, dense or incremental (``engine.accel``).
 
     With ``engine=auto`` the incremental path runs the first batch and is kept only when its
     estimated speed-up (multiply-accumulates of the dense forwards over those done) reaches
     ``auto_threshold(device)`` (``AUTO_MIN_SPEEDUP`` on a CPU); models that cannot be traced run
     densely with a note, and a failure part-way hands the remaining windows to the dense path.
+    With acceleration switched off (``SENSISCOPE_ACCEL=0``) every engine runs densely, with a note.
+
+    Channels-last batches (``engine.accel.channels_last``) make CPU and GPU convolutions faster
+    (resnet18 at 224 on a CPU: about 25% per image, outputs equal to 3e-6); the unperturbed image
+    goes the same way, so f(x) and f(x perturbed) come from the same kernels.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor, windows: _Windows, params: LocalParams) -> None:
@@ -232,12 +232,13 @@ class _Forwards:
         return (window[:, None] * windows.per_window + torch.arange(windows.per_window)[None, :]).reshape(-1)
 
     def _executor(self, model: nn.Module, x: torch.Tensor, logits: torch.Tensor):
-        from engine.methods._incremental import IncrementalExecutor, Untraceable
-
         if not getattr(model, "has_gradients", True):
             return None  # an ONNX graph: not a torch module to trace, and no note needed for that
+        if not accel_enabled():
+            self.notes.append("acceleration is switched off (SENSISCOPE_ACCEL=0 or engine.accel.disabled()); the perturbed images ran densely")
+            return None
         try:
-            executor = IncrementalExecutor(model, _channels_last(x))
+            executor = incremental_executor(model, channels_last(x))
         except Untraceable as exc:
             self.notes.append(f"incremental inference is not available for this model ({exc}); the perturbed images ran densely")
             return None
@@ -253,12 +254,12 @@ class _Forwards:
 
     def __call__(self, batch: torch.Tensor, index: torch.Tensor):
         if self.executor is None:
-            return self.model(_channels_last(batch))
+            return self.model(channels_last(batch))
         window_index = index // self.windows.per_window
         n_cols = self.windows.cols.shape[0]
         origin = torch.stack([self.row_origins[window_index // n_cols], self.col_origins[window_index % n_cols]], 1)
         try:
-            output = self.executor.run(_channels_last(batch), origin, self.size)
+            output = self.executor.run(channels_last(batch), origin, self.size)
             rows = logits_of(output).shape[0]
             if rows != batch.shape[0]:
                 raise RuntimeError(f"it gave {rows} output row(s) for a batch of {batch.shape[0]}")
@@ -268,7 +269,7 @@ class _Forwards:
             first_line = (str(exc).splitlines() or [""])[0][:160]
             self.notes.append(f"the incremental executor failed on this model ({type(exc).__name__}: {first_line}); the perturbed images from there on ran densely")
             self.executor, self.decided, self.failed = None, True, True
-            return self.model(_channels_last(batch))
+            return self.model(channels_last(batch))
         if not self.decided:
             self.decided = True
             if self.executor.stats.estimated_speedup < auto_threshold(batch.device):
@@ -364,7 +365,7 @@ def explain(
     per_window = 2 if (params.mode == "additive" and params.central) else 1
     windows = _Windows.build(height, width, params.window, stride, per_window, x.device)
     with torch.inference_mode():
-        raw, per_image = forward_with_memory_estimate(model, _channels_last(x))
+        raw, per_image = forward_with_memory_estimate(model, channels_last(x))
         setup = Setup.from_logits(x, logits_of(raw), target)
         f_x = float(select_output(_scores(setup.logits), setup.target, params.output)[0])
         forwards = _Forwards(model, x, setup.logits, windows, params)

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.accel import channels_last, fast_copy
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.methods._base import Setup, begin, finish
-from engine.methods._fast import fast_model
 from engine.methods._perturb import batch_size_for, draw, generator, scores
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES, logits_of
@@ -125,11 +125,11 @@ def _accumulate(model, x: torch.Tensor, masks: _Masks, f_x: float, target: int, 
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
     sums = _Sums(torch.zeros(pixels, dtype=acc_dtype, device=device), torch.zeros(pixels, dtype=acc_dtype, device=device), torch.empty(params.masks, dtype=acc_dtype, device=device))
     mask_dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16, torch.float64) else torch.float32
-    runner = fast_model(model, x) if isinstance(model, nn.Module) else model  # batch norms folded (exact)
+    runner = fast_copy(model, x) if isinstance(model, nn.Module) else model  # batch norms folded (exact)
 
     def evaluate(start: int, stop: int) -> None:
         m = masks.build(start, stop, mask_dtype)
-        batch = (x * m[:, None].to(x.dtype)).contiguous(memory_format=torch.channels_last)
+        batch = channels_last(x * m[:, None].to(x.dtype))
         f = scores(runner(batch), target, params.output)
         flat = m.reshape(stop - start, pixels).float()
         weighted = ((f.float() - f_x)[None, :] @ flat)[0]
@@ -159,7 +159,7 @@ def explain(
     gen = generator(params.seed, x.device)
     masks = _Masks.draw(params, (height, width), gen, x.device)
     with torch.inference_mode():
-        raw, per_image = forward_with_memory_estimate(model, x.contiguous(memory_format=torch.channels_last))
+        raw, per_image = forward_with_memory_estimate(model, channels_last(x))
         setup = Setup.from_logits(x, logits_of(raw), target)
         f_x = float(scores(setup.logits, setup.target, params.output)[0])
         per_image += masks.bytes_per_mask(4)

@@ -7,7 +7,7 @@ pytorch-grad-cam does) or as they are (the paper's code, with the probability). 
 ReLU(sum_k w_k A_k), upsampled.
 
 Masked inputs are built and evaluated in batches sized by the memory budget, through the model with
-its batch norms folded into the convolutions (``engine.methods._fast``). A feature map that is
+its batch norms folded into the convolutions (``engine.accel.fast_copy``). A feature map that is
 constant scales to zero and masks the whole input away, so all of them share one forward.
 """
 
@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.accel import channels_last, fast_copy
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.methods._cam import TYPICAL_CHANNELS, BatchedCamParams, capture, channel_batch, end, scores_of, weighted_sum
-from engine.methods._fast import channels_last, fast_model
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.runtime.batching import forward_with_memory_estimate, run_in_batches
 
@@ -59,8 +59,8 @@ def _channel_scores(
     constant = feature.shape[0] - len(varying)
     # The constant maps mask everything away: one all-zero input stands for all of them.
     order = torch.cat([varying, varying.new_tensor([-1])]) if constant else varying
-    # Batch norms folded into the convolutions, channels-last weights (engine.methods._fast): exact.
-    runner = fast_model(model, x)
+    # Batch norms folded into the convolutions, channels-last weights (engine.accel.fast_copy): exact.
+    runner = fast_copy(model, x)
     with torch.inference_mode():
         _, per_image = forward_with_memory_estimate(runner, channels_last(x))
     # On a CPU the folded network runs ~15% faster per image in batches of 32 than of 16 (ResNet-18, 224 px).
@@ -72,7 +72,7 @@ def _channel_scores(
     def evaluate(start: int, stop: int) -> None:
         chosen = order[start:stop]
         masks = _masks(feature, chosen.clamp(min=0), tuple(x.shape[2:])) * (chosen >= 0).to(feature.dtype).view(-1, 1, 1, 1)
-        batch = (image * masks).to(x.dtype).contiguous(memory_format=torch.channels_last)
+        batch = channels_last((image * masks).to(x.dtype))
         with torch.inference_mode():
             values[start:stop] = scores_of(runner(batch), target, params.output)
 

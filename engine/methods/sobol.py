@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.accel import channels_last
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
@@ -87,10 +88,6 @@ def _scores(output) -> torch.Tensor:
     return logits if logits.dtype == torch.float64 else logits.float()
 
 
-def _channels_last(batch: torch.Tensor) -> torch.Tensor:
-    return batch.contiguous(memory_format=torch.channels_last)
-
-
 def _design_outputs(model, x: torch.Tensor, target: int, regions: Regions, design: SobolDesign, params: SobolMapParams, batch_size: int, progress, cancel) -> tuple[np.ndarray, int]:
     """The target output (float64) of the image blended by every row of the design, and the batch that fitted."""
     device = x.device
@@ -102,7 +99,7 @@ def _design_outputs(model, x: torch.Tensor, target: int, regions: Regions, desig
     def evaluate(start: int, stop: int) -> None:
         masks = regions.masks(rows[start:stop].to(device))
         batch = baseline + masks * difference
-        outputs[start:stop] = select_output(_scores(model(_channels_last(batch))), target, params.output).to(outputs.device, outputs.dtype)
+        outputs[start:stop] = select_output(_scores(model(channels_last(batch))), target, params.output).to(outputs.device, outputs.dtype)
 
     used = run_in_batches(len(rows), batch_size, evaluate, cancel=cancel, progress=progress, message="perturbed images", device=device, progress_span=(0.01, 0.95))
     return outputs.cpu().numpy(), used
@@ -156,7 +153,7 @@ def explain(
     design = sobol_design({"names": names, "bounds": [[0.0, 1.0]] * regions.count}, params.n, second_order=False, seed=_design_seed())
     cancel.check()
     with torch.inference_mode():
-        raw, per_image = forward_with_memory_estimate(model, _channels_last(x))
+        raw, per_image = forward_with_memory_estimate(model, channels_last(x))
         setup = Setup.from_logits(x, logits_of(raw), target)
         f_x = float(select_output(_scores(setup.logits), setup.target, params.output)[0])
         per_image += x[0, 0].numel() * x.element_size()  # the mask of each image in the batch

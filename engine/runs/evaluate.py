@@ -30,6 +30,8 @@ def evaluate_dataset(
     ray: RayOptions | None = None,
     map_dtype: str = "float32",
     limit: int | None = None,
+    retry_failed: bool = False,
+    repair: bool = False,
     sanity_images: int = 1,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
@@ -43,7 +45,10 @@ def evaluate_dataset(
     progress, cancel = resolve(progress, cancel)
     start = time.perf_counter()
     target = MemoryStore.for_run(None, None, resume=resume) if store is None else store
-    summary = run_batch(job, target, items, data=data, resume=resume, backend=backend, ray=ray, map_dtype=map_dtype, limit=limit, loaded=loaded, progress=progress, cancel=cancel)
+    summary = run_batch(
+        job, target, items, data=data, resume=resume, backend=backend, ray=ray, map_dtype=map_dtype, limit=limit, retry_failed=retry_failed, repair=repair,
+        loaded=loaded, progress=progress, cancel=cancel,
+    )
     opened = target if isinstance(target, MemoryStore) else Store.open(target)
     sanity = None
     if sanity_images:

@@ -33,33 +33,34 @@ from engine.core.errors import UserError
 from engine.core.files import atomic_path, check_output_folder, read_text, write_text
 from engine.core.jsonable import dumps
 from engine.core.versions import versions
+from engine.runs.store_format import FORMAT, FORMAT_VERSION, MANIFEST, MAP_DTYPES, MAPS, METRIC_COLUMNS, RECORDS, _read_part, _schema  # noqa: F401  (the store's names)
 
-MANIFEST = "manifest.json"
-RECORDS = "records"
-MAPS = "maps.zarr"
-FORMAT = "sensiscope-store"
-FORMAT_VERSION = 1
-MAP_DTYPES = ("float32", "float16")
-# stability: a stochastic method's own agreement between its runs (pertmap with repeats >= 2);
-# stores written before it was kept read it as missing
-METRIC_COLUMNS = ("pointing", "energy", "iou", "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "stability", "time_s")
+# How a changed fingerprint entry is named when a resume is refused.
+_CHANGED = {
+    "fingerprint.model_file": "the model file's contents (another network at the same path)",
+    "fingerprint.weights": "the weights file's contents",
+    "fingerprint.sidecar": "the sidecar beside the model",
+    "fingerprint.sensiscope": "the Sensiscope version",
+}
 
 
-def _schema():
-    import pyarrow as pa
+def _refuse_links(folder: Path) -> None:
+    """A store, or a folder inside it, that is a symbolic link would make a run write elsewhere."""
+    for path in (folder, folder / RECORDS, folder / MAPS, folder / MANIFEST):
+        if path.is_symlink():
+            raise UserError(f"{path}: is a symbolic link; Sensiscope writes a store only into real folders (give the real path, {path.resolve()})")
+    if (folder / MAPS).is_dir():
+        for child in (folder / MAPS).iterdir():
+            if child.is_symlink():
+                raise UserError(f"{child}: is a symbolic link inside the store; Sensiscope does not follow it")
 
-    fields = [
-        ("image_index", pa.int64()),
-        ("image", pa.string()),
-        ("label", pa.string()),
-        ("method", pa.string()),
-        ("target", pa.int64()),
-        ("predicted", pa.string()),
-        *[(name, pa.float64()) for name in METRIC_COLUMNS],
-        ("deletion_curve", pa.list_(pa.float64())),
-        ("insertion_curve", pa.list_(pa.float64())),
-    ]
-    return pa.schema(fields)
+
+def _describe_change(key: str) -> str:
+    if key in _CHANGED:
+        return _CHANGED[key]
+    if key.startswith("fingerprint.preprocess"):
+        return f"the preprocessing the model gets ({key.rpartition('.')[2]})"
+    return key
 
 
 def _normalised(value: Any) -> Any:
@@ -103,27 +104,51 @@ class Store:
         return self.manifest()["settings"]
 
     @classmethod
-    def open(cls, folder: str | Path) -> Store:
-        """An existing store, for reading."""
+    def open(cls, folder: str | Path, *, check: bool = True) -> Store:
+        """An existing store, for reading; its records and maps are checked first (one line naming
+        the first damage, and the way to repair it)."""
         store = cls(folder)
+        if store.folder.is_symlink():
+            raise UserError(f"{store.folder}: is a symbolic link; a store is opened only at its real path ({store.folder.resolve()})")
         if not store.manifest_path.is_file():
             raise UserError(f"{store.folder}: holds no result store (no {MANIFEST})")
         store.manifest()
+        if check:
+            store.check()
         return store
 
+    def check(self) -> None:
+        from engine.runs.store_check import check_store
+
+        problems = check_store(self)
+        if not problems.ok:
+            raise UserError(f"{self.folder}: cannot read this result store: {problems.describe()}; `batch ... --resume --repair` sets the damage aside and computes what was lost")
+
+    def repair(self):
+        """Set damaged parts, maps and records aside (engine.runs.store_check); returns (problems, folder)."""
+        from engine.runs.store_check import repair_store
+
+        return repair_store(self)
+
     @classmethod
-    def for_run(cls, folder: str | Path, settings: dict, *, resume: bool) -> Store:
+    def for_run(cls, folder: str | Path, settings: dict, *, resume: bool, repair: bool = False) -> Store:
         """The store a run writes: a new one in an empty (or new) folder, or, with ``resume``, the
-        existing one when its settings are the same as ``settings`` (refused otherwise)."""
+        existing one when its settings are the same as ``settings`` (refused otherwise). A resumed
+        store is checked; ``repair`` sets its damage aside first, so the resume recomputes it."""
+        _refuse_links(Path(folder).expanduser())
         store = cls(check_output_folder(folder))
         settings = _normalised(settings)
         if store.manifest_path.exists():
             manifest = store.manifest()
             if not resume:
                 raise UserError(f"{store.folder}: already holds a run; pass --resume to continue it, or choose another folder")
+            if repair:
+                store.repair()
+            store.check()
             changed = _differences(manifest["settings"], settings)
             if changed:
-                raise UserError(f"{store.folder}: cannot resume, the settings differ from the stored run's in {', '.join(changed[:6])}; use the same settings or another folder")
+                what = ", ".join(dict.fromkeys(_describe_change(key) for key in changed[:6]))
+                raise UserError(f"{store.folder}: cannot resume, the settings differ from the stored run's in {what}; use the same model and settings, or another folder")
             return store
         if store.folder.exists() and any(store.folder.iterdir()):
             raise UserError(f"{store.folder}: is a folder with other files in it; give a new or empty folder for the store")
@@ -154,6 +179,8 @@ class Store:
         n_images, dtype = len(settings["images"]), settings.get("map_dtype", "float32")
         group = self._maps_group()
         for result in results:
+            if result.map is None:
+                continue  # a failed pair: only its record (with the reason) is written
             values = np.asarray(result.map, dtype=np.float32)
             if result.method not in group:
                 group.create_array(name=result.method, shape=(n_images, *values.shape), chunks=(1, *values.shape), dtype=dtype, fill_value=np.nan)
@@ -185,29 +212,37 @@ class Store:
         folder = self.folder / RECORDS
         return sorted(p for p in folder.glob("part-*.parquet")) if folder.is_dir() else []
 
-    def table(self):
-        """Every record as a pandas DataFrame, one row per (image, method), sorted by image and the
-        run's method order (a pair written twice, by a run killed after its write, counts once)."""
+    def _all_records(self):
         import pandas as pd
-        import pyarrow.parquet as pq
 
         parts = self.part_files()
         schema = _schema()
         if not parts:
             return schema.empty_table().to_pandas()
-        frame = pd.concat([pq.read_table(p, schema=schema).to_pandas() for p in parts], ignore_index=True)
-        frame = frame.drop_duplicates(subset=["image_index", "method"], keep="first")
-        order = {name: i for i, name in enumerate(self.settings["methods"])}
-        frame = frame.assign(_order=frame["method"].map(order)).sort_values(["image_index", "_order"], kind="stable").drop(columns="_order")
-        return frame.reset_index(drop=True)
+        return pd.concat([_read_part(p, schema).to_pandas() for p in parts], ignore_index=True)
 
-    def done_pairs(self) -> set[tuple[int, str]]:
+    def table(self, failed: bool = False):
+        """Every record as a pandas DataFrame, one row per (image, method), sorted by image and the
+        run's method order (a pair written twice, by a run killed after its write, counts once; a
+        pair that failed and then succeeded on a retry counts as its success). ``failed``: the
+        failed pairs instead (their ``error`` says why), those no later retry mended."""
+        return _finished(self._all_records(), self.settings["methods"], failed)
+
+    def failures(self) -> list[tuple[str, str, str]]:
+        """(image, method, reason) of every pair that failed and was not mended."""
+        frame = self.table(failed=True)
+        return [(str(r.image), str(r.method), str(r.error)) for r in frame.itertuples()]
+
+    def done_pairs(self, include_failed: bool = True) -> set[tuple[int, str]]:
+        """The pairs a resume skips: finished ones, and failed ones unless ``include_failed`` is False."""
         import pyarrow.parquet as pq
 
         done: set[tuple[int, str]] = set()
         for part in self.part_files():
-            columns = pq.read_table(part, columns=["image_index", "method"]).to_pydict()
-            done.update(zip(columns["image_index"], columns["method"], strict=True))
+            names = pq.read_schema(part).names
+            columns = pq.read_table(part, columns=["image_index", "method", *(["error"] if "error" in names else [])]).to_pydict()
+            errors = columns.get("error") or [None] * len(columns["image_index"])
+            done.update((i, m) for i, m, e in zip(columns["image_index"], columns["method"], errors, strict=True) if include_failed or e is None)
         return done
 
     def read_map(self, index: int, method: str) -> np.ndarray:
@@ -226,6 +261,17 @@ class Store:
         if method not in group:
             raise UserError(f"{self.folder}: holds no maps of {method}")
         return np.asarray(group[method][:], dtype=np.float32)
+
+
+def _finished(frame, methods, failed: bool):
+    """One row per pair: its success when there is one, else its failure; then only the successes
+    (or, with ``failed``, only the failures), in image and method order."""
+    frame = frame.assign(_failed=frame["error"].notna()).sort_values("_failed", kind="stable")
+    frame = frame.drop_duplicates(subset=["image_index", "method"], keep="first")
+    frame = frame[frame["_failed"] == failed].drop(columns="_failed")
+    order = {name: i for i, name in enumerate(methods)}
+    frame = frame.assign(_order=frame["method"].map(order)).sort_values(["image_index", "_order"], kind="stable").drop(columns="_order")
+    return frame.reset_index(drop=True)
 
 
 def _now() -> str:
@@ -260,6 +306,8 @@ class MemoryStore(Store):
     def write(self, results: list) -> None:
         n_images = len(self.settings["images"])
         for result in results:
+            if result.map is None:
+                continue
             values = np.asarray(result.map, dtype=np.float32)
             stack = self._maps.get(result.method)
             if stack is None:
@@ -272,20 +320,14 @@ class MemoryStore(Store):
     def part_files(self) -> list[Path]:
         return []
 
-    def table(self):
-        import pandas as pd
+    def _all_records(self):
         import pyarrow as pa
 
         schema = _schema()
-        if not self._records:
-            return schema.empty_table().to_pandas()
-        frame = pa.Table.from_pylist([{name: record.get(name) for name in schema.names} for record in self._records], schema=schema).to_pandas()
-        order = {name: i for i, name in enumerate(self.settings["methods"])}
-        frame = frame.assign(_order=frame["method"].map(order)).sort_values(["image_index", "_order"], kind="stable").drop(columns="_order")
-        return pd.DataFrame(frame).reset_index(drop=True)
+        return pa.Table.from_pylist([{name: record.get(name) for name in schema.names} for record in self._records], schema=schema).to_pandas()
 
-    def done_pairs(self) -> set[tuple[int, str]]:
-        return {(int(r["image_index"]), str(r["method"])) for r in self._records}
+    def done_pairs(self, include_failed: bool = True) -> set[tuple[int, str]]:
+        return {(int(r["image_index"]), str(r["method"])) for r in self._records if include_failed or r.get("error") is None}
 
     def map_shape(self, method: str) -> tuple[int, ...]:
         return tuple(self._maps[method].shape[1:])

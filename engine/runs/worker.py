@@ -48,11 +48,15 @@ class Job:
     batch: int = 1
     # The class every map explains (None: each image's predicted class).
     target: int | None = None
+    # Digests of the model's files, its preprocessing and the version (engine.models.fingerprint):
+    # a resume must match them, so rows of two different networks never share a store.
+    fingerprint: dict = field(default_factory=dict)
 
     def settings(self) -> dict:
         """The part of the store's manifest that a resume must match."""
         return self.model.to_dict() | {
             "target": self.target,
+            "fingerprint": dict(self.fingerprint),
             "methods": {name: dataclasses.asdict(params) for name, params in self.methods.items()},
             "metrics": dataclasses.asdict(self.metrics),
             "seed": self.seed,
@@ -80,7 +84,18 @@ class PairResult:
     index: int
     method: str
     record: dict
-    map: np.ndarray
+    map: np.ndarray | None  # None for a failed pair (its record holds the reason in "error")
+
+    @property
+    def failed(self) -> bool:
+        return self.map is None
+
+
+def failed_pair(task: Task, method: str, error: BaseException) -> PairResult:
+    """The record of a pair that could not be computed: the image, the method and why."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    record = {"image_index": task.index, "image": task.image, "label": task.item.label, "method": method, "error": reason[:500]}
+    return PairResult(task.index, method, record, None)
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -106,20 +121,50 @@ class Worker:
         self.loaded.module.to(select_device(job.device))
 
     def run(self, task: Task, cancel: CancelToken | None = None) -> list[PairResult]:
-        tensor, mask = self._load(task)
-        return [self._pair(task, name, tensor, mask, cancel) for name in task.methods]
+        """One image's pairs; an image that cannot be read or explained gives failed pairs (with
+        the reason) instead of stopping the run."""
+        from engine.core.errors import UserError
+
+        try:
+            tensor, mask = self._load(task)
+        except UserError as exc:
+            return [failed_pair(task, name, exc) for name in task.methods]
+        out = []
+        for name in task.methods:
+            try:
+                out.append(self._pair(task, name, tensor, mask, cancel))
+            except UserError as exc:
+                out.append(failed_pair(task, name, exc))
+        return out
 
     def run_many(self, tasks: list[Task], cancel: CancelToken | None = None) -> list[PairResult]:
         """The pairs of several images, image by image in the order given: each method explains
         all its images with ``explain_many`` (several per forward where the method allows it), then
-        the deletion and insertion curves of every pair are computed in shared forwards."""
-        from engine.methods.runner import explain_many
-        from engine.metrics.evaluate import evaluate_maps
+        the deletion and insertion curves of every pair are computed in shared forwards. Images
+        that cannot be read or explained give failed pairs; the others go on."""
+        from engine.core.errors import UserError
 
         if len(tasks) == 1:
             return self.run(tasks[0], cancel)
+        readable, failures = [], []
+        for task in tasks:
+            try:
+                readable.append((task, self._load(task)))
+            except UserError as exc:
+                failures += [failed_pair(task, name, exc) for name in task.methods]
+        if not readable:
+            return failures
+        tasks, loaded = [t for t, _ in readable], [data for _, data in readable]
+        try:
+            return failures + self._run_loaded(tasks, loaded, cancel)
+        except UserError:  # one image the batch cannot take: each alone, so only it fails
+            return failures + [pair for task in tasks for pair in self.run(task, cancel)]
+
+    def _run_loaded(self, tasks: list[Task], loaded: list, cancel) -> list[PairResult]:
+        from engine.methods.runner import explain_many
+        from engine.metrics.evaluate import evaluate_maps
+
         job, metrics = self.job, self.job.metrics
-        loaded = [self._load(task) for task in tasks]
         explained = {}
         for name in job.methods:
             positions = [p for p, task in enumerate(tasks) if name in task.methods]

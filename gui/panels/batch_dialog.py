@@ -61,6 +61,9 @@ class BatchDialog(QDialog):
         row.addWidget(self.store_edit, 1)
         row.addWidget(choose)
         self.resume_box = QCheckBox("Resume: keep the finished (image, method) pairs of this store and compute the rest")
+        self.retry_box = QCheckBox("Retry failed: compute again the images that could not be used before")
+        self.retry_box.setToolTip("Images a run could not read or explain are recorded as failed and skipped on resume; tick to try them again (main.py batch --retry-failed)")
+        self.resume_box.toggled.connect(self.retry_box.setEnabled)
         self.steps_box = QSpinBox()
         self.steps_box.setRange(2, 10_000)
         self.steps_box.setValue(50)
@@ -79,6 +82,7 @@ class BatchDialog(QDialog):
         form = QFormLayout()
         form.addRow("Store folder:", row)
         form.addRow("", self.resume_box)
+        form.addRow("", self.retry_box)
         form.addRow("Curve steps:", self.steps_box)
         form.addRow("Images:", self.images_box)
         form.addRow("Images per pass:", self.batch_box)
@@ -105,6 +109,7 @@ class BatchDialog(QDialog):
         existing = holds_store(text.strip())
         self.resume_box.setEnabled(existing)
         self.resume_box.setChecked(existing)
+        self.retry_box.setEnabled(existing)
 
     def values(self) -> dict:
         return {
@@ -114,6 +119,7 @@ class BatchDialog(QDialog):
             "steps": self.steps_box.value(),
             "max_images": self.images_box.value(),
             "batch": self.batch_box.value(),
+            "retry_failed": self.retry_box.isChecked() and self.retry_box.isEnabled(),
         }
 
     def check(self) -> str:

@@ -140,3 +140,36 @@ def test_every_model_command_takes_the_same_options(capsys):
         assert model_options <= options, (name, model_options - options)
         if name != "info":
             assert {"--target", "--layer"} <= options, name
+
+
+def test_a_resume_refuses_another_network_or_preprocessing_at_the_same_paths(own, tmp_path, capsys):
+    """The store keeps a fingerprint of the model: the same command after the weights file was
+    replaced by another network, or after the sidecar's mean was edited, is refused in one line."""
+    import shutil
+
+    net_py = own["net"].rpartition(":")[0]
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(net_py, folder / "net.py")
+    shutil.copy(own["weights"], folder / "w.pth")
+    store = tmp_path / "store"
+    command = ["batch", "--model", f"{folder / 'net.py'}:DigitNet", "--weights", folder / "w.pth", "--model-args", MODEL_ARGS,
+               "--data", own["folder"], "--methods", "saliency", "--store", store, "--max-pairs", "2"]
+    code, _, err = run_cli(capsys, *command)
+    assert code == 0, err
+    fingerprint = json.loads((store / "manifest.json").read_text())["settings"]["fingerprint"]
+    assert set(fingerprint) == {"sensiscope", "model_file", "weights", "preprocess"} and len(fingerprint["weights"]) == 64
+
+    (tmp_path / "other").mkdir()
+    write_net(tmp_path / "other", seed=7)  # another network of the same shape
+    shutil.copy(tmp_path / "other" / "net.pth", folder / "w.pth")
+    code, _, err = run_cli(capsys, *command, "--resume")
+    assert code == 2 and "the weights file's contents" in one_error(err)
+
+    shutil.copy(own["weights"], folder / "w.pth")  # the original weights back: the resume goes on
+    code, _, err = run_cli(capsys, *command, "--resume")
+    assert code == 0, err
+    (folder / "w.json").write_text(json.dumps({"model_args": {"classes": 4}, "preprocess": {"resize": 32, "crop": 32, "mean": [0.3], "std": [0.2], "channels": 1}}))
+    code, _, err = run_cli(capsys, *command, "--resume")
+    message = one_error(err)
+    assert code == 2 and "the sidecar beside the model" in message and "the preprocessing the model gets (mean)" in message

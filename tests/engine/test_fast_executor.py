@@ -1,4 +1,4 @@
-"""The fast executor (engine/methods/_fast.py): batch norms folded into convolutions, exactly."""
+"""The fast executor (engine/accel/_fast.py): batch norms folded into convolutions, exactly."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from engine.accel._fast import channels_last, fast_model, first_linear
 from engine.core.progress import CancelToken
-from engine.methods._fast import channels_last, fast_model, first_linear
 from engine.methods._gradients import path_gradient, quadrature
 
 

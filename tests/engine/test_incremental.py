@@ -1,4 +1,4 @@
-"""Incremental inference for local sensitivity (engine/methods/_incremental.py) against the dense path."""
+"""Incremental inference for local sensitivity (engine/accel/_incremental.py) against the dense path."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import engine
-from engine.methods._incremental import IncrementalExecutor, Untraceable
-from engine.methods._incremental_regions import Box, crop, materialise, sliding_axis, union
+from engine.accel._incremental import IncrementalExecutor, Untraceable
+from engine.accel._regions import Box, crop, materialise, sliding_axis, union
 from engine.methods.local import AUTO_MIN_SPEEDUP
 from engine.models.architectures import build_architecture
 

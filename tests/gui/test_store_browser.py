@@ -256,3 +256,27 @@ def test_a_gui_batch_request_makes_the_engine_job_with_its_images_per_pass(phant
     job, items = batch_job(request)
     assert job.batch == 5 and len(items) == 4
     assert batch_job(BatchRequest("demo:ultrasound", None, None, False, str(phantom), ("gradcam",), "unused", batch=0))[0].batch == 1
+
+
+def test_a_batch_with_a_broken_image_runs_the_rest_and_names_it(make_window, qtbot, monkeypatch, phantom, tmp_path):
+    """One unreadable image no longer stops a batch from the window: the other images are run, the
+    broken one is a failed record, and the Messages dock names it with the reason."""
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(phantom, folder)
+    broken = sorted(p for p in folder.rglob("*.png") if not p.stem.endswith("_mask"))[-1]
+    broken.write_bytes(b"not an image")
+    window = make_window()
+    open_model_and_folder(qtbot, window, folder)
+    job = start_batch_from_dialog(window, monkeypatch, tmp_path / "store")
+    with qtbot.waitSignal(job.signals.finished, timeout=120000) as result:
+        pass
+    summary = result.args[0]
+    assert summary.complete and summary.failed == len(METHODS)
+    name = broken.relative_to(folder).as_posix()
+    assert [image for image, _ in window.results.skipped_images] == [name]
+    title, message, _ = window.messages_panel.entries[0]
+    assert title == "Batch: images skipped" and f"{name}: " in message and "Retry failed" in message and window.messages_dock.isVisible()
+    assert len(Store.open(tmp_path / "store").table()) == (summary.total - summary.failed)
+    assert not window.errors

@@ -16,7 +16,10 @@ than float rounding. The user's model object is never modified.
 
 ``first_linear(model)`` splits a traced model whose only use of its input is a zero-padded
 convolution into that convolution and the rest: Integrated Gradients uses it to evaluate the first
-layer on its straight path by linearity (see ``engine.methods._gradients.path_gradient``).
+layer on its straight path by linearity (``engine.methods._gradients.path_gradient``).
+
+The methods reach both through ``engine.accel`` (``fast_copy``, ``first_linear``), which also
+holds the switch that turns them off.
 """
 
 from __future__ import annotations

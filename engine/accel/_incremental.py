@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from engine.methods._incremental_regions import Box, crop, materialise, reached, read, sliding_extent, union_extent
+from engine.accel._regions import Box, crop, materialise, reached, read, sliding_extent, union_extent
 
 # A box covering more than this fraction of its map is computed densely from there on: a box of
 # most of the map saves little and pays for the gathers around it. Measured on ResNet-18 at 224 px
