@@ -78,27 +78,32 @@ def _emit(data, as_json: bool, text: str) -> None:
         print(text)
 
 
-def _method_params(method_names: list[str], assignments: dict[str, str], layer: str | None) -> dict:
+def _method_params(method_names: list[str], assignments: dict[str, str], layer: str | None, run_settings: dict | None = None) -> dict:
     """Parameter objects per method. KEY=VALUE goes to every method that has KEY (and must fit at
-    least one); METHOD.KEY=VALUE to that method only; --layer to every method with a layer."""
+    least one); METHOD.KEY=VALUE to that method only; --layer to every method with a layer.
+
+    ``batch_size`` and ``memory_budget_mb`` are settings of the run, no longer method parameters
+    (pertmap's ``batch_size``, its noise samples per step, excepted): where no method named takes
+    them, they go into ``run_settings`` (explain's --batch-size and --memory-budget), or, without
+    it, are refused in one line."""
     from engine.app.explain import get_method
-    from engine.core.params import build_params
+    from engine.core.params import RUN_SETTINGS, build_params
 
     specs = {name: get_method(name) for name in method_names}
     fields = {name: {f.name for f in dataclasses.fields(spec.params_cls)} for name, spec in specs.items()}
     values: dict[str, dict] = {name: {} for name in specs}
     for key, value in assignments.items():
         scope, dot, field = key.rpartition(".")
-        if dot and scope in specs:
-            values[scope][field] = value
-        elif dot:
+        if dot and scope not in specs:
             raise UserError(f"parameter '{key}' is scoped to method '{scope}', which is not among --method {' '.join(specs)}")
-        else:
-            takers = [name for name in specs if key in fields[name]]
-            if not takers:
-                raise UserError(f"unknown parameter '{key}' for {', '.join(specs)}; `main.py info` lists each method's parameters")
-            for name in takers:
-                values[name][key] = value
+        takers = [scope] if dot else [name for name in specs if key in fields[name]]
+        if field in RUN_SETTINGS and not any(field in fields[name] for name in takers):
+            _run_setting(field, value, run_settings)
+            continue
+        if not takers:
+            raise UserError(f"unknown parameter '{key}' for {', '.join(specs)}; `main.py info` lists each method's parameters")
+        for name in takers:
+            values[name][field] = value
     if layer is not None:
         takers = [name for name in specs if "layer" in fields[name]]
         if not takers:
@@ -106,6 +111,22 @@ def _method_params(method_names: list[str], assignments: dict[str, str], layer: 
         for name in takers:
             values[name].setdefault("layer", layer)
     return {name: build_params(spec.params_cls, values[name]) for name, spec in specs.items()}
+
+
+def _run_setting(name: str, value: str, run_settings: dict | None) -> None:
+    """``--param batch_size=N`` (or memory_budget_mb) for methods that no longer take it."""
+    flag = {"batch_size": "--batch-size", "memory_budget_mb": "--memory-budget"}[name]
+    if run_settings is None:
+        raise UserError(f"{name} is a setting of the run, no longer a method parameter: explain takes {flag}; here the batches are sized by measurement")
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise UserError(f"{name} takes a whole number of at least 0, not '{value}'")
+    if run_settings.get(name) and run_settings[name] != number:
+        raise UserError(f"{flag} {run_settings[name]} and --param {name}={value} disagree; give {flag} only")
+    run_settings[name] = number
 
 
 def _eta(seconds: float) -> str:

@@ -89,7 +89,10 @@ def data_items(data: str, n: int | None):
     from engine.app.data import pick_in_turn, resolve_image_data, scan_inputs
 
     folder = resolve_image_data(data)
-    items = [i for i in scan_inputs(folder).items if not i.is_tensor]
+    scan = scan_inputs(folder)
+    for note in getattr(scan, "notes", []):
+        _log(f"note: {note}")
+    items = [i for i in scan.items if not i.is_tensor]
     if not items:
         raise UserError(f"{data}: holds no images")
     return folder, (pick_in_turn(items, n) if n else items)

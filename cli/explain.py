@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from cli._common import SEED_HELP, _emit, _log, _method_params, _progress_printer, number, seed
-from cli.options import add_layer_option, add_model_options, add_preprocess_options, add_target_option, model_spec
+from cli.options import add_layer_option, add_model_options, add_preprocess_options, add_run_options, add_target_option, model_spec, run_settings
 from engine.core.errors import UserError
 from engine.core.jsonable import dumps
 
@@ -31,6 +31,7 @@ def add_parsers(commands) -> None:
     add_layer_option(ex)
     ex.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a method parameter, repeatable; METHOD.KEY=VALUE sets it for one method only")
     ex.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_run_options(ex)
     ex.add_argument("--seed", type=seed, default=0, help=f"seed for random initialisation and random methods {SEED_HELP}")
     ex.add_argument("--out", default="sensiscope-out", help="folder for the .npy, .png and .json results")
     ex.add_argument("--json", action="store_true", help="print the JSON records to stdout and nothing else")
@@ -75,6 +76,7 @@ def cmd_info(args) -> int:
         size = pre.crop or pre.resize or 224
         layers = summarize(loaded.module, (pre.channels, size, size))
         data["model"] = loaded.to_dict() | {"layers": [layer.to_dict() for layer in layers], "sidecar": sidecar_for(loaded, spec), "notes": list(loaded.notes)}
+        lines = [lines[0]]  # with --model the text is about the model (--json still carries everything)
         lines.append(f"model {loaded.spec}: {loaded.source}")
         lines.append(f"  preprocessing: {_describe_preprocess(pre)}")
         if loaded.num_classes == 1:
@@ -89,6 +91,7 @@ def cmd_info(args) -> int:
             shape = "x".join(map(str, layer.output_shape)) if layer.output_shape else "-"
             grid = f"  [{layer.grid}]" if layer.grid else ""
             lines.append(f"  {'  ' * layer.depth}{layer.name or '(model)'}  {layer.type}  {shape}  {layer.parameters} params{grid}")
+        lines.append("layer names go to --layer; `main.py info` without --model lists the methods and their parameters")
     _emit(data, args.json, "\n".join(lines))
     return 0
 
@@ -115,16 +118,24 @@ def _announce_cost(method: str, params, size: tuple[int, int], announced: set[st
     return long_run
 
 
+def _params_and_settings(args, method_names: list[str]) -> tuple[dict, dict[str, int]]:
+    """Each method's parameters, and the run settings (--batch-size, --memory-budget, or the
+    former parameters --param batch_size=N and memory_budget_mb=MB where no method takes them)."""
+    from engine.core.params import parse_assignments
+
+    settings = run_settings(args)
+    return _method_params(method_names, parse_assignments(args.param), args.layer, settings), settings
+
+
 def cmd_explain(args) -> int:
     from engine.app.data import channel_note, load_input, resolve_image_data, scan_inputs
     from engine.app.explain import check_result_files, explain, pairwise_agreement, write_comparison, write_optimised_images, write_result
     from engine.app.models import check_layers, load, resolve_target
     from engine.app.system import select_device
     from engine.core.files import check_output_folder
-    from engine.core.params import parse_assignments
 
     method_names = list(dict.fromkeys(args.method or ["saliency"]))
-    params = _method_params(method_names, parse_assignments(args.param), args.layer)
+    params, settings = _params_and_settings(args, method_names)
     spec = model_spec(args)
     if args.compare and len(method_names) < 2:
         raise UserError("--compare needs at least two methods, e.g. --method gradcam local")
@@ -145,6 +156,8 @@ def cmd_explain(args) -> int:
     records, failures = [], list(scan.skipped)
     for path, reason in scan.skipped:
         _log(f"skipped {path}: {reason}")
+    for note in scan.notes:
+        _log(f"note: {note}")
     colour = channel_note(scan.items, loaded.preprocess.channels)
     if colour:
         _log(f"note: {colour}")
@@ -158,7 +171,7 @@ def cmd_explain(args) -> int:
             for name in method_names:
                 long_run = _announce_cost(name, params[name], tuple(tensor.shape[-2:]), announced)
                 progress = _progress_printer(f"{item.path.name} {name} ") if long_run and not args.json else None
-                results.append(explain(loaded, tensor, name, target, params[name], seed=args.seed, progress=progress))
+                results.append(explain(loaded, tensor, name, target, params[name], seed=args.seed, progress=progress, **settings))
                 if progress is not None:
                     print(file=sys.stderr)
         except UserError as exc:
@@ -183,7 +196,8 @@ def cmd_explain(args) -> int:
         records += item_records
         first = results[0]
         timings = ", ".join(f"{r.method} {r.elapsed_s:.3f} s" for r in results)
-        _log(f"[{index}/{total}] {item.source}: predicted {loaded.label(first.predicted)} ({first.probability:.3f}); {timings}")
+        explained = "" if first.target == first.predicted else f", explained {loaded.label(first.target)}"
+        _log(f"[{index}/{total}] {item.source}: predicted {loaded.label(first.predicted)} ({first.probability:.3f}){explained}; {timings}")
     if not records:
         raise UserError(f"no input could be explained ({len(failures)} skipped)")
     if failures:  # on stderr, so it is said under --json too

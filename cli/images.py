@@ -183,6 +183,7 @@ def write_evaluation_files(report, out_dir) -> dict[str, str]:
 
     from engine.app.tabular import pyplot as _pyplot
     from engine.app.tabular import save_figure
+    from engine.core.csvsafe import safe_row
     from engine.core.files import atomic_path, write_text
 
     out = Path(out_dir)
@@ -193,10 +194,10 @@ def write_evaluation_files(report, out_dir) -> dict[str, str]:
             writer = csv.writer(handle)
             names = [key for key, _ in _COLUMNS]
             parts = ("mean", "std", "ci_low", "ci_high")
-            writer.writerow(["method", *[f"{n}_{s}" for n in names for s in parts], "sanity"])
+            writer.writerow(safe_row(["method", *[f"{n}_{s}" for n in names for s in parts], "sanity"]))
             for summary in report.methods:
                 stats = summary.stats()
-                writer.writerow([summary.method, *["" if stats[n][s] is None else f"{stats[n][s]:.6f}" for n in names for s in parts], summary.sanity_verdict()])
+                writer.writerow(safe_row([summary.method, *["" if stats[n][s] is None else f"{stats[n][s]:.6f}" for n in names for s in parts], summary.sanity_verdict()]))
         write_text(files["report_json"], dumps(report.to_dict()))
         plt = _pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from cli import batch, explain, images, phantom, tabular
 from cli._common import EXIT_USER_ERROR, _Parser
 from engine.core.errors import Cancelled, UserError
+from engine.core.requests import ModelSpec
 
 # Sub-commands appear in --help in this order.
 _GROUPS = (explain, tabular, phantom, images, batch)
@@ -26,10 +27,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options that name a model, a file or a folder: an empty value (an unset shell variable) would
+# otherwise become the current folder ("."), explained, trained on or written into.
+_NAMES_A_PATH = {
+    "model": "a model",
+    "weights": "a weights file",
+    "labels": "a labels file",
+    "input": "an image, a folder or a DICOM file",
+    "data": "a table, a folder of images or a demo name",
+    "out": "a folder or file to write",
+    "store": "a result store folder",
+}
+
+
+def _refuse_empty_values(args) -> None:
+    for name, what in _NAMES_A_PATH.items():
+        value = getattr(args, name, None)
+        if not isinstance(value, str) or value.strip():
+            continue
+        if name == "model" and args.command not in tabular.COMMANDS:
+            ModelSpec(value)  # the engine's own refusal of an empty model, the one the GUI shows too
+        if name == "model":
+            what = "a model saved by `train` (MODEL.safetensors with its MODEL.json)"
+        raise UserError(f"--{name} is empty: give {what} (is a shell variable unset?)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a headless command; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
+        _refuse_empty_values(args)
         if args.version:
             from engine.core.versions import app_version
 

@@ -36,9 +36,9 @@ def _size(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a size is a number of pixels from 1 to {MAX_SIDE} or 'none', not '{text}'") from None
+        raise argparse.ArgumentTypeError(f"a size is a number of pixels from 1 to {MAX_SIDE}, or 'none' (or 0) to skip the step; not '{text}'") from None
     if not 1 <= value <= MAX_SIDE:
-        raise argparse.ArgumentTypeError(f"a size is a number of pixels from 1 to {MAX_SIDE} or 'none', not {value}")
+        raise argparse.ArgumentTypeError(f"a size is a number of pixels from 1 to {MAX_SIDE}, or 'none' (or 0) to skip the step; not {value}")
     return value
 
 
@@ -78,8 +78,8 @@ def add_model_options(parser, *, required: bool = True) -> None:
 
 def add_preprocess_options(parser) -> None:
     group = parser.add_argument_group("preprocessing (default: what the weights' sidecar or the model states, else ImageNet's)")
-    group.add_argument("--resize", type=_size, help="shorter side in pixels, or none")
-    group.add_argument("--crop", type=_size, help="centre crop size, or none")
+    group.add_argument("--resize", type=_size, help="shorter side in pixels, or none (0 also means none)")
+    group.add_argument("--crop", type=_size, help="centre crop size, no larger than --resize, or none (0 also means none)")
     group.add_argument("--mean", type=_floats, help="per-channel mean, e.g. 0.5 or 0.485,0.456,0.406")
     group.add_argument("--std", type=_floats, help="per-channel std")
     group.add_argument("--channels", type=int, choices=(1, 3), help="channels the model takes: images are converted (RGB to grey by luma, grey repeated to RGB)")
@@ -91,6 +91,20 @@ def add_target_option(parser) -> None:
 
 def add_layer_option(parser) -> None:
     parser.add_argument("--layer", help="layer for the methods that take one, by its dotted name (see `main.py info --model ...`), e.g. layer4 or body.2.conv")
+
+
+def add_run_options(parser) -> None:
+    """How a run computes, never what: the same maps whatever they are (up to float rounding)."""
+    group = parser.add_argument_group("run settings (how the batched methods compute; the maps do not depend on them)")
+    group.add_argument("--batch-size", type=_whole(0, 1_000_000), default=0, metavar="N",
+                       help="inputs a method evaluates at once (perturbed images, masks, path points); 0 = measured: the batch grows while it pays (default)")  # fmt: skip
+    group.add_argument("--memory-budget", type=_whole(0, 2**30), default=0, metavar="MB",
+                       help="memory a batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80%% of free GPU memory (default)")  # fmt: skip
+
+
+def run_settings(args) -> dict[str, int]:
+    """The run settings of the options of :func:`add_run_options`, as ``explain`` takes them."""
+    return {"batch_size": getattr(args, "batch_size", 0) or 0, "memory_budget_mb": getattr(args, "memory_budget", 0) or 0}
 
 
 def add_all(parser, *, model_required: bool = True, target: bool = True, layer: bool = True) -> None:

@@ -49,7 +49,7 @@ def _names(text: str) -> list[str]:
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="a CSV file, or demo:pima for the embedded Pima diabetes table")
+    parser.add_argument("--data", required=True, help="a CSV or Parquet table, or demo:pima for the embedded Pima diabetes table")
     parser.add_argument("--target", required=True, help="the column to predict")
     parser.add_argument("--features", type=_names, help="comma-separated feature columns (default: all but the target and 'split')")
     parser.add_argument("--missing", choices=MISSING_POLICIES, default="error", help="what to do with missing values (default: refuse, naming the columns)")
@@ -140,11 +140,30 @@ def _config(args):
     )
 
 
-def _load_data(args):
+# Tables from this size on show a progress line while they are read.
+LARGE_TABLE_BYTES = 32 * 2**20
+
+
+def _read_table(args):
     from engine.app.data import load_table, resolve_table
+
+    path = resolve_table(args.data)
+    try:
+        large = path.stat().st_size >= LARGE_TABLE_BYTES
+    except OSError:
+        large = False  # load_table says what is wrong with it
+    progress = _progress(args, "read ") if large else None
+    try:
+        return load_table(path, progress=progress)
+    finally:
+        if progress is not None:
+            _end_progress(args)
+
+
+def _load_data(args):
     from engine.app.tabular import prepare
 
-    table = load_table(resolve_table(args.data))
+    table = _read_table(args)
     data = prepare(table, args.target, args.features, task=args.task, missing=args.missing, seed=args.seed)
     for note in data.notes:
         _log(f"note: {note}")
@@ -211,6 +230,45 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _listing(values, limit: int = 8) -> str:
+    values = [str(v) for v in values]
+    return ", ".join(values[:limit]) + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def _check_model_fits_table(args, meta: dict, data) -> None:
+    """Refuse a saved model whose target, task or classes differ from the table's, saying which
+    option or file to change: the model file (--model) or the table (--data, --target, --task)."""
+    model, target, task, classes = args.model, meta.get("target"), meta.get("task"), list(meta.get("classes") or [])
+    if target != data.target:
+        raise UserError(
+            f"the model predicts '{target}' ({model}) but --target is '{data.target}': pass --target {target} to analyse this model on {args.data}, "
+            f"or give --model a model trained for '{data.target}' (main.py train --data {args.data} --target {data.target})"
+        )
+    if task != data.task:
+        raise UserError(f"the model is a {task} model ({model}) but '{data.target}' in {args.data} was read as a {data.task} target: pass --task {task}")
+    if classes != data.classes:
+        raise UserError(
+            f"the model was trained on the classes {_listing(classes)} of '{target}' ({model}), but {args.data} has {_listing(data.classes)}: "
+            f"give --data the table the model was trained on (or one with the same classes), or train a new model on {args.data}"
+        )
+    inputs = [f["name"] for f in meta.get("features") or []]
+    if inputs and inputs != data.names:
+        absent = [name for name in inputs if name not in data.names]
+        if absent and args.features is None:
+            raise UserError(
+                f"the model was trained on {_listing(inputs)} ({model}), but {args.data} lacks {_listing(absent)}: "
+                f"give --data the table the model was trained on (or one with those columns), or train a new model on {args.data}"
+            )
+        raise UserError(f"the model was trained on {_listing(inputs, 50)} ({model}), in this order; pass --features {','.join(inputs)}")
+    for spec in data.features:
+        trained_on = next((f for f in meta["features"] if f["name"] == spec.name), {})
+        if spec.kind == "categorical" and list(trained_on.get("categories", [])) != spec.categories:
+            raise UserError(
+                f"column '{spec.name}' of {args.data} has the categories {_listing(spec.categories)}, but the model ({model}) was trained on {_listing(trained_on.get('categories', []))}: "
+                f"give --data a table with the model's categories, or train a new model on {args.data}"
+            )
+
+
 def _saved_network(args, data):
     """The model of --model, checked against the data, as a TrainedModel with its test metrics."""
     import dataclasses
@@ -218,14 +276,7 @@ def _saved_network(args, data):
     from engine.app.tabular import TrainConfig, TrainedModel, classification_metrics, load_tabular_model, predict, regression_metrics
 
     model, meta = load_tabular_model(args.model)
-    if meta["features"] and [f["name"] for f in meta["features"]] != data.names:
-        raise UserError(f"the model was trained on {', '.join(f['name'] for f in meta['features'])}; pass the same columns with --features")
-    if meta.get("target") != data.target or meta.get("task") != data.task or list(meta.get("classes", [])) != data.classes:
-        raise UserError(f"the model predicts '{meta.get('target')}' ({meta.get('task')}, classes {meta.get('classes')}), not '{data.target}' ({data.task}, classes {data.classes})")
-    for spec in data.features:
-        trained_on = next((f for f in meta["features"] if f["name"] == spec.name), {})
-        if spec.kind == "categorical" and list(trained_on.get("categories", [])) != spec.categories:
-            raise UserError(f"column '{spec.name}' has the categories {', '.join(spec.categories)} here but the model was trained on {', '.join(trained_on.get('categories', []))}")
+    _check_model_fits_table(args, meta, data)
     outputs = predict(model, data.x[data.test], data.task)
     metrics = classification_metrics(outputs, data.y[data.test], data.classes) if data.task == "classification" else regression_metrics(outputs, data.y[data.test])
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -330,7 +381,10 @@ def cmd_sobol(args) -> int:
     report = _sobol_report(result.to_dict(), result.ranking("ST"), _mean_metrics(trained))
     report["ensemble"] = {k: v for k, v in ensemble.to_dict().items() if k != "sobol"}
     if args.out:
-        report["files"] = write_sobol_files(result, args.out) | (write_ensemble_files(ensemble, args.out) if len(trained) > 1 else {})
+        chart_notes: list[str] = []
+        report["files"] = write_sobol_files(result, args.out, chart_notes) | (write_ensemble_files(ensemble, args.out) if len(trained) > 1 else {})
+        for note in chart_notes:
+            _log(f"note: {note}")
     if args.json:
         _print_json(report)
         return 0

@@ -32,7 +32,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         "paths", nargs="*", metavar="PATH",
         help="open these: a session (.zip), a model file (.pt2, .onnx, TorchScript), weights (.pth/.pt state dict or .safetensors: "
         "for --model, else for the architecture their sidecar .json names, else for resnet18), a Python file defining your model class "
-        "(asked before it runs), an image, a folder or DICOM series, a table (.csv), a result store folder",
+        "(asked before it runs), an image, a folder or DICOM series, a table (.csv or .parquet), a result store folder",
     )
     parser.add_argument("--model", metavar="SPEC", help="the model: an architecture (resnet50) the weights among PATH are for, or your class (path/to/net.py:ClassName)")
     parser.add_argument("--model-args", metavar="JSON", help="constructor arguments of your class, e.g. '{\"num_classes\": 4}'")

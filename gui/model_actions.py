@@ -59,8 +59,9 @@ class ModelActions:
             return
         # A pickled model: asked by the error's type. Weights opened for an architecture that turned out
         # to be a whole pickled model load as that model file once trusted.
-        target = str(error.path) if file_fallback and weights else spec
-        if self.window.model_panel.confirm_trust(target):
+        # The question names the pickle that would be opened (the weights file, or a Hugging Face
+        # folder's pytorch_model.bin), never the architecture it is loaded for.
+        if self.window.model_panel.confirm_trust(str(error.path)):
             if file_fallback and weights:
                 self.load(weights, "", labels, True)
             else:

@@ -220,7 +220,8 @@ class Workspace(QObject):
     def _dataset_opened(self, scan, ref: dict | None = None) -> None:
         self.scan = scan
         self.data_ref = ref
-        self.status.emit(f"{scan.root}: {len(scan.items)} input(s)" + (f", classes {', '.join(scan.classes)}" if scan.classes else ""))
+        notes = "".join(f"; note: {note}" for note in getattr(scan, "notes", []))  # e.g. a DICOM holding fewer frames than it declares
+        self.status.emit(f"{scan.root}: {len(scan.items)} input(s)" + (f", classes {', '.join(scan.classes)}" if scan.classes else "") + notes)
         self.dataset_opened.emit(scan)
 
     def select_item(self, item) -> Job | None:

@@ -7,6 +7,8 @@ Writing: every file is written to a temporary name in the same folder and rename
 so a crash or a full disk never leaves a half-written file where a good one was. A file that exists
 is replaced only when Sensiscope wrote it (a per-folder ledger, ``.sensiscope-files.json``, records
 each file's size and modification time when written) or when the user said ``overwrite``.
+Written files get the permissions a plain ``open()`` gives (0666 less the umask), so colleagues on
+a shared server read results as they read any other file of the user's.
 """
 
 from __future__ import annotations
@@ -43,10 +45,15 @@ def regular_file(path: str | Path, what: str = "file") -> Path:
     except OSError as exc:
         raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(mode):
-        raise UserError(f"{path}: is a folder, not a {what}")
+        raise UserError(f"{path}: is a folder, not {with_article(what)}")
     if not stat.S_ISREG(mode):
         raise UserError(f"{path}: is not a regular file (a pipe, socket or device); Sensiscope reads only files on disk")
     return path
+
+
+def with_article(noun: str) -> str:
+    """``noun`` with "a" or "an" before it, by its first letter ("an image", "a .npy file")."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' and noun[:1] else 'a'} {noun}"
 
 
 def read_text(path: str | Path, what: str = "file", limit: int = MAX_TEXT_BYTES) -> str:
@@ -54,7 +61,7 @@ def read_text(path: str | Path, what: str = "file", limit: int = MAX_TEXT_BYTES)
     path = regular_file(path, what)
     size = path.stat().st_size
     if size > limit:
-        raise UserError(f"{path}: {size / 2**20:.1f} MiB is too large for a {what} (the limit is {limit / 2**20:.0f} MiB)")
+        raise UserError(f"{path}: {size / 2**20:.1f} MiB is too large for {with_article(what)} (the limit is {limit / 2**20:.0f} MiB)")
     try:
         with path.open("rb") as handle:
             data = handle.read(limit + 1)
@@ -122,6 +129,27 @@ def check_output_folder(folder: str | Path) -> Path:
     return folder
 
 
+def new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file: 0666 less the process's umask (read from
+    /proc where it can be, since ``os.umask`` can only be read by setting it)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _set_new_file_mode(path: Path) -> None:
+    """mkstemp makes a file 0600 whatever the umask (and some writers replace the temporary file
+    with their own, as private): a result gets the permissions any file the user makes gets."""
+    with contextlib.suppress(OSError):  # a file system without Unix permissions keeps its own
+        if path.is_file():
+            os.chmod(path, new_file_mode())
+
+
 def _record(path: Path) -> None:
     ledger = _ledger_path(path)
     entries = _read_ledger(ledger)
@@ -130,6 +158,7 @@ def _record(path: Path) -> None:
         fd, temporary = tempfile.mkstemp(prefix=".ledger-", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(entries, handle)
+        _set_new_file_mode(Path(temporary))
         os.replace(temporary, ledger)
 
 
@@ -150,6 +179,7 @@ def atomic_path(path: str | Path, overwrite: bool = False, record: bool = True) 
     temporary = Path(name)
     try:
         yield temporary
+        _set_new_file_mode(temporary)
         os.replace(temporary, path)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -120,9 +120,23 @@ def validate(spec: ParamSpec, value: Any) -> Any:
     return value
 
 
+# Former parameters of the batched methods that are settings of the run now (the runner's
+# ``batch_size`` and ``memory_budget_mb``, ``engine.runtime.context``); the front-ends and the
+# runner still take them where parameters are given, and move them to the run.
+RUN_SETTINGS = ("batch_size", "memory_budget_mb")
+
+
 def build_params(params_cls: type, values: dict[str, Any] | None = None) -> Any:
-    """Make a parameter object from a mapping of names to values (strings are converted)."""
+    """Make a parameter object from a mapping of names to values (strings are converted).
+
+    A class may name former parameters that are settings of the run now (``retired_params``, a
+    tuple of names: the batch size and memory budget of the batched methods); those are accepted
+    and left out here. ``runner.explain`` takes them from a mapping into the run's settings before
+    it builds the parameters.
+    """
     values = dict(values or {})
+    for name in getattr(params_cls, "retired_params", ()):
+        values.pop(name, None)
     specs = {spec.name: spec for spec in param_specs(params_cls)}
     unknown = sorted(set(values) - set(specs))
     if unknown:

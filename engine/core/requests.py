@@ -57,6 +57,8 @@ class PreprocessOptions:
             object.__setattr__(self, name, values)
         if self.channels is not None and self.channels not in (1, 3):
             raise UserError(f"--channels is 1 (grey-scale) or 3 (RGB), not {self.channels!r}")
+        if self.resize and self.crop and self.crop > self.resize:
+            raise UserError(f"--crop {self.crop} is larger than --resize {self.resize}: the image would be padded with black borders; give a crop no larger than the resize")
 
     @property
     def given(self) -> bool:

@@ -48,3 +48,8 @@ TABULAR_MAX_WIDTH = 65536
 TABULAR_MAX_LAYERS = 64
 # More outputs than any classification data set has; beyond it a typo would allocate gigabytes.
 MAX_CLASSES = 100_000
+# Columns of a table: beyond this it is a matrix (pixels, a gene panel), not inputs to rank, and a
+# CSV that wide would take minutes to parse; refused from its header, before the body is read.
+MAX_TABLE_COLUMNS = 10_000
+# Files a table can be read from (engine.io.tables.load_table); the GUI's open dialog offers these.
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")

@@ -129,13 +129,14 @@ def _check_image(path: Path, ds) -> None:
         raise UserError(f"{path}: a damaged DICOM image: {rows} x {columns} pixels with {samples} samples per pixel")
     if rows * columns * samples > MAX_FRAME_VALUES:
         raise UserError(f"{path}: refused, a frame of {rows} x {columns} x {samples} values is too large to decode safely")
-    frames = number_of_frames(path, ds)
+    frames = declared_frames(path, ds)
     if frames > MAX_FRAMES:
         raise UserError(f"{path}: holds {frames} frames, more than the {MAX_FRAMES} Sensiscope opens from one file")
     _check_decoder(path, ds)
 
 
-def number_of_frames(path: Path, ds) -> int:
+def declared_frames(path: Path, ds) -> int:
+    """Number of Frames as the header states it (1 when absent)."""
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError):
@@ -143,6 +144,57 @@ def number_of_frames(path: Path, ds) -> int:
     if frames < 1:
         raise UserError(f"{path}: a damaged DICOM image: Number of Frames is {frames}")
     return frames
+
+
+def _frame_bits(ds, element: str) -> int:
+    """Bits one frame of native (uncompressed) pixel data takes."""
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if element != "PixelData":
+        return rows * columns * (32 if element == "FloatPixelData" else 64)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        samples = 2  # two luma values share one pair of chroma values
+    return rows * columns * samples * int(ds.get("BitsAllocated", 8) or 8)
+
+
+def frames_present(path: Path, ds) -> int | None:
+    """How many whole frames the pixel data hold, from their length (and the file's size, for a
+    file cut short); None when that cannot be told without decoding (compressed pixel data)."""
+    element = next((name for name in PIXEL_ELEMENTS if name in ds), None)
+    syntax = transfer_syntax(ds)
+    if element is None or (element == "PixelData" and syntax is not None and syntax.is_transfer_syntax and syntax.is_compressed):
+        return None
+    try:
+        raw = ds.get_item(element)
+        length = getattr(raw, "length", None)
+        if length is None:  # already decoded into a data element
+            length = len(raw.value or b"")
+        if length == 0xFFFFFFFF:  # undefined length: encapsulated, counted only by decoding
+            return None
+        offset = getattr(raw, "value_tell", None)
+        if offset is not None and path.is_file():
+            length = min(length, max(path.stat().st_size - offset, 0))
+        bits = _frame_bits(ds, element)
+    except Exception:  # noqa: BLE001 - a damaged header: the decoder reports it, with the frame
+        return None
+    return length * 8 // bits if bits > 0 else None
+
+
+def number_of_frames(path: Path, ds) -> int:
+    """The frames that can be read: as declared, or fewer when the pixel data hold fewer whole
+    frames (a header declaring 1,000 frames with data for 2 gives 2; see :func:`frames_note`)."""
+    declared = declared_frames(path, ds)
+    present = frames_present(path, ds)
+    return present if present is not None and 0 < present < declared else declared
+
+
+def frames_note(path: Path, ds) -> str | None:
+    """A sentence when the header declares more frames than the pixel data hold, else None."""
+    with _damaged(path):
+        declared, present = declared_frames(path, ds), number_of_frames(path, ds)
+    if present == declared:
+        return None
+    return f"{path}: declares {declared} frames but its pixel data hold {present}; only those {present} are read"
 
 
 def transfer_syntax(ds):
@@ -239,7 +291,7 @@ def frame_meta(path: Path, ds, index: int) -> dict:
         voi = "VOI LUT"
     else:
         voi = "window" if frame_window(ds, index) else "full range"
-    return {
+    meta = {
         "format": "DICOM",
         "frame": index,
         "frames": number_of_frames(path, ds),
@@ -255,6 +307,9 @@ def frame_meta(path: Path, ds, index: int) -> dict:
         "frame_time_ms": _first(ds.get("FrameTime")),
         "transfer_syntax": syntax.name if syntax is not None else None,
     }
+    if meta["frames"] != declared_frames(path, ds):  # a header promising frames the file lacks
+        meta["frames_declared"] = declared_frames(path, ds)
+    return meta
 
 
 def series_key(path: Path, ds) -> tuple:

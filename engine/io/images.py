@@ -201,6 +201,8 @@ class InputScan:
     items: list[InputItem] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    # Sentences for the user about what was found (a DICOM declaring more frames than it holds).
+    notes: list[str] = field(default_factory=list)
 
 
 def _input_kind(path: Path) -> str | None:
@@ -227,9 +229,13 @@ def _mask_for(path: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def _dicom_items(file: Path, relative: Path, label: str | None) -> tuple[list[InputItem], tuple]:
-    """One item per frame of a DICOM file (a single-frame file is one plain item), and its sort key."""
-    _, metas, key = dicom.describe(file)
+def _dicom_items(file: Path, relative: Path, label: str | None, notes: list[str]) -> tuple[list[InputItem], tuple]:
+    """One item per frame of a DICOM file (a single-frame file is one plain item), and its sort key;
+    a header declaring more frames than the pixel data hold adds a sentence to ``notes``."""
+    ds, metas, key = dicom.describe(file)
+    note = dicom.frames_note(file, ds)
+    if note:
+        notes.append(note)
     if len(metas) == 1:
         return [InputItem(file, relative, label, _mask_for(file), meta=metas[0])], key
     return [InputItem(file, relative, label, None, frame=meta["frame"], meta=meta) for meta in metas], key
@@ -254,7 +260,7 @@ def _scan_folder(scan: InputScan, folder: Path, label: str | None, *, report: bo
             continue
         elif kind == "dicom":
             try:
-                items, key = _dicom_items(file, file.relative_to(scan.root), label)
+                items, key = _dicom_items(file, file.relative_to(scan.root), label, scan.notes)
                 entries.append((key, items))
             except UserError as exc:
                 scan.skipped.append((file, str(exc).removeprefix(f"{file}: ")))
@@ -275,6 +281,9 @@ def scan_inputs(path: str | Path) -> InputScan:
     """
     root = Path(path)
     if not root.exists():
+        framed = _one_frame(root)
+        if framed is not None:
+            return framed
         raise UserError(f"{root}: no such file or folder")
     if not root.is_dir():
         root = regular_file(root, "image")
@@ -283,7 +292,9 @@ def scan_inputs(path: str | Path) -> InputScan:
             supported = ", ".join(sorted(INPUT_SUFFIXES))
             raise UserError(f"{root}: unsupported file type '{root.suffix}'; supported: {supported} (and DICOM files of any name)")
         if kind == "dicom":
-            return InputScan(root=root, layout="file", items=_dicom_items(root, Path(root.name), None)[0])
+            scan = InputScan(root=root, layout="file")
+            scan.items = _dicom_items(root, Path(root.name), None, scan.notes)[0]
+            return scan
         return InputScan(root=root, layout="file", items=[InputItem(root, Path(root.name), None, _mask_for(root))])
 
     scan = InputScan(root=root, layout="folder")
@@ -301,6 +312,30 @@ def scan_inputs(path: str | Path) -> InputScan:
     if not scan.items:
         raise UserError(f"{root}: no images, DICOM files or .npy inputs found")
     scan.items = _unique_stems(scan.items)
+    return scan
+
+
+def _one_frame(path: Path) -> InputScan | None:
+    """``FILE#NNN``, the name results and messages give frame NNN of a multi-frame DICOM file
+    (``STEM#NNN`` too, the file's DICOM suffix left out): a scan of that one frame. None when the
+    path has no ``#NNN`` ending or no file before it."""
+    base, hash_sign, tag = str(path).rpartition("#")
+    if not hash_sign or not tag.isascii() or not tag.isdigit():
+        return None
+    candidates = [Path(base)] + [Path(base + suffix) for suffix in sorted(DICOM_SUFFIXES)]
+    file = next((c for c in candidates if c.is_file()), None)
+    if file is None:
+        return None
+    if _input_kind(file) != "dicom":
+        raise UserError(f"{path}: '#{tag}' picks a frame of a multi-frame DICOM file, and {file.name} is not a DICOM file")
+    scan = InputScan(root=file, layout="file")
+    items = _dicom_items(file, Path(file.name), None, scan.notes)[0]
+    frame, frames = int(tag), len(items)
+    if frame >= frames and frames == 1:
+        raise UserError(f"{file}: holds a single image, so frame {frame} does not exist; give the file without '#{tag}'")
+    if frame >= frames:
+        raise UserError(f"{file}: has {frames} frames; frame {frame} does not exist (give #000 to #{frames - 1:03d})")
+    scan.items = [items[frame]] if frames > 1 else items
     return scan
 
 

@@ -1,5 +1,6 @@
-"""What the explanation methods share: the prediction they start from, the Explanation they end
-with, and the small pieces of the optimising methods (pertmap, actmax)."""
+"""What the explanation methods share: the prediction they start from, the explained output, the
+Explanation they end with, the legacy names of the run settings, and the small pieces of the
+optimising methods (pertmap, actmax)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.progress import CancelToken, ObjectiveValue, ProgressFn
 from engine.models.outputs import as_batch, check_target, logits_of, prediction, select_output
+from engine.runtime.context import RUN_SETTINGS, current_context
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
 
@@ -60,6 +62,36 @@ class Setup:
 
     def retarget(self, target: int) -> Setup:
         return replace(self, target=target)
+
+
+def output_scores(output, target: int, kind: str, *, double: bool = False) -> torch.Tensor:
+    """The explained output of every row for ``target`` (``kind``: logit, probability or
+    log-probability): in float64 with ``double``, else in at least single precision (a
+    half-precision softmax loses the differences)."""
+    logits = logits_of(output)
+    if double:
+        logits = logits.double()
+    elif logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    return select_output(logits, target, kind)
+
+
+class RunSettingNames:
+    """``batch_size`` and ``memory_budget_mb`` were parameters of the batched methods until they
+    became settings of the run (``engine.runtime.context``). A parameter class that had them
+    derives from this class, so that code written for those parameters still reads them: the
+    current run's values (0 outside a run: a measured batch size, the default memory budget);
+    ``engine.core.params.build_params`` accepts and leaves out those names (``retired_params``)."""
+
+    retired_params = RUN_SETTINGS
+
+    @property
+    def batch_size(self) -> int:
+        return current_context().batch_size
+
+    @property
+    def memory_budget_mb(self) -> int:
+        return current_context().memory_budget_mb
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, target: int | None, output: str, progress: ProgressFn, cancel: CancelToken) -> tuple[Setup, torch.Tensor]:

@@ -30,12 +30,11 @@ from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import Setup, begin, check_batch, finish, selected_sum, setups_of, to_size
+from engine.methods._base import RunSettingNames, Setup, begin, check_batch, finish, selected_sum, setups_of, to_size
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.layers import UntouchedRecorder, channels_last_hint, resolve_layer
-from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
+from engine.models.outputs import OUTPUT_CHOICES, logits_of
 from engine.models.tokens import MapLayout, feature_map
-from engine.runtime.batching import batch_for_budget, default_budget_bytes
 
 # Score-CAM and Ablation-CAM take one forward per channel of the layer; before a run the cost is
 # announced for this many (ResNet-18's layer4 and VGG's last convolution have 512).
@@ -45,6 +44,11 @@ TYPICAL_CHANNELS = 512
 Weigh = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # A gradient-free CAM's one function: feature maps C x h x w -> the h x w map (Eigen-CAM).
 Project = Callable[[torch.Tensor], torch.Tensor]
+# A channel-score CAM's two functions: the model's score with each channel's perturbation,
+# score(model, capture, params, progress, cancel) -> (C scores in float64, extras); and the
+# channel weights from them, weigh(scores, extras, params) -> C weights (Score-CAM, Ablation-CAM).
+Score = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
+WeighScores = Callable[[torch.Tensor, dict[str, Any], Any], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,9 @@ class CamParams:
 
 
 @dataclass(frozen=True)
-class BatchedCamParams(CamParams):
-    batch_size: int = param(0, "images evaluated at once, one per channel; 0 = automatic (16 on a CPU, 64 on a GPU, lowered to fit the memory budget); halved on out-of-memory", low=0)
-    memory_budget_mb: int = param(0, "memory a batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
+class BatchedCamParams(RunSettingNames, CamParams):
+    """The parameters of a CAM that evaluates one input per channel in batches (Score-CAM,
+    Ablation-CAM); the batch size and memory budget are settings of the run."""
 
 
 @dataclass(frozen=True)
@@ -185,31 +189,33 @@ def activation_cam(name: str, summary: str, project: Project, params_cls: type) 
     return _register(name, summary, params_cls, explain, explain_batch, kind="activation", cost=Cost(1))
 
 
+def channel_score_cam(name: str, summary: str, score: Score, weigh: WeighScores, params_cls: type) -> MethodSpec:
+    """Register the CAM ``name`` whose channel weights come from the model's scores of one
+    perturbed input per channel (``score``, batched by the run's execution context) through
+    ``weigh``: one forward to capture the layer, then one per channel."""
+
+    def explain(model: nn.Module, inputs: torch.Tensor, target: int | None, params, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
+        progress, cancel = resolve(progress, cancel)
+        cap = capture(model, inputs, target, params, progress, cancel, name, gradient=False)
+        scores, info = score(model, cap, params, progress, cancel)
+        cancel.check()
+        weights = weigh(scores, info, params).to(cap.feature.dtype)
+        extras = {"weights": weights.cpu().numpy(), "scores": scores.cpu().numpy(), **info}
+        return end(cap, name, params, weighted_sum(weights, cap.feature), progress, extras)
+
+    explain.__doc__ = f"{name} map of one input: feature maps weighted by the model's score with each perturbed."
+    explain.__name__ = explain.__qualname__ = f"explain_{name}"
+
+    def cost(params, height: int, width: int) -> Cost:
+        """One forward per feature map of the layer (counted for ``TYPICAL_CHANNELS``) and the full one."""
+        return Cost(TYPICAL_CHANNELS + 1)
+
+    return register(MethodSpec(name=name, summary=summary, params_cls=params_cls, explain=explain, kind="perturbation", needs_layer=True, cost=cost))
+
+
 def _register(name: str, summary: str, params_cls: type, explain: Callable, explain_batch: Callable, *, kind: str, cost: Cost) -> MethodSpec:
     explain.__doc__ = f"{name} map of one input."
     explain_batch.__doc__ = f"{name} maps of an N x C x H x W batch, one target (or None) per image, in one pass."
     for function, prefix in ((explain, "explain"), (explain_batch, "explain_batch")):
         function.__name__ = function.__qualname__ = f"{prefix}_{name.replace('+', 'p').replace('-', '_')}"
-    spec = MethodSpec(
-        name=name,
-        summary=summary,
-        params_cls=params_cls,
-        explain=explain,
-        kind=kind,
-        needs_layer=True,
-        cost=lambda params, height, width: cost,
-        explain_batch=explain_batch,
-    )
-    return register(spec)
-
-
-def channel_batch(params: BatchedCamParams, per_image: int, device: torch.device) -> tuple[int, int | None]:
-    """The batch of per-channel images to start with, and the memory budget (bytes) it fits."""
-    budget = params.memory_budget_mb * 2**20 if params.memory_budget_mb else default_budget_bytes(device)
-    requested = params.batch_size or (16 if device.type == "cpu" else 64)
-    return batch_for_budget(requested, per_image, budget), budget
-
-
-def scores_of(output, target: int, kind: str) -> torch.Tensor:
-    """The explained output of every row, in float64."""
-    return select_output(logits_of(output).double(), target, kind)
+    return register(MethodSpec(name, summary, params_cls, explain, kind, needs_layer=True, cost=lambda params, height, width: cost, explain_batch=explain_batch))

@@ -16,7 +16,9 @@ from engine.core.errors import UserError
 from engine.core.progress import CancelToken, ProgressFn
 from engine.io.blur import baseline_image
 from engine.models.outputs import logits_of, select_output
-from engine.runtime.batching import batch_for_budget, default_budget_bytes, run_in_batches
+from engine.runtime.batching import run_in_batches
+from engine.runtime.context import current_context
+from engine.runtime.sizing import fit_batch
 
 REDUCE_CHOICES = ("maxabs", "sum", "abs", "l2")
 REDUCE_HELP = "how channels combine into one map: max of |a| (maxabs), signed sum (sum), sum of |a| (abs) or Euclidean norm (l2)"
@@ -75,39 +77,13 @@ def quadrature(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return alphas, weights
 
 
-def _modules_of(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if next(m.children(), None) is None]
-
-
-def forward_with_backward_estimate(model: nn.Module, batch: torch.Tensor):
-    """``model(batch)`` under inference, and the memory one image costs in a forward kept for a
-    backward: every leaf module's output is held for the backward (an over-estimate where outputs
-    are views), twice for the gradients. Returns (output, bytes per image); 0 bytes for TorchScript."""
-    total = 0
-
-    def hook(_module, _inputs, output):
-        nonlocal total
-        outputs = output if isinstance(output, (tuple, list)) else (output,)
-        total += sum(t.numel() * t.element_size() for t in outputs if isinstance(t, torch.Tensor))
-
-    scripted = isinstance(model, torch.jit.ScriptModule)
-    handles = [] if scripted else [m.register_forward_hook(hook) for m in _modules_of(model)]
-    try:
-        with torch.inference_mode():
-            output = model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    per_image = 0 if scripted else (2 * total) // batch.shape[0] + 3 * batch[0].numel() * batch.element_size()
-    return output, per_image
-
-
-def gradient_batch_size(device: torch.device, requested: int, budget_mb: int, count: int, per_image: int) -> int:
-    """The batch of inputs whose gradients are taken at once: ``requested`` (0 = as many as the
-    memory budget allows, at most 64 on a CPU and 256 on a GPU), never more than ``count``."""
-    budget = budget_mb * 2**20 if budget_mb else default_budget_bytes(device)
-    ceiling = requested or (64 if device.type == "cpu" else 256)
-    return max(1, min(count, batch_for_budget(ceiling, per_image, budget)))
+def gradient_batch_size(device: torch.device, count: int, per_image: int) -> int:
+    """The batch of inputs whose gradients are taken at once: the run's batch size (its execution
+    context), or, when it sets none, as many as the memory budget allows, at most 64 on a CPU and
+    256 on a GPU; never more than ``count``. (These loops are short, a few batches at most, so
+    their size is not measured.)"""
+    ceiling = current_context().batch_size or (64 if device.type == "cpu" else 256)
+    return max(1, min(count, fit_batch(ceiling, per_image, device)[0]))
 
 
 def gradients_in_batches(

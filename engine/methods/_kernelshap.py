@@ -1,46 +1,18 @@
-"""The pieces of kernelshap: image segments, coalitions, and the Shapley-value solvers."""
+"""The pieces of kernelshap: coalitions and the Shapley-value solvers (its segments come from
+``_image_regions``, shared with the Sobol map)."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from engine.core.errors import UserError
+from engine.methods._image_regions import grid_labels as grid_segments
+from engine.methods._image_regions import slic_labels as slic_segments
+
+__all__ = ["EXACT_MAX_SEGMENTS", "bits", "exact_shapley", "grid_segments", "kernel_shap", "sample_coalitions", "slic_segments"]
 
 EXACT_MAX_SEGMENTS = 12  # up to here all 2^M coalitions are evaluated and the values are exact
-
-
-def grid_segments(height: int, width: int, cells: int, device: torch.device) -> torch.Tensor:
-    """H x W labels of a cells x cells grid (row-major), cells as equal as the size allows."""
-    if cells > min(height, width):
-        raise UserError(f"a grid of {cells} x {cells} does not fit a {height} x {width} image; choose at most {min(height, width)}")
-    rows = torch.arange(height, device=device) * cells // height
-    cols = torch.arange(width, device=device) * cells // width
-    return rows[:, None] * cells + cols[None, :]
-
-
-def slic_segments(x: torch.Tensor, n_segments: int, compactness: float, connected: bool = True) -> torch.Tensor:
-    """H x W labels 0..M-1 of SLIC superpixels (Achanta et al. 2012) of the 1 x C x H x W input.
-
-    The image is stretched to [0, 1] as a whole (an approximation of the display image that keeps
-    the channels' relative contrasts); three channels
-    are converted to CIELAB as SLIC expects, other counts are scaled to Lab's 0-100 range so that
-    the same compactness suits them. Without ``connected`` SLIC skips its connectivity step (which
-    on noise-like images merges almost everything): a superpixel may then be in pieces.
-    """
-    try:
-        from skimage.segmentation import slic
-    except ImportError:  # pragma: no cover - scikit-image is a dependency
-        raise UserError("SLIC superpixels need scikit-image (pip install scikit-image); or use segmentation=grid") from None
-    image = x[0].detach().float().cpu().numpy().transpose(1, 2, 0)
-    low, high = float(image.min()), float(image.max())
-    image = (image - low) / (high - low if high > low else 1.0)
-    lab = image.shape[2] == 3
-    labels = slic(image if lab else image * 100.0, n_segments=n_segments, compactness=compactness, start_label=0, channel_axis=-1, convert2lab=lab, enforce_connectivity=connected)
-    _, contiguous = np.unique(labels, return_inverse=True)
-    return torch.from_numpy(contiguous.reshape(labels.shape).astype(np.int64)).to(x.device)
 
 
 def bits(indices: torch.Tensor, count: int) -> torch.Tensor:

@@ -8,20 +8,21 @@ the profiles of each axis sum to 1 at every pixel, so a constant M gives a const
 default softness of 1/8 a cell's value reaches into its neighbour over about a quarter of a cell,
 so a perturbed image has no hard step at cell edges while each cell keeps its own pixels (with
 bilinear upsampling a cell would move half of its neighbours' pixels). Softness 0 is
-nearest-neighbour upsampling, the masks of Fel et al.'s code. SLIC superpixels are painted as
-they are (nearest: every pixel takes its superpixel's value). The same operator paints the indices
-back onto the image.
+nearest-neighbour upsampling, the masks of Fel et al.'s code. SLIC superpixels (``_image_regions``,
+with kernelshap's fallbacks) are painted as they are (nearest: every pixel takes its superpixel's
+value). The same operator paints the indices back onto the image.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from engine.core.errors import UserError
 from engine.io.blur import gaussian_blur
+from engine.methods._image_regions import grid_labels, superpixels
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Regions:
     grid: int | None = None  # g for a grid of g x g cells, None for superpixels
     row_profiles_t: torch.Tensor | None = None  # H x g: how much each cell row moves each pixel row
     col_profiles: torch.Tensor | None = None  # g x W
-    note: str | None = None
+    notes: tuple[str, ...] = ()
 
     def masks(self, rows: torch.Tensor) -> torch.Tensor:
         """B x 1 x H x W masks from a B x D batch of region values (smooth for a grid, nearest else)."""
@@ -48,13 +49,6 @@ class Regions:
         dtype = self.col_profiles.dtype if self.col_profiles is not None else torch.float32
         rows = torch.as_tensor(np.asarray(values), dtype=dtype, device=self.labels.device)
         return self.masks(rows.view(1, -1))[0, 0]
-
-
-def grid_labels(height: int, width: int, grid: int, device: torch.device) -> torch.Tensor:
-    """Cell index (row-major) of every pixel of a g x g grid; cells differ by at most one pixel."""
-    rows = torch.div(torch.arange(height, device=device) * grid, height, rounding_mode="floor")
-    cols = torch.div(torch.arange(width, device=device) * grid, width, rounding_mode="floor")
-    return rows[:, None] * grid + cols[None, :]
 
 
 def _profiles(size: int, grid: int, softness: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -77,25 +71,12 @@ def grid_regions(height: int, width: int, grid: int, device: torch.device, softn
     return Regions(grid_labels(height, width, grid, device), grid * grid, grid, _profiles(height, grid, softness, device, dtype).T.contiguous(), _profiles(width, grid, softness, device, dtype))
 
 
-def segment_regions(image: torch.Tensor, segments: int, compactness: float) -> Regions:
-    """SLIC superpixels of a C x H x W image (scikit-image), relabelled 0..D-1."""
-    try:
-        from skimage.segmentation import slic
-    except ImportError:
-        raise UserError("regions=segments needs scikit-image (pip install scikit-image); regions=grid works without it") from None
-    pixels = image.detach().float().cpu().permute(1, 2, 0).numpy().astype(np.float64)
-    low, high = float(pixels.min()), float(pixels.max())
-    pixels = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
-    options = {"n_segments": int(segments), "compactness": float(compactness), "channel_axis": -1, "start_label": 0, "convert2lab": pixels.shape[2] == 3}
-    labels, note = slic(pixels, **options), None
-    if np.unique(labels).size < max(2, segments // 4):
-        # On noise-like images SLIC's connectivity step merges almost everything; its superpixels
-        # before that step are still valid regions (groups of pixels), only not connected.
-        labels = slic(pixels, enforce_connectivity=False, **options)
-        note = "SLIC's connected superpixels merged on this image; its superpixels were taken without the connectivity step, so a region may be in pieces"
-    _, labels = np.unique(labels, return_inverse=True)  # 0..D-1 with no gaps
-    labels = labels.reshape(pixels.shape[:2])
-    count = int(labels.max()) + 1
-    if count < 2:
-        raise UserError("SLIC found a single superpixel in this image; ask for more segments or lower the compactness, or use regions=grid")
-    return Regions(torch.as_tensor(labels.astype(np.int64), device=image.device), count, None, note=note)
+def segment_regions(x: torch.Tensor, segments: int, compactness: float, fallback_grid: int, softness: float = 0.125) -> Regions:
+    """SLIC superpixels of the 1 x C x H x W input (``_image_regions.superpixels``: the same
+    fallbacks as kernelshap's), or the smooth grid of ``fallback_grid`` cells where SLIC finds a
+    single superpixel."""
+    found = superpixels(x, segments, compactness, fallback_grid)
+    if found.grid is not None:
+        grid = grid_regions(x.shape[2], x.shape[3], found.grid, x.device, softness, x.dtype if x.is_floating_point() else torch.float32)
+        return replace(grid, notes=found.notes)
+    return Regions(found.labels, found.count, None, notes=found.notes)

@@ -18,14 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from engine.core.errors import UserError
-from engine.core.explanation import Explanation
-from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._cam import TYPICAL_CHANNELS, BatchedCamParams, Capture, capture, channel_batch, end, scores_of, weighted_sum
-from engine.methods._registry import Cost, MethodSpec, register
+from engine.methods._base import output_scores
+from engine.methods._cam import BatchedCamParams, Capture, channel_score_cam
 from engine.runtime.batching import forward_with_memory_estimate, is_out_of_memory, run_in_batches
+from engine.runtime.sizing import plan_batches
 
 
 @dataclass(frozen=True)
@@ -53,11 +51,19 @@ class _Ablator:
 
 
 def _ablated_scores(model, cap: Capture, params: AblationCamParams, progress, cancel) -> tuple[torch.Tensor, dict]:
+    """The score with each channel of the layer zeroed, the score y without, and the batching figures."""
+    if cap.calls != 1:
+        raise UserError(
+            f"layer '{cap.layer_name}' runs {cap.calls} times in one forward pass; Ablation-CAM needs a layer that runs once (a ResNet's shared ReLU does not)"
+        )
+    y = float(output_scores(cap.setup.logits, cap.setup.target, params.output, double=True)[0])
+    if y == 0:
+        raise UserError("the target's score is exactly 0, so Ablation-CAM's relative drops (y - y_k) / y are undefined; explain another output")
     x = cap.setup.batch
     channels = cap.feature.shape[0]
     with torch.inference_mode():
         _, per_image = forward_with_memory_estimate(model, x)
-    batch_size, budget = channel_batch(params, per_image, x.device)
+    sizer = plan_batches(per_image, x.device)
     scores = torch.empty(channels, dtype=torch.float64, device=x.device)
     ablator = _Ablator(cap, x.dtype)
     single = [True]  # feed one input and let the rest of the network broadcast the batch
@@ -70,72 +76,35 @@ def _ablated_scores(model, cap: Capture, params: AblationCamParams, progress, ca
     def evaluate(start: int, stop: int) -> None:
         with torch.inference_mode():
             try:
-                out = scores_of(run(start, stop), cap.setup.target, params.output)
+                out = output_scores(run(start, stop), cap.setup.target, params.output, double=True)
                 if single[0] and out.shape[0] != stop - start:
                     raise RuntimeError("the output did not follow the ablated batch")
             except RuntimeError as exc:
                 if not single[0] or is_out_of_memory(exc):
                     raise
                 single[0] = False
-                out = scores_of(run(start, stop), cap.setup.target, params.output)
+                out = output_scores(run(start, stop), cap.setup.target, params.output, double=True)
             scores[start:stop] = out
 
     handle = cap.layer.register_forward_hook(ablator)
     try:
-        used = run_in_batches(
-            channels, batch_size, evaluate, cancel=cancel, progress=progress, message="ablated channels", device=x.device, progress_span=(0.05, 0.98)
+        run_in_batches(
+            channels, sizer, evaluate, cancel=cancel, progress=progress, message="ablated channels", device=x.device, progress_span=(0.05, 0.98)
         )
     finally:
         handle.remove()
-    info = {
-        "forward_passes": channels + 1,
-        "batch_size_used": used,
-        "rest_of_network_only": single[0],
-        "memory_per_image_mb": per_image / 2**20,
-        "memory_budget_mb": None if budget is None else budget / 2**20,
-    }
-    return scores, info
+    return scores, {"score": y, "forward_passes": channels + 1, "rest_of_network_only": single[0], **sizer.extras()}
 
 
-def explain(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: AblationCamParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
-    """Ablation-CAM map of one input: feature maps weighted by the relative drop of the score without them."""
-    progress, cancel = resolve(progress, cancel)
-    cap = capture(model, inputs, target, params, progress, cancel, "ablationcam", gradient=False)
-    if cap.calls != 1:
-        raise UserError(
-            f"layer '{cap.layer_name}' runs {cap.calls} times in one forward pass; Ablation-CAM needs a layer that runs once (a ResNet's shared ReLU does not)"
-        )
-    y = float(scores_of(cap.setup.logits, cap.setup.target, params.output)[0])
-    if y == 0:
-        raise UserError("the target's score is exactly 0, so Ablation-CAM's relative drops (y - y_k) / y are undefined; explain another output")
-    scores, info = _ablated_scores(model, cap, params, progress, cancel)
-    cancel.check()
-    weights = ((y - scores) / y).to(cap.feature.dtype)
-    extras = {"weights": weights.cpu().numpy(), "scores": scores.cpu().numpy(), "score": y, **info}
-    return end(cap, SPEC.name, params, weighted_sum(weights, cap.feature), progress, extras)
+def _weights(scores: torch.Tensor, info: dict, _params: AblationCamParams) -> torch.Tensor:
+    """The relative drop of the score without each channel, (y - y_k) / y."""
+    return (info["score"] - scores) / info["score"]
 
 
-def cost(params: AblationCamParams, height: int, width: int) -> Cost:
-    """One forward of the rest of the network per feature map (counted for 512) and the full one."""
-    return Cost(TYPICAL_CHANNELS + 1)
-
-
-SPEC = register(
-    MethodSpec(
-        name="ablationcam",
-        summary="Ablation-CAM: a layer's feature maps weighted by the relative drop of the target's score when each is zeroed",
-        params_cls=AblationCamParams,
-        explain=explain,
-        kind="perturbation",
-        needs_layer=True,
-        cost=cost,
-    )
+SPEC = channel_score_cam(
+    "ablationcam",
+    "Ablation-CAM: a layer's feature maps weighted by the relative drop of the target's score when each is zeroed",
+    _ablated_scores,
+    _weights,
+    AblationCamParams,
 )

@@ -153,15 +153,7 @@ def _optimise(problem: _Problem, count: int, progress, cancel) -> tuple[torch.Te
     return masks[:, 0], reward
 
 
-def explain(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: ExtremalParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
+def explain(model: nn.Module, inputs: torch.Tensor, target: int | None, params: ExtremalParams, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
     """Mean of the extremal masks of the requested areas."""
     progress, cancel = resolve(progress, cancel)
     x = begin(inputs, progress, cancel, "forward")

@@ -22,13 +22,12 @@ from engine.accel import channels_last, fast_copy
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import Setup, begin, finish
+from engine.methods._base import RunSettingNames, Setup, begin, finish
 from engine.methods._gradients import (
     BASELINE_CHOICES,
     REDUCE_CHOICES,
     REDUCE_HELP,
     RULE_CHOICES,
-    forward_with_backward_estimate,
     gradient_batch_size,
     make_baseline,
     path_gradient,
@@ -37,10 +36,11 @@ from engine.methods._gradients import (
 )
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
+from engine.runtime.batching import forward_with_backward_estimate
 
 
 @dataclass(frozen=True)
-class IgParams:
+class IgParams(RunSettingNames):
     baseline: str = param(
         "zero",
         "the reference input the path starts from: zeros, a Gaussian-blurred copy, the image's per-channel mean, or uniform noise over the image's range",
@@ -51,19 +51,9 @@ class IgParams:
     rule: str = param("gausslegendre", "quadrature rule of the path integral", choices=RULE_CHOICES)
     reduce: str = param("sum", REDUCE_HELP, choices=REDUCE_CHOICES)
     output: str = param("logit", "what is differentiated: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
-    batch_size: int = param(0, "path points whose gradients are taken at once; 0 = as many as the memory budget allows; halved automatically on out-of-memory", low=0)
-    memory_budget_mb: int = param(0, "memory a batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
 
 
-def explain(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: IgParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
+def explain(model: nn.Module, inputs: torch.Tensor, target: int | None, params: IgParams, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
     """Integrated-gradients map of one input, reduced over channels."""
     progress, cancel = resolve(progress, cancel)
     x = begin(inputs, progress, cancel, "forward")
@@ -74,7 +64,7 @@ def explain(
     setup = Setup.from_logits(x, logits[:1], target)
     f_x, f_b = (float(v) for v in select_output(logits.double(), setup.target, params.output))
     rule = quadrature(params.rule, params.steps)
-    batch_size = gradient_batch_size(x.device, params.batch_size, params.memory_budget_mb, params.steps, per_image)
+    batch_size = gradient_batch_size(x.device, params.steps, per_image)
     integral, used = path_gradient(model, x, baseline, setup.target, params.output, rule, batch_size=batch_size, cancel=cancel, progress=progress, span=(0.02, 0.98))
     attribution = (x - baseline)[0].to(integral.dtype) * integral
     total = float(attribution.sum())

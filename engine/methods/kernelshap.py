@@ -21,22 +21,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine.accel import channels_last
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.io.blur import baseline_image
-from engine.methods._base import Setup, begin, finish
+from engine.methods._base import RunSettingNames, begin, finish
+from engine.methods._image_regions import superpixels
 from engine.methods._kernelshap import EXACT_MAX_SEGMENTS, bits, exact_shapley, grid_segments, kernel_shap, sample_coalitions, slic_segments
-from engine.methods._perturb import BASELINES, batch_size_for, scores
+from engine.methods._perturb import BASELINES, perturbed_outputs, reference, scores
 from engine.methods._registry import Cost, MethodSpec, register
-from engine.models.outputs import OUTPUT_CHOICES, logits_of
-from engine.runtime.batching import forward_with_memory_estimate, run_in_batches
+from engine.models.outputs import OUTPUT_CHOICES
 
 
 @dataclass(frozen=True)
-class KernelShapParams:
+class KernelShapParams(RunSettingNames):
     segmentation: str = param("slic", "how the image is cut into players: SLIC superpixels (scikit-image) or a square grid", choices=("slic", "grid"))
     n_segments: int = param(50, "slic: the number of superpixels asked for (SLIC may return somewhat more or fewer)", low=1, high=10000)
     compactness: float = param(10.0, "slic: balance of colour and space (higher: squarer superpixels)", low=0.001, high=1000.0)
@@ -46,8 +45,6 @@ class KernelShapParams:
     blur_sigma: float = param(5.0, "blur baseline: Gaussian standard deviation in pixels", low=0.1, high=1000.0)
     seed: int = param(-1, "seed of the sampled coalitions; -1 = the run's seed", low=-1)
     output: str = param("logit", "what is explained: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
-    batch_size: int = param(0, "perturbed images evaluated at once; 0 = automatic (16 on a CPU, 64 on a GPU); halved automatically on out-of-memory", low=0)
-    memory_budget_mb: int = param(0, "memory the batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
 
 
 def _segments(x: torch.Tensor, params: KernelShapParams) -> tuple[torch.Tensor, list[str]]:
@@ -57,21 +54,9 @@ def _segments(x: torch.Tensor, params: KernelShapParams) -> tuple[torch.Tensor, 
         return grid_segments(height, width, params.grid, x.device), []
     if params.segmentation != "slic":
         raise UserError(f"unknown segmentation '{params.segmentation}'; choose slic or grid")
-    segments, notes = slic_segments(x, params.n_segments, params.compactness), []
-    if int(segments.max()) + 1 < max(2, params.n_segments // 4):
-        # As the Sobol map's regions do (engine/methods/_sobol_regions.py): on noise-like images
-        # SLIC's connectivity step merges almost everything; the superpixels before it still group
-        # like pixels, only not always in one piece.
-        segments = slic_segments(x, params.n_segments, params.compactness, connected=False)
-        notes.append("SLIC's connected superpixels merged on this image; its superpixels were taken without the connectivity step, so a segment may be in pieces")
-    count = int(segments.max()) + 1
-    if count == 1 and params.n_segments > 1:
-        # One player: the map would be one constant, f(x) - f(baseline) spread evenly. The grid gives a map.
-        grid = f"{params.grid} x {params.grid}"
-        return grid_segments(height, width, params.grid, x.device), [f"SLIC found a single superpixel in this image (a flat image?); a {grid} grid was used instead (the grid parameter)"]
-    if count < params.n_segments / 2:
-        notes.append(f"SLIC returned {count} superpixels of the {params.n_segments} asked for (a noisy or flat image?); raise compactness or use segmentation=grid")
-    return segments, notes
+    # slic_segments is looked up here, at the call, so that a test can replace it
+    found = superpixels(x, params.n_segments, params.compactness, params.grid, slic=slic_segments)
+    return found.labels, list(found.notes)
 
 
 def _coalitions(count: int, params: KernelShapParams) -> torch.Tensor | None:
@@ -82,25 +67,18 @@ def _coalitions(count: int, params: KernelShapParams) -> torch.Tensor | None:
     return sample_coalitions(count, params.samples, torch.Generator().manual_seed(seed))
 
 
-def _evaluate_all(model, x, baseline, segments, target, coalitions, params, batch_size, progress, cancel) -> tuple[torch.Tensor, int]:
+def _evaluate_all(model, x, baseline, segments, target, coalitions, params, per_image, progress, cancel):
     """The output for every coalition in ``coalitions`` (an N x M boolean tensor on the CPU, or,
-    when None, the 2^M - 1 bit sets 0 .. 2^M - 2: all but the whole image)."""
+    when None, the 2^M - 1 bit sets 0 .. 2^M - 2: all but the whole image), and the sizer."""
     count = int(segments.max()) + 1
     device = x.device
     total = 2**count - 1 if coalitions is None else coalitions.shape[0]
-    outputs = torch.empty(total, dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
 
-    def evaluate(start: int, stop: int) -> None:
-        if coalitions is None:
-            members = bits(torch.arange(start, stop, device=device), count)
-        else:
-            members = coalitions[start:stop].to(device)
-        keep = members[:, segments][:, None]  # B x 1 x H x W
-        batch = channels_last(torch.where(keep, x, baseline))
-        outputs[start:stop] = scores(model(batch), target, params.output).to(outputs.dtype)
+    def perturb(start: int, stop: int) -> torch.Tensor:
+        members = bits(torch.arange(start, stop, device=device), count) if coalitions is None else coalitions[start:stop].to(device)
+        return torch.where(members[:, segments][:, None], x, baseline)  # B x 1 x H x W keeps
 
-    used = run_in_batches(total, batch_size, evaluate, cancel=cancel, progress=progress, message="coalitions", device=device, progress_span=(0.01, 0.99))
-    return outputs, used
+    return perturbed_outputs(model, total, perturb, target, params.output, per_image=per_image, device=device, progress=progress, cancel=cancel, message="coalitions")
 
 
 def _values(outputs: torch.Tensor, coalitions: torch.Tensor | None, count: int, f_x: float, f_empty: float) -> torch.Tensor:
@@ -109,15 +87,7 @@ def _values(outputs: torch.Tensor, coalitions: torch.Tensor | None, count: int, 
     return kernel_shap(coalitions, outputs, f_empty, f_x)
 
 
-def explain(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: KernelShapParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
+def explain(model: nn.Module, inputs: torch.Tensor, target: int | None, params: KernelShapParams, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
     """Shapley values of the image's segments, each spread evenly over its pixels."""
     progress, cancel = resolve(progress, cancel)
     x = begin(inputs, progress, cancel, "forward")
@@ -125,12 +95,10 @@ def explain(
     count = int(segments.max()) + 1
     coalitions = _coalitions(count, params)
     baseline = baseline_image(x, params.baseline, params.blur_sigma, BASELINES)
+    ref = reference(model, x, target, params.output)
+    setup, f_x = ref.setup, ref.f_x
     with torch.inference_mode():
-        raw, per_image = forward_with_memory_estimate(model, channels_last(x))
-        setup = Setup.from_logits(x, logits_of(raw), target)
-        f_x = float(scores(setup.logits, setup.target, params.output)[0])
-        batch_size, budget = batch_size_for(params.batch_size, params.memory_budget_mb, per_image, x.device)
-        outputs, used = _evaluate_all(model, x, baseline, segments, setup.target, coalitions, params, batch_size, progress, cancel)
+        outputs, sizer = _evaluate_all(model, x, baseline, segments, setup.target, coalitions, params, ref.per_image, progress, cancel)
         f_empty = float(scores(model(baseline), setup.target, params.output)[0]) if coalitions is not None else float(outputs[0])
     cancel.check()
     phi = _values(outputs, coalitions, count, f_x, f_empty)
@@ -145,9 +113,7 @@ def explain(
         "f_x": f_x,
         "f_baseline": f_empty,
         "completeness_gap": float(phi.sum()) - (f_x - f_empty),
-        "batch_size_used": used,
-        "memory_per_image_mb": per_image / 2**20,
-        "memory_budget_mb": None if budget is None else budget / 2**20,
+        **sizer.extras(),
     }
     if notes:
         extras["notes"] = notes

@@ -31,14 +31,16 @@ from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.io.blur import baseline_image
-from engine.methods._base import Setup, begin, finish
+from engine.methods._base import RunSettingNames, begin, finish
+from engine.methods._perturb import perturbed_outputs, reference
 from engine.methods._registry import Cost, MethodSpec, register
-from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
-from engine.runtime.batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, is_out_of_memory, run_in_batches
+from engine.models.outputs import OUTPUT_CHOICES, logits_of
+from engine.runtime.batching import is_out_of_memory
+from engine.runtime.sizing import BatchSizer, automatic_batch_size, plan_batches
 
 
 @dataclass(frozen=True)
-class LocalParams:
+class LocalParams(RunSettingNames):
     mode: str = param(
         "occlusion",
         "occlusion: replace each window by a baseline and record the drop of the output; additive: add delta and record the finite-difference slope",
@@ -55,8 +57,6 @@ class LocalParams:
     delta: float = param(0.1, "additive: the step added to every channel of a window, in normalised input units", low=1e-6)
     central: bool = param(False, "additive: central differences (f(x+delta) - f(x-delta)) / 2 delta, twice the forward passes")
     output: str = param("logit", "what is measured: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
-    batch_size: int = param(0, "perturbed images evaluated at once; 0 = automatic (16 on a CPU, 64 on a GPU); halved automatically on out-of-memory", low=0)
-    memory_budget_mb: int = param(0, "memory the batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
     engine: str = param(
         "auto",
         "incremental: recompute only the part of each layer a window changes (exact; Krypton, SIGMOD 2019); dense: whole forward passes; auto: incremental when its estimated speed-up is worth it",
@@ -82,20 +82,8 @@ def _membership(starts: list[int], window: int, size: int, device: torch.device)
     return (pixels >= begin) & (pixels < begin + window)
 
 
-def automatic_batch_size(device: torch.device) -> int:
-    """Measured on resnet18 at 224 x 224 (benchmarks/): on a CPU, batches beyond 8-16 images get
-    slower per image (36 ms at 49 against 27.5 ms at 16), while GPUs want large batches."""
-    return 16 if device.type == "cpu" else 64
-
-
 def _baseline(x: torch.Tensor, params: LocalParams) -> torch.Tensor:
     return baseline_image(x, params.baseline, params.blur_sigma)
-
-
-def _scores(output) -> torch.Tensor:
-    """Class scores in at least single precision (half-precision softmax loses the differences)."""
-    logits = logits_of(output)
-    return logits if logits.dtype == torch.float64 else logits.float()
 
 
 def _check(params: LocalParams, height: int, width: int) -> int:
@@ -283,44 +271,38 @@ class _Forwards:
         return {"engine": self.choice, "engine_requested": self.requested, "incremental_estimated_speedup": speedup}
 
 
-def _batch_size(params: LocalParams, per_image: int, device: torch.device, incremental: bool = False) -> tuple[int, int | None]:
-    """The batch size to start with and the memory budget (bytes, None if unknown) it was fitted to.
-    Incrementally a CPU gets 32: the layers that run densely at the end are small maps, which
-    batches of 32 use better (ResNet-18, 224 px, 64 interior windows of 16 pixels: 4-5% faster
-    than batches of 16, and no faster at 64)."""
-    budget = params.memory_budget_mb * 2**20 if params.memory_budget_mb else default_budget_bytes(device)
-    automatic = automatic_batch_size(device)
-    if incremental and device.type == "cpu":
-        automatic *= 2
-    return batch_for_budget(params.batch_size or automatic, per_image, budget), budget
+def _sizer(per_image: int, device: torch.device, incremental: bool) -> BatchSizer:
+    """The batches of the perturbed images (``engine.runtime.sizing``). Incrementally a CPU starts
+    from 32: the layers that run densely at the end are small maps, which batches of 32 use better
+    (ResNet-18, 224 px, 64 interior windows of 16 pixels: 4-5% faster than batches of 16, and no
+    faster at 64). Incrementally the batch never grows: the windows are ordered for the start size
+    (``_Forwards._order`` puts like boxes into one batch, and ``auto`` decides on the first batch),
+    so only a remembered start size is used; the batch grows once the forwards run densely."""
+    automatic = automatic_batch_size(device) * (2 if incremental and device.type == "cpu" else 1)
+    return plan_batches(per_image, device, automatic=automatic, variant="incremental" if incremental else "dense", grow=not incremental)
 
 
-def _perturbed_outputs(model, x: torch.Tensor, target: int, windows: _Windows, params: LocalParams, batch_size: int, progress, cancel) -> tuple[torch.Tensor, int]:
-    """The target output of every perturbed image (float64), and the batch size that fitted.
-    ``model`` is called with the perturbed batch and the perturbations' numbers."""
-    device = x.device
+def _perturbed_outputs(forwards: _Forwards, x: torch.Tensor, target: int, windows: _Windows, params: LocalParams, sizer: BatchSizer, progress, cancel) -> torch.Tensor:
+    """The target output of every perturbed image (float64, in the perturbations' numbering), run
+    in the forwards' order; ``forwards`` is called with the perturbed batch and its numbers."""
     baseline = _baseline(x, params) if params.mode == "occlusion" else None
-    # Outputs are kept in float64; MPS has no float64, so there they are gathered on the CPU.
-    outputs = torch.empty(windows.perturbations, dtype=torch.float64, device=device if device.type != "mps" else "cpu")
+    order = forwards.order
+    current = {}
 
-    order = getattr(model, "order", None)
+    def perturb(start: int, stop: int) -> torch.Tensor:
+        current["index"] = index = order[start:stop]
+        return _perturb(x, index.to(x.device), windows, baseline, params.delta)
 
-    def evaluate(start: int, stop: int) -> None:
-        index = torch.arange(start, stop) if order is None else order[start:stop]
-        batch = _perturb(x, index.to(device), windows, baseline, params.delta)
-        outputs[index.to(outputs.device)] = select_output(_scores(model(batch, index)), target, params.output).to(outputs.device, outputs.dtype)
+    def forward(batch: torch.Tensor):
+        output = forwards(batch, current["index"])
+        if forwards.executor is None:
+            sizer.allow_growth("dense")  # the order stopped mattering (auto chose dense, or a failure)
+        return output
 
-    used = run_in_batches(
-        windows.perturbations,
-        batch_size,
-        evaluate,
-        cancel=cancel,
-        progress=progress,
-        message="perturbed images",
-        device=device,
-        progress_span=(0.01, 0.99),
-    )
-    return outputs, used
+    ordered, _ = perturbed_outputs(forward, windows.perturbations, perturb, target, params.output, per_image=sizer.per_item, device=x.device, progress=progress, cancel=cancel, sizer=sizer)
+    outputs = torch.empty_like(ordered)
+    outputs[order.to(outputs.device)] = ordered
+    return outputs
 
 
 def _window_values(outputs: torch.Tensor, f_x: float, windows: _Windows, params: LocalParams) -> torch.Tensor:
@@ -348,15 +330,7 @@ def _pixel_map(values: torch.Tensor, windows: _Windows) -> torch.Tensor:
     return torch.where(coverage > 0, summed / coverage.clamp(min=1.0), torch.zeros_like(summed))
 
 
-def explain(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: LocalParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
+def explain(model: nn.Module, inputs: torch.Tensor, target: int | None, params: LocalParams, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
     """Map of the change of the target output when each window of the input is perturbed."""
     progress, cancel = resolve(progress, cancel)
     x = begin(inputs, progress, cancel, "forward")
@@ -364,23 +338,20 @@ def explain(
     stride = _check(params, height, width)
     per_window = 2 if (params.mode == "additive" and params.central) else 1
     windows = _Windows.build(height, width, params.window, stride, per_window, x.device)
+    ref = reference(model, x, target, params.output)
+    setup, f_x = ref.setup, ref.f_x
     with torch.inference_mode():
-        raw, per_image = forward_with_memory_estimate(model, channels_last(x))
-        setup = Setup.from_logits(x, logits_of(raw), target)
-        f_x = float(select_output(_scores(setup.logits), setup.target, params.output)[0])
         forwards = _Forwards(model, x, setup.logits, windows, params)
-        batch_size, budget = _batch_size(params, per_image, x.device, forwards.executor is not None)
-        forwards.arrange(windows, batch_size)
+        sizer = _sizer(ref.per_image, x.device, forwards.executor is not None)
+        forwards.arrange(windows, sizer.size)
         stats = None if forwards.executor is None else forwards.executor.stats
-        outputs, used = _perturbed_outputs(forwards, x, setup.target, windows, params, batch_size, progress, cancel)
+        outputs = _perturbed_outputs(forwards, x, setup.target, windows, params, sizer, progress, cancel)
     cancel.check()
     values = _window_values(outputs, f_x, windows, params)
     extras = {
         "forward_passes": windows.perturbations + 1,
         "windows": windows.count,
-        "batch_size_used": used,
-        "memory_per_image_mb": per_image / 2**20,
-        "memory_budget_mb": None if budget is None else budget / 2**20,
+        **sizer.extras(),
         "window_values": values.float().cpu().numpy(),
         "f_x": f_x,
         "stride": stride,

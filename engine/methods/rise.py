@@ -26,20 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.accel import channels_last, fast_copy
+from engine.accel import fast_copy
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import Setup, begin, finish
-from engine.methods._perturb import batch_size_for, draw, generator, scores
+from engine.methods._base import RunSettingNames, begin, finish
+from engine.methods._perturb import draw, generator, perturbed_outputs, reference
 from engine.methods._registry import Cost, MethodSpec, register
-from engine.models.outputs import OUTPUT_CHOICES, logits_of
-from engine.runtime.batching import forward_with_memory_estimate, run_in_batches
+from engine.models.outputs import OUTPUT_CHOICES
 
 
 @dataclass(frozen=True)
-class RiseParams:
+class RiseParams(RunSettingNames):
     masks: int = param(2000, "number of random masks, one forward pass each (the paper uses 4000 for ResNet-50, 8000 for VGG16)", low=1)
     grid: int = param(7, "cells per side of the coarse random grid (s); a cell is ceil(H / s) x ceil(W / s) pixels", low=1, high=256)
     p: float = param(0.5, "probability that a grid cell is kept", low=0.01, high=0.99)
@@ -49,8 +48,6 @@ class RiseParams:
     )
     seed: int = param(-1, "seed of the masks; -1 = the run's seed", low=-1)
     output: str = param("probability", "what is measured: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
-    batch_size: int = param(0, "masked images evaluated at once; 0 = automatic (16 on a CPU, 64 on a GPU); halved automatically on out-of-memory", low=0)
-    memory_budget_mb: int = param(0, "memory the batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
 
 
 def _interpolation(cells: int, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -112,45 +109,37 @@ def _check(params: RiseParams) -> None:
 
 @dataclass
 class _Sums:
-    """sum_i (f_i - f_x) M_i and sum_i M_i over the masks so far, and every f_i."""
+    """sum_i (f_i - f_x) M_i and sum_i M_i over the masks so far."""
 
     weighted: torch.Tensor
     coverage: torch.Tensor
-    outputs: torch.Tensor
 
 
-def _accumulate(model, x: torch.Tensor, masks: _Masks, f_x: float, target: int, params: RiseParams, batch_size: int, progress, cancel) -> tuple[_Sums, int]:
+def _accumulate(model, x: torch.Tensor, masks: _Masks, f_x: float, target: int, params: RiseParams, per_image: int, progress, cancel):
+    """The sums over all masks, every f_i (float64) and the sizer that batched them. The masks of a
+    batch are built on the device and dropped after it."""
     device = x.device
     pixels = x.shape[2] * x.shape[3]
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
-    sums = _Sums(torch.zeros(pixels, dtype=acc_dtype, device=device), torch.zeros(pixels, dtype=acc_dtype, device=device), torch.empty(params.masks, dtype=acc_dtype, device=device))
+    sums = _Sums(torch.zeros(pixels, dtype=acc_dtype, device=device), torch.zeros(pixels, dtype=acc_dtype, device=device))
     mask_dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16, torch.float64) else torch.float32
     runner = fast_copy(model, x) if isinstance(model, nn.Module) else model  # batch norms folded (exact)
+    built = {}
 
-    def evaluate(start: int, stop: int) -> None:
-        m = masks.build(start, stop, mask_dtype)
-        batch = channels_last(x * m[:, None].to(x.dtype))
-        f = scores(runner(batch), target, params.output)
-        flat = m.reshape(stop - start, pixels).float()
-        weighted = ((f.float() - f_x)[None, :] @ flat)[0]
-        coverage = flat.sum(0)
-        sums.outputs[start:stop] = f.to(acc_dtype)
-        sums.weighted += weighted.to(acc_dtype)
-        sums.coverage += coverage.to(acc_dtype)
+    def perturb(start: int, stop: int) -> torch.Tensor:
+        built["masks"] = m = masks.build(start, stop, mask_dtype)
+        return x * m[:, None].to(x.dtype)
 
-    used = run_in_batches(params.masks, batch_size, evaluate, cancel=cancel, progress=progress, message="masks", device=device, progress_span=(0.01, 0.99))
-    return sums, used
+    def add(start: int, stop: int, f: torch.Tensor) -> None:
+        flat = built.pop("masks").reshape(stop - start, pixels).float()
+        sums.weighted += ((f.float() - f_x)[None, :] @ flat)[0].to(acc_dtype)
+        sums.coverage += flat.sum(0).to(acc_dtype)
+
+    outputs, sizer = perturbed_outputs(runner, params.masks, perturb, target, params.output, per_image=per_image, device=device, progress=progress, cancel=cancel, message="masks", on_scores=add)
+    return sums, outputs, sizer
 
 
-def explain(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: RiseParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
+def explain(model: nn.Module, inputs: torch.Tensor, target: int | None, params: RiseParams, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
     """RISE map of one input: the output's mean over random masks that keep each pixel."""
     progress, cancel = resolve(progress, cancel)
     x = begin(inputs, progress, cancel, "forward")
@@ -158,15 +147,12 @@ def explain(
     height, width = x.shape[2:]
     gen = generator(params.seed, x.device)
     masks = _Masks.draw(params, (height, width), gen, x.device)
+    ref = reference(model, x, target, params.output, masks.bytes_per_mask(4))
+    setup, f_x = ref.setup, ref.f_x
     with torch.inference_mode():
-        raw, per_image = forward_with_memory_estimate(model, channels_last(x))
-        setup = Setup.from_logits(x, logits_of(raw), target)
-        f_x = float(scores(setup.logits, setup.target, params.output)[0])
-        per_image += masks.bytes_per_mask(4)
-        batch_size, budget = batch_size_for(params.batch_size, params.memory_budget_mb, per_image, x.device)
-        sums, used = _accumulate(model, x, masks, f_x, setup.target, params, batch_size, progress, cancel)
+        sums, outputs, sizer = _accumulate(model, x, masks, f_x, setup.target, params, ref.per_image, progress, cancel)
     cancel.check()
-    mean_output = float(sums.outputs.mean())
+    mean_output = float(outputs.mean())
     shift = (mean_output - f_x) if params.center else -f_x
     saliency = ((sums.weighted - shift * sums.coverage) / (params.masks * params.p)).view(height, width)
     extras = {
@@ -176,9 +162,7 @@ def explain(
         "f_x": f_x,
         "mean_output": mean_output,
         "mean_coverage": float(sums.coverage.mean() / params.masks),
-        "batch_size_used": used,
-        "memory_per_image_mb": per_image / 2**20,
-        "memory_budget_mb": None if budget is None else budget / 2**20,
+        **sizer.extras(),
     }
     return finish(setup, SPEC.name, params, saliency, progress, extras)
 

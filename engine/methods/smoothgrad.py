@@ -18,13 +18,12 @@ from torch import nn
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
-from engine.methods._base import Setup, begin, finish
+from engine.methods._base import RunSettingNames, Setup, begin, finish
 from engine.methods._gradients import (
     BASELINE_CHOICES,
     REDUCE_CHOICES,
     REDUCE_HELP,
     RULE_CHOICES,
-    forward_with_backward_estimate,
     gradient_batch_size,
     gradients_in_batches,
     make_baseline,
@@ -34,10 +33,11 @@ from engine.methods._gradients import (
 )
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.models.outputs import OUTPUT_CHOICES, logits_of
+from engine.runtime.batching import forward_with_backward_estimate
 
 
 @dataclass(frozen=True)
-class SmoothGradParams:
+class SmoothGradParams(RunSettingNames):
     base: str = param("saliency", "the method run on every noisy copy: gradient saliency, Integrated Gradients (ig) or input x gradient", choices=("saliency", "ig", "inputxgrad"))
     variant: str = param(
         "smoothgrad",
@@ -52,8 +52,6 @@ class SmoothGradParams:
     rule: str = param("gausslegendre", "base ig: quadrature rule of the path integral", choices=RULE_CHOICES)
     baseline: str = param("zero", "base ig: the path's start, computed once from the clean input", choices=BASELINE_CHOICES)
     blur_sigma: float = param(10.0, "base ig with the blur baseline: Gaussian standard deviation in pixels", low=0.1)
-    batch_size: int = param(0, "inputs whose gradients are taken at once; 0 = as many as the memory budget allows; halved automatically on out-of-memory", low=0)
-    memory_budget_mb: int = param(0, "memory a batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
 
 
 class _Moments:
@@ -95,7 +93,7 @@ def _noisy(x: torch.Tensor, std: float, seed: int, start: int, stop: int) -> tor
 
 
 def _gradient_samples(model, x, setup: Setup, params: SmoothGradParams, std: float, seed: int, moments: _Moments, per_image: int, progress, cancel) -> int:
-    batch_size = gradient_batch_size(x.device, params.batch_size, params.memory_budget_mb, params.samples, per_image)
+    batch_size = gradient_batch_size(x.device, params.samples, per_image)
 
     def collect(_start: int, _stop: int, inputs: torch.Tensor, grad: torch.Tensor) -> None:
         moments.add(inputs * grad if params.base == "inputxgrad" else grad)
@@ -109,7 +107,7 @@ def _gradient_samples(model, x, setup: Setup, params: SmoothGradParams, std: flo
 def _ig_samples(model, x, setup: Setup, params: SmoothGradParams, std: float, seed: int, moments: _Moments, per_image: int, progress, cancel) -> int:
     baseline = make_baseline(x, params.baseline, params.blur_sigma)
     rule = quadrature(params.rule, params.steps)
-    batch_size = gradient_batch_size(x.device, params.batch_size, params.memory_budget_mb, params.steps, per_image)
+    batch_size = gradient_batch_size(x.device, params.steps, per_image)
     width = 0.96 / params.samples
     for index in range(params.samples):
         noisy = _noisy(x, std, seed, index, index + 1)
@@ -119,15 +117,7 @@ def _ig_samples(model, x, setup: Setup, params: SmoothGradParams, std: float, se
     return batch_size
 
 
-def explain(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: SmoothGradParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
+def explain(model: nn.Module, inputs: torch.Tensor, target: int | None, params: SmoothGradParams, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
     """Noise-tunnel map of one input: a statistic of the base method over noisy copies."""
     progress, cancel = resolve(progress, cancel)
     x = begin(inputs, progress, cancel, "forward")

@@ -5,10 +5,12 @@ value m in [0, 1] from a scrambled Sobol (Saltelli) design of N base points; the
 onto the input (smoothly for a grid, see ``_sobol_regions``; as they are for superpixels) and the image is blended towards
 a baseline, x' = b + M (x - b), so m = 1 keeps a region and m = 0 replaces it by the baseline
 (a blurred copy by default, zeros, or the channel means). The N(D+2) perturbed images are
-evaluated in batches under inference mode with the memory budget and out-of-memory halving of
-``local``; the indices come from ``engine.stats.sobol``, the same SALib estimator as the tabular
-analysis (Saltelli 2010 for S1, Jansen for ST), with a bootstrap interval per region and a
-convergence view at N/4 and N/2 from the leading rows of the same design (no extra passes).
+evaluated by the perturbation family base (``_perturb``: batches sized by the run's execution
+context, halved on out-of-memory); the indices come from ``engine.stats.sobol``, the same SALib
+estimator as the tabular analysis (Saltelli 2010 for S1, Jansen for ST), with a bootstrap interval
+per region and a convergence view at N/4 and N/2 from the leading rows of the same design (no extra
+passes). Superpixels come from ``_image_regions`` with kernelshap's fallbacks (SLIC without its
+connectivity step on noise-like images, the grid where it still finds a single superpixel).
 
 The map is the total index ST of every region (or S1), painted back through the mask operator.
 """
@@ -21,27 +23,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.accel import channels_last
 from engine.core.errors import UserError
 from engine.core.explanation import Explanation
 from engine.core.params import param
 from engine.core.progress import CancelToken, ProgressFn, resolve
 from engine.io.blur import baseline_image
-from engine.methods._base import Setup, begin, finish
+from engine.methods._base import RunSettingNames, begin, finish
+from engine.methods._perturb import perturbed_outputs, reference
 from engine.methods._registry import Cost, MethodSpec, register
 from engine.methods._sobol_regions import Regions, grid_regions, segment_regions
-from engine.methods.local import automatic_batch_size
-from engine.models.outputs import OUTPUT_CHOICES, logits_of, select_output
-from engine.runtime.batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, run_in_batches
+from engine.models.outputs import OUTPUT_CHOICES
 from engine.stats.sobol import SobolDesign, SobolResult, power_of_two, sobol_analysis, sobol_design
 
 CONF_LEVEL = 0.95
 
 
 @dataclass(frozen=True)
-class SobolMapParams:
+class SobolMapParams(RunSettingNames):
     regions: str = param("grid", "grid: g x g cells, upsampled smoothly; segments: SLIC superpixels of the image (scikit-image)", choices=("grid", "segments"))
-    grid: int = param(8, "regions=grid: cells per side, D = grid x grid regions", low=2, high=64)
+    grid: int = param(8, "regions=grid: cells per side, D = grid x grid regions (regions=segments: the grid used where SLIC finds a single superpixel)", low=2, high=64)
     softness: float = param(
         0.125,
         "regions=grid: how far a cell's mask value fades into its neighbours, as a Gaussian sigma in cell widths (0 = hard nearest-neighbour edges, as in Fel et al.'s code)",
@@ -60,8 +60,6 @@ class SobolMapParams:
     blur_sigma: float = param(5.0, "baseline=blur: Gaussian standard deviation in pixels", low=0.1)
     output: str = param("logit", "what is measured: the target's logit, probability or log-probability", choices=OUTPUT_CHOICES)
     resamples: int = param(100, "bootstrap resamples for each region's confidence interval", low=10, high=10000)
-    batch_size: int = param(0, "perturbed images evaluated at once; 0 = automatic (16 on a CPU, 64 on a GPU); halved automatically on out-of-memory", low=0)
-    memory_budget_mb: int = param(0, "memory the batch may use, in MiB; 0 = a quarter of the available RAM on a CPU, 80% of free GPU memory", low=0)
 
 
 def _baseline(x: torch.Tensor, params: SobolMapParams) -> torch.Tensor:
@@ -73,7 +71,7 @@ def _regions(x: torch.Tensor, params: SobolMapParams) -> Regions:
     if params.regions == "grid":
         return grid_regions(height, width, params.grid, x.device, params.softness, x.dtype if x.is_floating_point() else torch.float32)
     if params.regions == "segments":
-        return segment_regions(x[0], params.segments, params.compactness)
+        return segment_regions(x, params.segments, params.compactness, params.grid, params.softness)
     raise UserError(f"unknown regions '{params.regions}'; choose grid or segments")
 
 
@@ -83,26 +81,17 @@ def _design_seed() -> int:
     return int(torch.randint(1, 2**31 - 1, (1,)).item())
 
 
-def _scores(output) -> torch.Tensor:
-    logits = logits_of(output)
-    return logits if logits.dtype == torch.float64 else logits.float()
-
-
-def _design_outputs(model, x: torch.Tensor, target: int, regions: Regions, design: SobolDesign, params: SobolMapParams, batch_size: int, progress, cancel) -> tuple[np.ndarray, int]:
-    """The target output (float64) of the image blended by every row of the design, and the batch that fitted."""
-    device = x.device
+def _design_outputs(model, x: torch.Tensor, target: int, regions: Regions, design: SobolDesign, params: SobolMapParams, per_image: int, progress, cancel):
+    """The target output (float64) of the image blended by every row of the design, and the sizer."""
     baseline = _baseline(x, params)
     difference = x - baseline
     rows = torch.as_tensor(design.samples, dtype=x.dtype)
-    outputs = torch.empty(len(rows), dtype=torch.float64, device=device if device.type != "mps" else "cpu")
 
-    def evaluate(start: int, stop: int) -> None:
-        masks = regions.masks(rows[start:stop].to(device))
-        batch = baseline + masks * difference
-        outputs[start:stop] = select_output(_scores(model(channels_last(batch))), target, params.output).to(outputs.device, outputs.dtype)
+    def perturb(start: int, stop: int) -> torch.Tensor:
+        return baseline + regions.masks(rows[start:stop].to(x.device)) * difference
 
-    used = run_in_batches(len(rows), batch_size, evaluate, cancel=cancel, progress=progress, message="perturbed images", device=device, progress_span=(0.01, 0.95))
-    return outputs.cpu().numpy(), used
+    outputs, sizer = perturbed_outputs(model, len(rows), perturb, target, params.output, per_image=per_image, device=x.device, progress=progress, cancel=cancel, span=(0.01, 0.95))
+    return outputs.cpu().numpy(), sizer
 
 
 def _constant(outputs: np.ndarray) -> bool:
@@ -114,7 +103,7 @@ def _analyse(design: SobolDesign, regions: Regions, outputs: np.ndarray, params:
     """The indices of every region with their bootstrap half-widths, the convergence view and notes."""
     if not np.isfinite(outputs).all():
         raise UserError("the model returned NaN or infinite outputs on some perturbed images, so no Sobol index can be computed")
-    notes = list(design.notes) + ([regions.note] if regions.note else [])
+    notes = list(design.notes) + list(regions.notes)
     count = len(design.problem["names"])
     if _constant(outputs):
         zeros = {key: np.zeros(count) for key in ("S1", "S1_conf", "ST", "ST_conf")}
@@ -131,20 +120,7 @@ def _analyse(design: SobolDesign, regions: Regions, outputs: np.ndarray, params:
     return indices, result.convergence, notes
 
 
-def _batch_size(params: SobolMapParams, per_image: int, device: torch.device) -> tuple[int, int | None]:
-    budget = params.memory_budget_mb * 2**20 if params.memory_budget_mb else default_budget_bytes(device)
-    return batch_for_budget(params.batch_size or automatic_batch_size(device), per_image, budget), budget
-
-
-def explain(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: int | None,
-    params: SobolMapParams,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
-) -> Explanation:
+def explain(model: nn.Module, inputs: torch.Tensor, target: int | None, params: SobolMapParams, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Explanation:
     """Map of each region's Sobol index (ST by default) for the target output."""
     progress, cancel = resolve(progress, cancel)
     x = begin(inputs, progress, cancel, "forward")
@@ -152,13 +128,10 @@ def explain(
     names = [f"region {i}" for i in range(regions.count)]
     design = sobol_design({"names": names, "bounds": [[0.0, 1.0]] * regions.count}, params.n, second_order=False, seed=_design_seed())
     cancel.check()
+    ref = reference(model, x, target, params.output, x[0, 0].numel() * x.element_size())  # and each image's mask
+    setup, f_x = ref.setup, ref.f_x
     with torch.inference_mode():
-        raw, per_image = forward_with_memory_estimate(model, channels_last(x))
-        setup = Setup.from_logits(x, logits_of(raw), target)
-        f_x = float(select_output(_scores(setup.logits), setup.target, params.output)[0])
-        per_image += x[0, 0].numel() * x.element_size()  # the mask of each image in the batch
-        batch_size, budget = _batch_size(params, per_image, x.device)
-        outputs, used = _design_outputs(model, x, setup.target, regions, design, params, batch_size, progress, cancel)
+        outputs, sizer = _design_outputs(model, x, setup.target, regions, design, params, ref.per_image, progress, cancel)
     cancel.check()
     indices, convergence, notes = _analyse(design, regions, outputs, params, progress, cancel)
     shown, half = indices[params.index], indices[f"{params.index}_conf"]
@@ -178,9 +151,7 @@ def explain(
         "design_seed": design.seed,
         "f_x": f_x,
         "output_variance": float(np.var(outputs)),
-        "batch_size_used": used,
-        "memory_per_image_mb": per_image / 2**20,
-        "memory_budget_mb": None if budget is None else budget / 2**20,
+        **sizer.extras(),
     }
     if notes:
         extras["notes"] = notes

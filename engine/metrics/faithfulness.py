@@ -33,7 +33,8 @@ from engine.methods.runner import model_device
 from engine.metrics._common import as_map
 from engine.models.loading import LoadedModel
 from engine.models.outputs import OUTPUT_CHOICES, as_batch, check_target, logits_of
-from engine.runtime.batching import batch_for_budget, default_budget_bytes, forward_with_memory_estimate, run_in_batches
+from engine.runtime.batching import forward_with_memory_estimate, run_in_batches
+from engine.runtime.sizing import fit_batch
 
 BASELINES = ("blur", "zero")
 CURVES = ("deletion", "insertion")
@@ -319,9 +320,8 @@ def _row_batch(module: nn.Module, x: torch.Tensor, requested: int, budget_mb: in
     """Perturbed images per forward: ``requested``, or the default lowered to fit the budget."""
     if requested and not budget_mb:
         return requested
-    budget = budget_mb * 2**20 if budget_mb else default_budget_bytes(x.device)
     _, per_image = forward_with_memory_estimate(module, x[:1])
-    return batch_for_budget(requested or (32 if x.device.type == "cpu" else 256), per_image, budget)
+    return fit_batch(requested or (32 if x.device.type == "cpu" else 256), per_image, x.device, budget_mb)[0]
 
 
 def _originals(module: nn.Module, x: torch.Tensor, base: torch.Tensor, targets: list[int | None], size: int):

@@ -140,21 +140,11 @@ def localisation_scores(saliency_map: Any, mask: Any, *, tolerance: float = 0.0,
     mask = as_mask(mask, values.shape)
     hit, fraction, n_maxima = _pointing(values, mask, tolerance, ties)
     n, m = mask.size, int(mask.sum())
+    pointing = {"n_maxima": n_maxima, "tolerance": float(tolerance), "ties": ties}
     if m == 0:
-        return LocalisationScores(
-            pointing_hit=None,
-            pointing_fraction=None,
-            n_maxima=n_maxima,
-            tolerance=float(tolerance),
-            ties=ties,
-            energy=None,
-            iou=None,
-            top_percent=None if top_percent is None else float(top_percent),
-            mask_fraction=0.0,
-            energy_chance=None,
-            iou_chance=None,
-            note="empty mask (normal image): not scored",
-        )
+        unscored = dict.fromkeys(("pointing_hit", "pointing_fraction", "energy", "iou", "energy_chance", "iou_chance"))
+        top_percent = None if top_percent is None else float(top_percent)
+        return LocalisationScores(**pointing, **unscored, top_percent=top_percent, mask_fraction=0.0, note="empty mask (normal image): not scored")
     top, reported_percent = _top_pixels(values, mask, top_percent)
     energy = energy_in_mask(values, mask)
     iou = float((top & mask).sum() / (top | mask).sum())
@@ -162,11 +152,9 @@ def localisation_scores(saliency_map: Any, mask: Any, *, tolerance: float = 0.0,
     expected_overlap = k * m / n  # mean of the hypergeometric overlap of k random pixels with m
     note = "the map has no positive values: energy is undefined" if np.isnan(energy) else ""
     return LocalisationScores(
+        **pointing,
         pointing_hit=hit,
         pointing_fraction=fraction,
-        n_maxima=n_maxima,
-        tolerance=float(tolerance),
-        ties=ties,
         energy=energy,
         iou=iou,
         top_percent=reported_percent,

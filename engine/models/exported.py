@@ -278,14 +278,14 @@ class ExportedModule(UnflattenedModule):
     _program_signature: _Signature
 
     def preprocess(self) -> Preprocess:
-        """The program's input size as the crop (resized from crop / 0.875, ImageNet's ratio) and
-        its channels; a dynamic size keeps 256 / 224."""
+        """The program's input size (images resized to it, so no border is cut off) and its
+        channels; a dynamic size keeps 256 / 224."""
         _, channels, height, width = self._program_signature.shape
         channels = channels if channels in (1, 3) else 3
         stats = {"mean": (0.449,), "std": (0.226,)} if channels == 1 else {}  # ImageNet's, averaged
         if height is None or height != width:
             return Preprocess(channels=channels, **stats)
-        return Preprocess(resize=round(height / 0.875), crop=height, channels=channels, **stats)
+        return Preprocess(resize=height, crop=height, channels=channels, **stats)
 
     @property
     def num_classes(self) -> int | None:

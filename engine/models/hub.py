@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import math
+import numbers
 import os
 from pathlib import Path
 
@@ -24,9 +26,10 @@ from torch import nn
 
 from engine.core.errors import UntrustedFile, UserError
 from engine.core.files import read_text
+from engine.core.requests import MAX_SIDE
 from engine.core.vocab import MAX_CLASSES
 from engine.io.preprocess import Preprocess
-from engine.models.weights import compare_state, head_classes, hub_checkpoint_dir, load_weights_into, read_state_dict
+from engine.models.weights import compare_state, head_classes, hub_checkpoint_dir, load_weights_into, read_state_dict, torch_error_reason
 
 TIMM_PREFIX = "timm:"
 HF_PREFIX = "hf:"
@@ -207,6 +210,86 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_model_config(path: Path, config: dict) -> None:
+    """The fields of config.json that decide how large the model is built, checked before
+    transformers builds it: a class count of a billion would allocate gigabytes for minutes."""
+    for name in ("id2label", "label2id"):
+        mapping = config.get(name)
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict):
+            raise UserError(f"{path}: field '{name}' must be an object of class indices and names, not {_shown(mapping)}")
+        if len(mapping) > MAX_CLASSES:
+            raise UserError(f"{path}: field '{name}' names {len(mapping):,} classes, more than the {MAX_CLASSES:,} a classifier may have")
+    if "num_labels" in config:
+        count = config["num_labels"]
+        if not _is_int(count) or not 1 <= count <= MAX_CLASSES:
+            raise UserError(f"{path}: field 'num_labels' must be a whole number of classes from 1 to {MAX_CLASSES:,}, not {_shown(count)}")
+    if "num_channels" in config and config["num_channels"] not in (1, 3):
+        raise UserError(f"{path}: field 'num_channels' must be 1 (grey-scale) or 3 (RGB), not {_shown(config['num_channels'])}")
+    if "image_size" in config:
+        size = config["image_size"]
+        sides = size if isinstance(size, list) else [size]
+        if not sides or len(sides) > 2 or not all(_is_int(v) and 1 <= v <= MAX_SIDE for v in sides):
+            raise UserError(f"{path}: field 'image_size' must be a size in pixels from 1 to {MAX_SIDE} (or [height, width]), not {_shown(size)}")
+
+
+def _check_size_field(path: Path, name: str, value) -> None:
+    """``size`` or ``crop_size``: a number of pixels, or an object of shortest_edge, height, width."""
+    if _is_int(value) and 1 <= value <= MAX_SIDE:
+        return
+    optional = ("shortest_edge", "longest_edge")  # null in some processors; height and width never
+    if isinstance(value, dict) and value and all((v is None and k in optional) or (_is_int(v) and 1 <= v <= MAX_SIDE) for k, v in value.items()):
+        unknown = sorted(set(value) - {"shortest_edge", "longest_edge", "height", "width"})
+        if not unknown:
+            return
+        raise UserError(f"{path}: field '{name}' has an unknown key '{unknown[0]}' (known: shortest_edge, longest_edge, height, width)")
+    raise UserError(f"{path}: field '{name}' must be a size in pixels from 1 to {MAX_SIDE}, or an object such as {{\"height\": 224, \"width\": 224}}; not {_shown(value)}")
+
+
+def _processor_config(path: Path, channels: int) -> dict:
+    """preprocessor_config.json, its fields checked one by one (the message names the field);
+    a single mean or std number is made a list, as Hugging Face's processors accept both."""
+    config = _read_json(path)
+    for name in ("do_resize", "do_center_crop", "do_normalize", "do_rescale"):
+        if name in config and not isinstance(config[name], bool):
+            raise UserError(f"{path}: field '{name}' must be true or false, not {_shown(config[name])}")
+    for name in ("size", "crop_size"):
+        if config.get(name) is not None:
+            _check_size_field(path, name, config[name])
+    for name in ("image_mean", "image_std"):
+        values = config.get(name)
+        if values is None:
+            continue
+        values = [values] if _is_number(values) else values
+        if not isinstance(values, list) or not 1 <= len(values) <= 4 or not all(_is_number(v) for v in values):
+            raise UserError(f"{path}: field '{name}' must be a list of 1 to 4 finite numbers (one per channel), not {_shown(config[name])}")
+        if name == "image_std" and any(v <= 0 for v in values):
+            raise UserError(f"{path}: field 'image_std' must hold positive numbers, not {_shown(config[name])}")
+        if 1 < len(values) < channels:
+            raise UserError(f"{path}: field '{name}' has {len(values)} values but the model takes {channels} channels")
+        config[name] = values
+    if "resample" in config and config["resample"] is not None and not (_is_int(config["resample"]) and 0 <= config["resample"] <= 5):
+        raise UserError(f"{path}: field 'resample' must be a PIL resampling code from 0 to 5, not {_shown(config['resample'])}")
+    crop_pct = config.get("crop_pct")
+    if crop_pct is not None and not (_is_number(crop_pct) and 0 < crop_pct <= 1):
+        raise UserError(f"{path}: field 'crop_pct' must be a number in (0, 1], not {_shown(crop_pct)}")
+    return config
+
+
 def _hf_labels(config) -> list[str] | None:
     mapping = getattr(config, "id2label", None) or {}
     try:
@@ -222,11 +305,14 @@ def load_hf(spec: str, weights: str | None, trust: bool, notes: list[str]):
     """(module, source, labels, preprocess) for an ``hf:DIR`` spec."""
     if weights:
         raise UserError("--weights cannot be combined with hf:DIR; the folder holds its own weights")
+    if not spec[len(HF_PREFIX):].strip():
+        raise UserError(f"'{spec}': name the folder of a Hugging Face model, e.g. hf:path/to/vit-model")
     folder = Path(spec[len(HF_PREFIX):].strip()).expanduser()
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; hf:DIR takes a folder saved with save_pretrained (config.json and model.safetensors)")
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder}: has no config.json; it is not a Hugging Face model folder")
+    _check_model_config(folder / "config.json", _read_json(folder / "config.json"))
     safe = _hf_weights(folder, trust)
     from transformers import AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
@@ -237,7 +323,9 @@ def load_hf(spec: str, weights: str | None, trust: bool, notes: list[str]):
         try:
             module = AutoModelForImageClassification.from_pretrained(str(folder), local_files_only=True, use_safetensors=safe)
         except Exception as exc:  # transformers raises OSError, ValueError, KeyError for bad folders
-            raise UserError(f"{folder}: not a loadable image-classification model ({_first_line(exc)})") from None
+            # torch's refusal to unpickle carries advice to bypass it; only what it refused is said
+            reason = torch_error_reason(exc) if "weights_only" in str(exc) or "Weights only" in str(exc) else _first_line(exc)
+            raise UserError(f"{folder}: not a loadable image-classification model ({reason})") from None
     module.eval()
     config = module.config
     channels = int(getattr(config, "num_channels", 3) or 3)
@@ -245,7 +333,7 @@ def load_hf(spec: str, weights: str | None, trust: bool, notes: list[str]):
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
     processor = folder / "preprocessor_config.json"
     if processor.is_file():
-        preprocess = Preprocess.from_hf(_read_json(processor), image_size, channels)
+        preprocess = Preprocess.from_hf(_processor_config(processor, channels), image_size, channels)
     else:
         size = int(image_size or 224)
         preprocess = Preprocess(resize=size, crop=size, channels=channels)

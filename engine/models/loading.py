@@ -175,7 +175,7 @@ def load_model(
     elif spec.startswith(HF_PREFIX):
         module, source, label_names, chosen = load_hf(spec, weights, trust, notes)
     elif spec.partition(":")[0] not in classification_models() and split_class_spec(spec) is not None:
-        module, source, label_names, chosen = _load_user_class(spec, weights, model_args, notes)
+        module, source, label_names, chosen = _load_user_class(spec, weights, model_args, notes, trust)
     else:
         module, source, label_names, chosen = _resolve_spec(spec, weights, trust, seed, num_classes, allow_download, notes)
     # Models Sensiscope does not know (the user's class, a model file) say nothing of their input
@@ -198,12 +198,17 @@ def _resolve_spec(spec, weights, trust, seed, num_classes, allow_download, notes
         architecture, weights, weights_name = str(meta["arch"]), str(path), ""
         if architecture not in classification_models():
             raise UserError(f"{path.with_suffix('.json')}: unknown architecture '{architecture}'")
-        return _load_architecture(architecture, weights, seed, num_classes, allow_download, notes)
+        return _load_architecture(architecture, weights, seed, num_classes, allow_download, notes, say_sidecar=False)
     if path.exists() and architecture not in classification_models():
         if path.is_dir():
             raise UserError(f"{path}: is a folder; give a model file, an architecture name, or hf:{spec} for a Hugging Face folder")
         if path.suffix.lower() == ".py":
-            raise UserError(f"{path}: name the model class too, e.g. --model {spec}:ClassName (the file is run to build it)")
+            from engine.models.user_class import classes_in_source
+
+            found = classes_in_source(path)
+            example = found[0] if found else "ClassName"
+            listed = f"; it defines {', '.join(found)}" if found else ""
+            raise UserError(f"{path}: name the model class too, e.g. --model {spec}:{example} (the file is run to build it){listed}")
         if weights:
             raise UserError("--weights goes with an architecture name or a model class (net.py:Net); a model file already holds its weights")
         module, source = _load_file_model(path, trust)
@@ -211,14 +216,23 @@ def _resolve_spec(spec, weights, trust, seed, num_classes, allow_download, notes
         if "labels" in meta or "classes" in meta:
             label_names = [str(v) for v in meta.get("labels") or meta.get("classes")]
         chosen_preprocess = preprocess_from(meta)
+        if meta:
+            notes.append(f"read {path.with_suffix('.json').name} beside the model (its labels and preprocessing)")
         if chosen_preprocess is None and hasattr(module, "preprocess") and callable(module.preprocess):
-            chosen_preprocess = module.preprocess()  # an ONNX graph's input size
+            chosen_preprocess = module.preprocess()  # an ONNX graph's or a .pt2 program's input size
+        if chosen_preprocess is not None and not meta and path.suffix.lower() == ".pt2":
+            pre = chosen_preprocess
+            size = f"{pre.crop} x {pre.crop} px" if pre.crop else "their own size"
+            notes.append(
+                f"preprocessing from the model's input: {pre.channels} channel(s) at {size}, normalised with ImageNet's mean and std "
+                f"({','.join(f'{m:g}' for m in pre.mean)} / {','.join(f'{v:g}' for v in pre.std)}); give --mean/--std or a sidecar if it was trained otherwise"
+            )
         return module, source, label_names, chosen_preprocess
     if architecture in classification_models():
         if weights_name and weights:
             raise UserError(f"give the weights either in the spec ('{spec}') or with --weights, not both")
         weights = weights or weights_name or None
-        return _load_architecture(architecture, weights, seed, num_classes, allow_download, notes)
+        return _load_architecture(architecture, weights, seed, num_classes, allow_download, notes, trust)
     if looks_like_path(spec):
         raise UserError(f"{spec}: no such model file")
     raise UserError(
@@ -227,27 +241,36 @@ def _resolve_spec(spec, weights, trust, seed, num_classes, allow_download, notes
     )
 
 
-def _load_user_class(spec, weights, model_args, notes):
+def _load_user_class(spec, weights, model_args, notes, trust=False):
     """(module, source, labels, preprocess) for ``FILE.py:Class`` and ``module:Class`` specs."""
     meta: dict = {}
     weights_path = Path(weights).expanduser() if weights else None
     if weights_path is not None:
         regular_file(weights_path, "weights file")
         meta = _sidecar(weights_path)
+        if meta:
+            notes.append(f"read {weights_path.with_suffix('.json').name} beside the weights (constructor arguments, labels, preprocessing)")
     arguments = model_args if model_args else parse_model_args(meta.get("model_args"), f"{weights_path.with_suffix('.json') if weights_path else 'sidecar'}: model_args")
     module, source = build_user_model(spec, arguments)
     if weights_path is None:
         notes.append(f"{source} has random weights (no --weights given): its explanations show an untrained network")
         source = f"{source}, random initialisation"
     else:
-        state = read_state_dict(weights_path)
+        state = read_state_dict(weights_path, trust)
         try:
             load_weights_into(module, state, weights_path.name, source.partition(" from ")[0])
         except WeightsMismatch as exc:
+            from engine.models.user_class import count_argument, resolve_class
+
             classes = head_classes(compare_state(module, state))
-            if classes is None or model_args:
-                raise
-            hint = f"; the file has {classes} outputs: if the class takes their number as an argument, give it, e.g. --model-args '{{\"num_classes\": {classes}}}'"
+            argument = count_argument(resolve_class(spec)[0])
+            if classes is not None and argument:
+                hint = f"; the file has {classes} outputs: give them, e.g. --model-args '{{\"{argument}\": {classes}}}'"
+            elif not arguments:
+                hint = "; the class was built with its default arguments: give the ones it was trained with in --model-args (or the sidecar's model_args)"
+            else:
+                source_of = "--model-args" if model_args else "the sidecar's model_args"
+                hint = f"; the class was built with {arguments} from {source_of}"
             raise WeightsMismatch(f"{exc}{hint}", exc.missing, exc.unexpected, exc.shapes) from None
         source = f"{source} with weights from {weights_path.name}"
     label_names = meta.get("labels") or meta.get("classes")
@@ -324,14 +347,16 @@ def looks_like_path(spec: str) -> bool:
     return os.sep in spec or "/" in spec or spec.lower().endswith(MODEL_FILE_SUFFIXES)
 
 
-def _load_architecture(architecture, weights, seed, num_classes, allow_download, notes):
+def _load_architecture(architecture, weights, seed, num_classes, allow_download, notes, trust=False, say_sidecar=True):
     if not weights:
         module = build_architecture(architecture, num_classes, seed)
         return module, f"{architecture}, random initialisation (seed {seed})", None, None
     weights_path = Path(weights).expanduser()
     if weights_path.exists() or looks_like_path(weights):
-        state = read_state_dict(weights_path)
+        state = read_state_dict(weights_path, trust)
         meta = _sidecar(weights_path)
+        if meta and say_sidecar:
+            notes.append(f"read {weights_path.with_suffix('.json').name} beside the weights (classes, labels, preprocessing)")
         classes = num_classes or meta.get("num_classes")
         channels = int(meta.get("in_channels", 3))
         module = build_architecture(architecture, classes, seed, in_channels=channels)

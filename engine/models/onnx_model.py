@@ -8,6 +8,7 @@ a graph with a fixed batch size is fed in slices of that size.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,17 @@ from torch import nn
 from engine.core.errors import UserError
 from engine.io.preprocess import Preprocess
 
+# onnxruntime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
+QUIET = 4
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _reason(exc: Exception) -> str:
+    """onnxruntime's message without its status prefix and the C++ source location it quotes."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    return re.sub(r"/onnxruntime_src/\S+:\d+ [^(]*\([^)]*\)\s*", "", text)
 
 
 def _dim(value) -> int | None:
@@ -45,13 +56,17 @@ class OnnxModule(nn.Module):
 
         available = ort.get_available_providers()
         chosen = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        # onnxruntime logs its errors in red on stderr before raising them; the raised error becomes
+        # one clear line, so only fatal messages may print (the default logger covers session creation).
+        ort.set_default_logger_severity(QUIET)
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = QUIET
+        self.run_options = ort.RunOptions()
+        self.run_options.log_severity_level = QUIET
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph
-            text = str(exc).strip().splitlines()
-            raise UserError(f"{path}: not a loadable ONNX model ({text[0] if text else type(exc).__name__})") from None
+            raise UserError(f"{path}: not a loadable ONNX model ({_reason(exc)})") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise UserError(f"{path}: the ONNX graph takes {len(inputs)} inputs; Sensiscope explains models with one image input")
@@ -85,10 +100,9 @@ class OnnxModule(nn.Module):
 
     def _run(self, array: np.ndarray) -> np.ndarray:
         try:
-            return self.session.run(None, {self.input_name: array})[0]
+            return self.session.run(None, {self.input_name: array}, self.run_options)[0]
         except Exception as exc:  # a wrong input size: onnxruntime's message names the dimension
-            text = str(exc).strip().splitlines()
-            raise UserError(f"{self.path.name}: onnxruntime could not run the input of shape {array.shape} ({text[0] if text else type(exc).__name__})") from None
+            raise UserError(f"{self.path.name}: onnxruntime could not run the input of shape {array.shape} ({_reason(exc)})") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout == "nhwc":

@@ -21,6 +21,7 @@ check and edit; every field is validated on reading, with errors that name the f
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,10 @@ def validate_sidecar(data: dict, source: Path) -> dict:
     labels = data.get("labels") or data.get("classes")
     if labels is not None and classes is not None and len(labels) != classes:
         raise UserError(f"{source}: {len(labels)} labels for num_classes {classes}")
+    for key in data:
+        close = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.75) if key not in FIELDS else []
+        if close:  # a typo of a field would silently drop what it holds (the labels, say)
+            raise UserError(f"{source}: '{key}' is not a sidecar field; did you mean '{close[0]}'?")
     pre = data.get("preprocess")
     if pre is not None:
         if not isinstance(pre, dict):
@@ -98,6 +103,7 @@ def validate_sidecar(data: dict, source: Path) -> dict:
         unknown = sorted(set(pre) - set(Preprocess.__dataclass_fields__))
         if unknown:
             raise UserError(f"{source}: field 'preprocess.{unknown[0]}' is not a preprocessing setting (known: {', '.join(Preprocess.__dataclass_fields__)})")
+        _check_preprocess_types(pre, source)
         try:
             Preprocess.from_dict(pre)
         except UserError as exc:
@@ -105,6 +111,26 @@ def validate_sidecar(data: dict, source: Path) -> dict:
         except (TypeError, ValueError) as exc:
             raise UserError(f"{source}: field 'preprocess' holds a value of the wrong type ({exc})") from None
     return data
+
+
+def _check_preprocess_types(pre: dict, source: Path) -> None:
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def bad(name, value, expected):
+        return UserError(f"{source}: field 'preprocess': '{name}' must be {expected}, not {json.dumps(value)[:60]}")
+
+    for name in ("resize", "crop"):
+        if pre.get(name) is not None and (not _whole(pre[name]) or not 1 <= pre[name] <= MAX_SIDE):
+            raise bad(name, pre[name], f"a size in pixels from 1 to {MAX_SIDE}, or null")
+    for name in ("mean", "std"):
+        value = pre.get(name)
+        if value is not None and not (isinstance(value, (list, tuple)) and value and all(number(v) for v in value)):
+            raise bad(name, value, "a list of numbers, one per channel")
+    if "channels" in pre and (not _whole(pre["channels"]) or pre["channels"] not in (1, 3)):
+        raise bad("channels", pre["channels"], "1 or 3")
+    if "interpolation" in pre and not isinstance(pre["interpolation"], str):
+        raise bad("interpolation", pre["interpolation"], "bilinear, bicubic or nearest")
 
 
 def preprocess_from(meta: dict) -> Preprocess | None:

@@ -102,6 +102,29 @@ def _module_from_name(name: str) -> Any:
         raise UserError(f"importing {name} failed with {type(exc).__name__}: {exc}") from None
 
 
+def classes_in_source(path: str | Path) -> list[str]:
+    """The classes a Python file defines, read from its text (nothing is run)."""
+    import ast
+
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return []
+    return [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
+
+
+def count_argument(cls: type) -> str | None:
+    """The constructor argument of ``cls`` that most likely sets its number of outputs."""
+    try:
+        names = list(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):
+        return None
+    for wanted in ("num_classes", "n_classes", "classes", "nclasses", "num_outputs", "n_outputs", "outputs", "out_features", "num_labels"):
+        if wanted in names:
+            return wanted
+    return None
+
+
 def model_classes(module: Any) -> list[str]:
     """The nn.Module subclasses a module defines itself (not those it imports)."""
     return sorted(
@@ -146,7 +169,8 @@ def build_user_model(spec: str, model_args: dict | None = None) -> tuple[nn.Modu
         try:
             signature.bind(**arguments)
         except TypeError as exc:
-            raise UserError(f"{where}:{cls.__name__}{signature}: {exc}; give constructor arguments with --model-args '{{\"name\": value}}' or in the sidecar's model_args") from None
+            hint = "give constructor arguments with --model-args '{\"name\": value}' or in the sidecar's model_args"
+            raise UserError(f"{where}:{cls.__name__} takes {signature} (defaults shown): {exc}; {hint}") from None
     try:
         module = cls(**arguments)
     except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,31 +32,63 @@ def _is_torchscript_archive(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
+def _refused_object(exc: Exception) -> str:
+    """The Python object a file names, where torch's weights-only unpickler refused one, in a few
+    words of ours: torch's own advice (re-running ``torch.load`` with ``weights_only=False``,
+    allow-listing globals) is never passed on, it bypasses the safety."""
+    found = re.search(r"GLOBAL\s+([\w.<>]+)", str(exc))
+    return f"it names the Python object {found.group(1)}" if found else ""
+
+
 def _unsafe_pickle_message(path: Path, exc: Exception) -> str:
-    detail = str(exc).splitlines()
-    hint = next((line.strip() for line in detail if "Unsupported global" in line or "GLOBAL" in line), "")
-    reason = f" ({hint})" if hint else ""
+    reason = _refused_object(exc)
     return (
-        f"{path}: refused to load: the file contains Python objects, not only tensors{reason}. "
+        f"{path}: refused to load: the file contains Python objects, not only tensors{f' ({reason})' if reason else ''}. "
         "Unpickling it could run arbitrary code. If you made this file yourself or trust its author, "
         "pass --trust (GUI: confirm the warning); better, save a state dict or safetensors instead."
     )
 
 
+def _is_weights_only_refusal(exc: Exception) -> bool:
+    text = str(exc)
+    return ("Weights only load failed" in text or "WeightsUnpickler" in text) and bool(_refused_object(exc))
+
+
 def _torch_load_safely(path: Path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols: the refusal, if any, says it all
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, not a weights file") from None
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, zip errors ...
-        text = str(exc)
-        if "Weights only load failed" in text or "weights_only" in text:
-            if "Unsupported global" in text or "GLOBAL" in text:
-                raise UntrustedFile(path, _unsafe_pickle_message(path, exc)) from None
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise UserError(f"{path}: not a readable PyTorch file, it may be truncated or corrupt ({first})") from None
+        if _is_weights_only_refusal(exc):
+            raise UntrustedFile(path, _unsafe_pickle_message(path, exc)) from None
+        raise UserError(f"{path}: not a readable PyTorch file, it may be truncated or corrupt ({torch_error_reason(exc)})") from None
+
+
+def torch_error_reason(exc: Exception) -> str:
+    """What went wrong in a ``torch.load``, in one phrase: the refused object or the first sentence
+    of torch's error, never its advice (what to re-run with ``weights_only=False``, where to file issues)."""
+    refused = _refused_object(exc)
+    if refused:
+        return refused
+    text = str(exc)
+    if isinstance(exc, EOFError):
+        return "the file ends early"
+    if isinstance(exc, KeyError) or len(text.strip()) < 8:  # the unpickler met a byte it has no meaning for
+        return "not data that torch.save wrote"
+    operation = re.search(r"Unsupported operand (\d+)", text)
+    if operation:  # junk, or a pickle protocol the safe reader does not take
+        return f"pickle operation {operation.group(1)} is not one a file of tensors uses"
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        inner = re.search(r"WeightsUnpickler error:\s*(.+)", text, re.DOTALL)
+        lines = [line.strip() for line in (inner.group(1) if inner else "").splitlines() if line.strip() and "torch.load" not in line and "weights_only" not in line]
+        return lines[0] if lines else "the pickled data cannot be read"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first.split(". ")[0] if len(first) > 120 else first
 
 
 def _unwrap_checkpoint(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -70,8 +103,22 @@ def _unwrap_checkpoint(obj, path: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{path}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors, or a checkpoint with 'state_dict' or 'model')")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file or a .pt/.pth state dict or checkpoint, never unpickling objects.
+def _trusted_state(path: Path) -> dict[str, torch.Tensor]:
+    """A pickled checkpoint or whole model the user trusts: its tensors (a module's state dict)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # any unpickling failure: the file's own classes may be missing here
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (run from the folder of the code that defines its classes, or save a state dict instead)" if "No module named" in text or "Can't get attribute" in text else ""
+        raise UserError(f"{path}: the trusted file could not be unpickled: {text}{hint}") from None
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    return _unwrap_checkpoint(obj, path)
+
+
+def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a .pt/.pth state dict or checkpoint, never unpickling
+    objects unless ``trust`` (then a pickled checkpoint or whole model gives its tensors).
 
     The ``module.`` prefix that DataParallel and DistributedDataParallel add is removed.
     """
@@ -87,7 +134,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         if _is_torchscript_archive(path):
             raise UserError(f"{path}: is a TorchScript model, not a weights file; pass it as the model (--model {path})")
-        state = _unwrap_checkpoint(_torch_load_safely(path), path)
+        try:
+            state = _unwrap_checkpoint(_torch_load_safely(path), path)
+        except UntrustedFile:
+            if not trust:
+                raise
+            state = _trusted_state(path)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state

@@ -139,6 +139,20 @@ def _categorical_feature(name: str, series: pd.Series, missing_count: int, notes
     return spec, array
 
 
+# A classification target with more distinct values than this (or, beyond ten, one distinct value
+# in every other row) is a measurement or an identifier, not a set of classes.
+MAX_TARGET_CLASSES = 50
+
+
+def _check_class_count(target: str, classes: int, rows: int, numeric: bool) -> None:
+    if classes <= MAX_TARGET_CLASSES and not (classes > 10 and classes > rows / 2):
+        return
+    what = f"the target '{target}' has {classes} distinct values in {rows} rows"
+    if numeric:
+        raise UserError(f"{what}: it looks continuous, not a set of classes; use --task regression (classification takes at most {MAX_TARGET_CLASSES} classes)")
+    raise UserError(f"{what}: too many classes to learn (at most {MAX_TARGET_CLASSES}); is it an identifier or free text? Choose another --target")
+
+
 def _encode_target(series: pd.Series, target: str, numeric: bool, task: str) -> tuple[str, list[str], np.ndarray]:
     """(task, classes, y): 'auto' becomes regression for a numeric target with over ten values."""
     if task == "auto":
@@ -147,6 +161,7 @@ def _encode_target(series: pd.Series, target: str, numeric: bool, task: str) -> 
         classes = sorted(str(v) for v in series.unique()) if not numeric else [str(v) for v in sorted(series.unique())]
         if len(classes) < 2:
             raise UserError(f"the target '{target}' has a single class ('{classes[0]}'); a classifier needs at least two")
+        _check_class_count(target, len(classes), len(series), numeric)
         lookup = {c: i for i, c in enumerate(classes)}
         return task, classes, series.map(lambda v: lookup[str(v)]).to_numpy(dtype=np.int64)
     if task == "regression":

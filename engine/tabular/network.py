@@ -83,6 +83,8 @@ def save_tabular_model(model: TabularNet, meta: dict, path: str | Path, overwrit
 
 def load_tabular_model(path: str | Path) -> tuple[TabularNet, dict]:
     """Load a model saved by :func:`save_tabular_model` (give either file or the common stem)."""
+    if not str(path).strip() or not Path(path).name:
+        raise UserError(f"no tabular model given ({str(path)!r}): name the files `train` saved, e.g. model.safetensors or its stem")
     path = Path(path)
     weights, sidecar = path.with_suffix(".safetensors"), path.with_suffix(".json")
     if not sidecar.is_file() or not weights.is_file():

@@ -47,7 +47,7 @@ MAX_CUSTOM = 6  # models opened from files or classes, kept at the top of the Mo
 LABELS_TIP = "Class names: a text file (one a line) or JSON; applied when the model is next loaded"
 LABELS_FILTER = "Labels (*.txt *.json);;All files (*)"
 TRUST_WARNING = (
-    "<b>{name}</b> is a whole pickled model, not only weights.<br><br>"
+    "The file <b>{name}</b> (in {folder}) is a pickle: it holds Python objects, not only weights.<br><br>"
     "Loading it runs Python code stored in the file: a file from an untrusted source can do "
     "anything your user account can (read, change or delete files, install programs).<br><br>"
     "Load it only if you made it yourself or trust its author. Safer: save a state dict or "
@@ -325,8 +325,10 @@ class ModelPanel(QWidget):
         return None
 
     def confirm_trust(self, path: str) -> bool:
-        """Ask before unpickling a whole model; the default answer is No."""
-        box = QMessageBox(QMessageBox.Icon.Warning, "Load a pickled model?", TRUST_WARNING.format(name=Path(path).name), QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        """Ask before unpickling a file, naming the file that would be opened; the default answer is No."""
+        file = Path(path)
+        text = TRUST_WARNING.format(name=escape(file.name), folder=escape(str(file.parent.resolve()) if str(file.parent) else "."))
+        box = QMessageBox(QMessageBox.Icon.Warning, f"Load the pickled file {file.name}?", text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
         box.setDefaultButton(QMessageBox.StandardButton.No)
         box.button(QMessageBox.StandardButton.Yes).setText("Load it, I trust this file")
         return box.exec() == QMessageBox.StandardButton.Yes

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.core.progress import EpochLosses
-from engine.core.vocab import ACTIVATIONS, DISTRIBUTIONS, MISSING_POLICIES, TABULAR_TRAINING
+from engine.core.vocab import ACTIVATIONS, DISTRIBUTIONS, MISSING_POLICIES, TABLE_SUFFIXES, TABULAR_TRAINING
 
 from ..jobs import DEVICE_LANE, FILE_LANE, Job, JobManager, error_text
 from ..tabular_results import TableResults, analysis_job, ensemble_metrics_html, export_results, reduction_job, restore_networks, training_job
@@ -39,7 +39,7 @@ from ..widgets.table_model import FrameModel, StatsModel, compact, double_box, s
 from ..widgets.tabular_plots import LossPlot, MethodsView, ReductionView, SobolView, metrics_html
 
 PIMA = "demo:pima"
-TABLE_FILTER = "CSV tables (*.csv *.tsv *.txt);;All files (*)"
+TABLE_FILTER = f"Tables ({' '.join('*' + suffix for suffix in TABLE_SUFFIXES)});;CSV tables (*.csv *.tsv *.txt);;Parquet tables (*.parquet);;All files (*)"
 SOBOL_SIZES = [2**k for k in range(6, 17)]
 # engine.stats.screening.MEASURES, without importing the engine's numerics here (a test checks they agree).
 METHODS = ("sobol", "morris", "fast", "rbd_fast", "delta", "pawn", "dgsm")
@@ -312,8 +312,8 @@ class TabularPanel(QWidget):
         def load(progress, cancel):
             from engine.app.data import load_table, resolve_table
 
-            progress(0.2, "reading")
-            return load_table(resolve_table(str(spec)))
+            progress(0.05, "reading")
+            return load_table(resolve_table(str(spec)), progress=lambda fraction, message="", data=None: progress(0.05 + 0.9 * fraction, message), cancel=cancel)
 
         name = "the Pima demo" if spec == PIMA else Path(spec).name
         return self._start(load, f"Opening {name}", FILE_LANE, self.show_table)

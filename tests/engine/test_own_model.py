@@ -99,7 +99,7 @@ def test_weights_that_do_not_fit_name_the_keys_and_the_argument_to_give(tmp_path
         engine.load_model(f"{net_py}:DigitNet", str(weights))  # built with the default 10 classes
     message = str(caught.value)
     assert "\n" not in message and "head.weight expects (10, 1024) but the file has (4, 1024)" in message
-    assert "the file has 4 outputs" in message
+    assert "the file has 4 outputs" in message and "--model-args '{\"classes\": 4}'" in message
     torch.save({"other.weight": torch.zeros(2)}, tmp_path / "foreign.pth")
     with pytest.raises(WeightsMismatch, match=r"missing keys \(6\): body.0.conv.weight.*unexpected keys \(1\): other.weight"):
         engine.load_model(f"{net_py}:DigitNet", str(tmp_path / "foreign.pth"), model_args={"classes": 4})
@@ -107,7 +107,7 @@ def test_weights_that_do_not_fit_name_the_keys_and_the_argument_to_give(tmp_path
 
 def test_constructor_arguments_are_checked_against_the_signature(tmp_path):
     net_py, weights, _ = write_net(tmp_path)
-    with pytest.raises(UserError, match=r"DigitNet\(classes=10\): got an unexpected keyword argument 'clases'"):
+    with pytest.raises(UserError, match=r"DigitNet takes \(classes=10\) \(defaults shown\): got an unexpected keyword argument 'clases'"):
         engine.load_model(f"{net_py}:DigitNet", str(weights), model_args={"clases": 4})
     with pytest.raises(UserError, match="not valid JSON"):
         parse_model_args("{classes: 4}")
@@ -210,3 +210,46 @@ def test_targets_by_index_and_by_class_name():
         TargetSpec.parse("cyst").resolve(labels, 3)
     with pytest.raises(UserError, match="has no class names"):
         TargetSpec.parse("cyst").resolve(None, 3)
+
+
+def test_sidecar_typos_and_wrong_types_name_the_field(tmp_path):
+    net_py, weights, _ = write_net(tmp_path)
+    sidecar = tmp_path / "net.json"
+    for content, message in (
+        ({"label": ["a", "b", "c", "d"], "model_args": {"classes": 4}}, "'label' is not a sidecar field; did you mean 'labels'\\?"),
+        ({"preprocess": {"resize": "32"}}, "field 'preprocess': 'resize' must be a size in pixels"),
+        ({"preprocess": {"mean": "x"}}, "field 'preprocess': 'mean' must be a list of numbers"),
+    ):
+        sidecar.write_text(json.dumps(content))
+        with pytest.raises(UserError, match=message):
+            engine.load_model(f"{net_py}:DigitNet", str(weights))
+    sidecar.write_text(json.dumps({"model_args": {"classes": 4}, "my_note": "trained on fold 3"}))  # the user's own notes are kept and ignored
+    assert engine.load_model(f"{net_py}:DigitNet", str(weights)).num_classes == 4
+
+
+def test_a_trusted_pickled_checkpoint_gives_its_weights(tmp_path):
+    net_py, weights, original = write_net(tmp_path)
+    pickled = tmp_path / "whole.pt"
+    import argparse
+
+    # A training checkpoint as many scripts write it: the weights beside the run's arguments object.
+    torch.save({"model": original.state_dict(), "epoch": 3, "args": argparse.Namespace(lr=0.1, classes=4)}, pickled)
+    with pytest.raises(UserError, match="--trust"):
+        engine.load_model(f"{net_py}:DigitNet", str(pickled), model_args={"classes": 4})
+    trusted = engine.load_model(f"{net_py}:DigitNet", str(pickled), model_args={"classes": 4}, trust=True)
+    x = torch.rand(1, 1, 32, 32)
+    assert torch.allclose(trusted.module(x), original(x), atol=1e-6)
+    with pytest.raises(UserError, match="name the model class too, e.g. --model .*net.py:Block .*it defines Block, DigitNet"):
+        engine.load_model(str(net_py))
+
+
+def test_the_python_api_takes_a_class_name_as_target_and_refuses_nonsense_in_one_line(tmp_path):
+    net_py, weights, _ = write_net(tmp_path)
+    (tmp_path / "labels.txt").write_text("zero\none\ntwo\nthree\n")
+    loaded = engine.load_model(f"{net_py}:DigitNet", str(weights), str(tmp_path / "labels.txt"), model_args={"classes": 4})
+    x = torch.rand(1, 32, 32)
+    by_name = engine.explain(loaded, x, "saliency", target="two")
+    assert by_name.target == 2 and np.array_equal(by_name.map, engine.explain(loaded, x, "saliency", target=2).map)
+    for bad, message in (("seven", "none of the model's classes"), (-1, "0 or more"), (2.5, "not 2.5"), ([1], "not \\[1\\]")):
+        with pytest.raises(UserError, match=message):
+            engine.explain(loaded, x, "saliency", target=bad)

@@ -26,6 +26,7 @@ def items(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(items, tmp_path_factory):
+    """A clean store written in two runs (several parts), the yardstick of every repair."""
     folder = tmp_path_factory.mktemp("reference") / "store"
     run_batch(make_job(), folder, items, data="phantom", limit=4)
     run_batch(make_job(), folder, items, data="phantom", resume=True)
