@@ -90,7 +90,7 @@ def data_items(data: str, n: int | None):
 
     folder = resolve_image_data(data)
     scan = scan_inputs(folder)
-    for note in getattr(scan, "notes", []):
+    for note in scan.notes:
         _log(f"note: {note}")
     items = [i for i in scan.items if not i.is_tensor]
     if not items:

@@ -198,3 +198,16 @@ def write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -> Path:
 
 def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
     return write_bytes(path, text.encode("utf-8"), overwrite)
+
+
+def read_json_object(path: str | Path, what: str = "file") -> dict:
+    """The JSON object in a regular text file (see :func:`read_text`); one line when it is not."""
+    import json
+
+    try:
+        data = json.loads(read_text(path, what))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: the {what} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the {what} must hold a JSON object")
+    return data

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from engine.core.errors import UntrustedFile, UserError
-from engine.core.files import read_text
+from engine.core.files import read_json_object
 from engine.core.requests import MAX_SIDE
 from engine.core.vocab import MAX_CLASSES
 from engine.io.preprocess import Preprocess
@@ -201,13 +201,7 @@ def _hf_weights(folder: Path, trust: bool) -> bool:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(read_text(path, "configuration file"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: must hold a JSON object")
-    return data
+    return read_json_object(path, "configuration file")
 
 
 def _is_int(value) -> bool:

@@ -35,6 +35,7 @@ from engine.models.weights import (
     head_classes,
     load_weights_into,
     read_state_dict,
+    trusted_unpickle,
 )
 
 
@@ -126,10 +127,7 @@ def _load_file_model(path: Path, trust: bool) -> tuple[nn.Module, str]:
             return obj.eval(), f"model {path.name}"
         _unwrap_checkpoint(obj, path)
         raise UserError(f"{path}: holds only weights; name the architecture too, e.g. --model resnet18 --weights {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UserError(f"{path}: the trusted model file could not be loaded ({_first_line(exc)})") from None
+    obj = trusted_unpickle(path)
     if not isinstance(obj, nn.Module):
         raise UserError(f"{path}: holds a {type(obj).__name__}, not a torch model")
     return obj.eval(), f"pickled model {path.name} (trusted)"

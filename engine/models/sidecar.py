@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.errors import UserError
-from engine.core.files import check_output, read_text, write_text
+from engine.core.files import check_output, read_json_object, write_text
 from engine.core.jsonable import dumps
 from engine.core.requests import MAX_SIDE
 from engine.core.vocab import MAX_CLASSES
@@ -46,13 +46,7 @@ def read_sidecar(path: Path) -> dict:
     candidate = sidecar_path(path)
     if not candidate.is_file():
         return {}
-    try:
-        data = json.loads(read_text(candidate, "metadata file"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{candidate}: the sidecar beside the model is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{candidate}: a sidecar is a JSON object")
-    return validate_sidecar(data, candidate)
+    return validate_sidecar(read_json_object(candidate, "sidecar beside the model"), candidate)
 
 
 def _bad(source: Path, name: str, value, expected: str) -> UserError:

@@ -103,14 +103,20 @@ def _unwrap_checkpoint(obj, path: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{path}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors, or a checkpoint with 'state_dict' or 'model')")
 
 
-def _trusted_state(path: Path) -> dict[str, torch.Tensor]:
-    """A pickled checkpoint or whole model the user trusts: its tensors (a module's state dict)."""
+def trusted_unpickle(path: Path):
+    """The object in a pickled file the user explicitly trusts (the only full unpickling Sensiscope
+    does); a failure is one line, with a hint when the file's own classes cannot be found here."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # any unpickling failure: the file's own classes may be missing here
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (run from the folder of the code that defines its classes, or save a state dict instead)" if "No module named" in text or "Can't get attribute" in text else ""
         raise UserError(f"{path}: the trusted file could not be unpickled: {text}{hint}") from None
+
+
+def _trusted_state(path: Path) -> dict[str, torch.Tensor]:
+    """A pickled checkpoint or whole model the user trusts: its tensors (a module's state dict)."""
+    obj = trusted_unpickle(path)
     if isinstance(obj, nn.Module):
         return obj.state_dict()
     return _unwrap_checkpoint(obj, path)
